@@ -1,0 +1,86 @@
+"""The in-memory dataset every loader returns, and the registry loaders add themselves to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fixmatch.errors import DataError
+
+
+@dataclass
+class ImageDataset:
+    """Train and test images held as uint8 tensors of shape (N, C, H, W), labels as int64."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training images in 0..1 units (used to normalize)."""
+        x = self.x_train.float().div_(255)
+        return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+
+
+def from_numpy(name: str, x_train, y_train, x_test, y_test, class_names) -> ImageDataset:
+    """Build an ImageDataset from NHWC (or NHW) uint8 arrays, checking shapes and label ranges."""
+    xs = []
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        x = np.asarray(x)
+        y = np.asarray(y)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise DataError(f"{name}: x_{split} must be (N, H, W) or (N, H, W, 1|3) images, got shape {x.shape}")
+        if x.dtype != np.uint8:
+            raise DataError(f"{name}: x_{split} must be uint8 pixels 0..255, got dtype {x.dtype}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{name}: y_{split} must be a vector of {len(x)} labels, got shape {y.shape}")
+        if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
+            raise DataError(f"{name}: y_{split} labels must lie in 0..{len(class_names) - 1}, "
+                            f"got {int(y.min())}..{int(y.max())}")
+        xs.append((torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
+                   torch.from_numpy(y.astype(np.int64))))
+    (xtr, ytr), (xte, yte) = xs
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise DataError(f"{name}: train images {tuple(xtr.shape[1:])} and test images "
+                        f"{tuple(xte.shape[1:])} differ in shape")
+    return ImageDataset(name, xtr, ytr, xte, yte, [str(c) for c in class_names])
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: how to load it and the training defaults that suit it."""
+
+    name: str
+    loader: Callable[..., ImageDataset]  # loader(data_dir, **options) -> ImageDataset
+    description: str
+    defaults: dict = field(default_factory=dict)  # TrainConfig fields this dataset overrides
+    files: str = ""  # what `fixmatch datasets` says must be in data_dir
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(name: str, description: str, defaults: dict | None = None, files: str = ""):
+    """Decorator: add a loader to the dataset registry under `name`."""
+
+    def wrap(fn):
+        DATASETS[name] = DatasetSpec(name, fn, description, defaults or {}, files)
+        return fn
+
+    return wrap

@@ -25,6 +25,12 @@ def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     return MODELS[name](num_classes=num_classes, in_channels=in_channels)
 
 
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -1,0 +1,35 @@
+"""The FixMatch loss (Sohn et al. 2020), as in the official code."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class FixMatch:
+    """l_s + lambda_u * l_u, with l_u the masked cross-entropy of strong-view logits against the
+    hard pseudo-labels of the weak view (confidence >= threshold)."""
+
+    uses_unlabeled = True
+
+    def __init__(self, threshold: float = 0.95, lambda_u: float = 1.0):
+        self.threshold = threshold
+        self.lambda_u = lambda_u
+
+    def __call__(self, logits_x: torch.Tensor, y_x: torch.Tensor, logits_uw: torch.Tensor,
+                 logits_us: torch.Tensor, y_u: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        loss_x = F.cross_entropy(logits_x, y_x)
+        probs = logits_uw.detach().softmax(dim=-1)
+        confidence, pseudo = probs.max(dim=-1)
+        mask = (confidence >= self.threshold).float()
+        # mean over ALL mu*B unlabeled images, masked ones count as zero (official normalisation)
+        loss_u = (F.cross_entropy(logits_us, pseudo, reduction="none") * mask).mean()
+        stats = {
+            "loss_x": loss_x.detach(),
+            "loss_u": loss_u.detach(),
+            "mask_rate": mask.mean(),
+            # y_u is only for monitoring: how often a confident pseudo-label is right
+            "pseudo_correct": ((pseudo == y_u).float() * mask).sum(),
+            "pseudo_count": mask.sum(),
+        }
+        return loss_x + self.lambda_u * loss_u, stats

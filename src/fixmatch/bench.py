@@ -1,0 +1,153 @@
+"""`fixmatch bench`: time the real training step (or only the augmentation) on synthetic or real data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+
+import torch
+
+from fixmatch.config import TrainConfig, resolve
+from fixmatch.data import ImageDataset, load_dataset
+from fixmatch.evaluate import Normalizer
+from fixmatch.fast import pick_device, resolve_speedups
+from fixmatch.models import build_model, set_bn_momentum
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="wrn28_2")
+    p.add_argument("--dataset", default=None, help="time on real data from this dataset (default: synthetic)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--image-size", type=int, default=32, help="synthetic data: side in pixels")
+    p.add_argument("--channels", type=int, default=3, help="synthetic data: 1 or 3")
+    p.add_argument("--num-classes", type=int, default=10, help="synthetic data: classes")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--mu", type=int, default=7)
+    p.add_argument("--algorithm", default="fixmatch", choices=["fixmatch", "supervised"])
+    p.add_argument("--randaugment", default="official")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
+    p.add_argument("--steps", type=int, default=30, help="timed steps")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    for name in ("fast", "amp", "channels_last", "compile", "fused_optimizer", "cuda_graph"):
+        p.add_argument("--" + name.replace("_", "-"), default="auto" if name != "cuda_graph" else "off",
+                       choices=["auto", "on", "off"])
+    p.add_argument("--augment-only", action="store_true", help="time only producing one step's augmented, "
+                   "normalized batch on the device")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def synthetic_data(n: int, channels: int, size: int, num_classes: int, seed: int = 0) -> ImageDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    return ImageDataset("synthetic", x, y, x[:256], y[:256], [str(i) for i in range(num_classes)])
+
+
+def build_trainer(args):
+    from fixmatch.engine import Trainer
+
+    data = (load_dataset(args.dataset, args.data_dir) if args.dataset
+            else synthetic_data(max(4096, args.batch_size * (args.mu + 1) * 2), args.channels,
+                                args.image_size, args.num_classes))
+    cfg = resolve(TrainConfig(
+        dataset=args.dataset or "cifar10", algorithm=args.algorithm, model=args.model, batch_size=args.batch_size,
+        mu=args.mu, randaugment=args.randaugment, device=args.device, threads=args.threads, fast=args.fast,
+        amp=args.amp, channels_last=args.channels_last, compile=args.compile, fused_optimizer=args.fused_optimizer,
+        cuda_graph=args.cuda_graph, num_labels=min(4000, len(data.y_train)) // data.num_classes * data.num_classes,
+        steps=10**9, eval_every=10**9, progress=False, flip=True))
+    torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    model = build_model(cfg.model, data.num_classes, data.image_shape[0])
+    set_bn_momentum(model, cfg.bn_momentum)
+    labeled = torch.arange(cfg.num_labels)
+    mean, std = data.channel_stats()
+    trainer = Trainer(cfg, model, data, labeled, device, resolve_speedups(cfg, device), Normalizer(mean, std))
+    return trainer, data, device
+
+
+def timed(fn, n: int, device: torch.device) -> list[float]:
+    """Milliseconds of each of n calls, synchronising the device so each call is complete."""
+    out = []
+    for _ in range(n):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # host RSS peak (KiB on Linux)
+
+
+def summarize(ms: list[float]) -> dict:
+    return {"median": round(statistics.median(ms), 3), "min": round(min(ms), 3), "max": round(max(ms), 3)}
+
+
+def measure(args) -> dict:
+    trainer, data, device = build_trainer(args)
+    uses_unl = trainer.unl_sampler is not None
+    images = args.batch_size * (1 + 2 * args.mu if uses_unl else 1)
+
+    def augment():
+        x, _, _ = trainer.draw_batch()
+        return trainer.normalize(x)
+
+    for _ in range(args.warmup):
+        augment() if args.augment_only else trainer.step()
+    aug_ms = timed(augment, args.steps, device)
+    result = {"device": device_name(device), "torch": torch.__version__, "model": args.model,
+              "image_shape": list(data.image_shape), "batch_size": args.batch_size, "mu": args.mu,
+              "algorithm": args.algorithm, "images_per_step": images,
+              "speedups": trainer.speedups.describe(), "threads": torch.get_num_threads(),
+              "data": args.dataset or "synthetic", "augment_only": args.augment_only}
+    if args.augment_only:
+        step_ms = aug_ms
+    else:
+        step_ms = timed(trainer.step, args.steps, device)
+        result["augment_ms"] = summarize(aug_ms)["median"]
+        result["model_ms"] = round(statistics.median(step_ms) - result["augment_ms"], 3)
+    result["ms_per_step"] = summarize(step_ms)
+    result["images_per_second"] = round(images / (statistics.median(step_ms) / 1e3), 1)
+    result["peak_memory_mb"] = round(peak_memory_mb(device), 1)
+    return result
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def format_result(r: dict) -> str:
+    ms = r["ms_per_step"]
+    lines = [f"device          {r['device']}  (torch {r['torch']})",
+             f"what            {'augmentation only' if r['augment_only'] else 'full training step'}: "
+             f"{r['model']} {r['image_shape']} B={r['batch_size']} mu={r['mu']} {r['algorithm']} [{r['speedups']}]",
+             f"ms per step     median {ms['median']:.2f}  min {ms['min']:.2f}  max {ms['max']:.2f}",
+             f"images/second   {r['images_per_second']:,.0f}  ({r['images_per_step']} images per step)"]
+    if "augment_ms" in r:
+        lines.append(f"augment / model {r['augment_ms']:.2f} ms / {r['model_ms']:.2f} ms")
+    lines.append(f"peak memory     {r['peak_memory_mb']:.0f} MB ({'device' if 'cpu' not in r['device'] else 'host RSS'})")
+    return "\n".join(lines)
+
+
+def run_bench(args) -> int:
+    r = measure(args)
+    print(format_result(r))
+    if args.json:
+        print(json.dumps(r))
+    return 0

@@ -1,0 +1,234 @@
+"""The `fixmatch` command: train, evaluate, predict, datasets, bench, export, serve."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+
+from fixmatch.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+# One help line per TrainConfig field; flags are generated from the dataclass, so they never drift.
+HELP = {
+    "dataset": "dataset name (see `fixmatch datasets`)",
+    "data_dir": "folder holding the dataset files (default: $FIXMATCH_DATA or ./data)",
+    "num_labels": "labeled images, class-balanced (dataset default: cifar10 4000, digits 20, ...)",
+    "fold": "label split 1..5 (the official `cifar10.<fold>@<labels>` seeds)",
+    "split_file": "reuse the labeled indices of a split.json from an earlier run",
+    "algorithm": "fixmatch, supervised (labeled loss only) or both (supervised baseline, then fixmatch)",
+    "model": "network (wrn28_2, wrn28_8, wrn37_2, wrn10_1, cnn_small, cnn_medium)",
+    "steps": "training steps (official: 2^20)",
+    "batch_size": "labeled images per step, B (official 64)",
+    "mu": "unlabeled images per labeled one (official 7)",
+    "threshold": "pseudo-label confidence threshold tau (official 0.95)",
+    "lambda_u": "weight of the unlabeled loss (official 1)",
+    "lr": "base learning rate (official 0.03)",
+    "weight_decay": "on conv/linear weights only (official 5e-4; 1e-3 for cifar100)",
+    "lr_schedule_steps": "K of the cosine lr*cos(7*pi*k/16K) (default: --steps)",
+    "ema_decay": "EMA decay of the evaluated model (official 0.999)",
+    "ema_warmup": "EMA decay min(decay,(1+k)/(10+k)) for short schedules (not official)",
+    "bn_momentum": "BatchNorm momentum (official 0.001)",
+    "flip": "random horizontal flip in the weak view",
+    "randaugment": "strong augmentation policy: official, paper or usb",
+    "eval_every": "steps between evaluations/checkpoints (official 1024)",
+    "median_of": "final figure = median accuracy of the last N evaluations (official 20)",
+    "out": "run directory (default runs/<dataset>-<labels>-<algorithm>-<time>)",
+    "device": "auto, cpu or cuda",
+    "threads": "CPU threads for torch (default 1: on a shared 2-core machine more threads are slower)",
+    "fast": "auto (speedups on CUDA only), on (all, CPU too) or off (plain eager fp32)",
+    "cuda_graph": "CUDA graphs via torch.compile mode=reduce-overhead (auto/on/off)",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from fixmatch.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        base = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+        base = base[0]
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=HELP.get(f.name, f.name.replace("_", " ")))
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            parser.add_argument(flag, type=base, metavar=f.name.upper(), **kwargs)
+
+
+def cmd_train(args) -> int:
+    from fixmatch.config import from_dict, load_yaml, resolve
+    from fixmatch.train import compare, resume, train
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
+    if args.resume:
+        print(json.dumps(resume(args.resume, overrides)))
+        return 0
+    cfg = from_dict(load_yaml(args.config)) if args.config else from_dict({})
+    cfg = resolve(dataclasses.replace(cfg, **overrides))
+    if cfg.algorithm == "both":
+        compare(cfg)
+    else:
+        print(json.dumps(train(cfg)))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from fixmatch.config import from_dict
+    from fixmatch.evaluate import classification_report, predict_logits
+    from fixmatch.inference import load_model
+    from fixmatch.train import load_data
+
+    torch.set_num_threads(args.threads)
+    loaded = load_model(args.checkpoint or args.model)
+    saved = loaded.meta.get("config", {})
+    dataset = args.dataset or saved.get("dataset")
+    if not dataset:
+        raise UserError("give --dataset: this model file does not say which dataset it was trained on")
+    cfg = from_dict({"dataset": dataset, "data_dir": args.data_dir, "fer_test": args.fer_test})
+    data = load_data(cfg)
+    if list(data.image_shape) != list(loaded.meta["image_shape"]) or data.num_classes != loaded.meta["num_classes"]:
+        raise UserError(f"the model expects {loaded.meta['image_shape']} images and {loaded.meta['num_classes']} "
+                        f"classes; {dataset} has {list(data.image_shape)} and {data.num_classes}")
+    logits = predict_logits(loaded.model, loaded.normalize, data.x_test, 512, torch.device("cpu"))
+    report = {"dataset": dataset, "test_split": cfg.fer_test if dataset == "fer2013" else "test",
+              "num_test": len(data.y_test), **classification_report(logits, data.y_test, data.num_classes),
+              "class_names": data.class_names}
+    print(json.dumps(report))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import torch
+
+    from fixmatch.inference import image_to_tensor, load_model, open_image
+
+    torch.set_num_threads(args.threads)
+    loaded = load_model(args.checkpoint or args.model)
+    shape = loaded.meta["image_shape"]
+    batch = torch.stack([image_to_tensor(open_image(p), shape) for p in args.images])
+    probs = loaded.probabilities(batch)
+    out = []
+    for path, p in zip(args.images, probs):
+        out.append({"image": path, "label": loaded.class_names[int(p.argmax())],
+                    "probabilities": {c: round(float(v), 5) for c, v in zip(loaded.class_names, p)}})
+    print(json.dumps(out if len(out) > 1 else out[0]))
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    import os
+
+    from fixmatch.data import DATASETS
+
+    root = os.environ.get("FIXMATCH_DATA", "./data")
+    print(f"default data folder: {root} (set FIXMATCH_DATA or pass --data-dir)")
+    for name, spec in sorted(DATASETS.items()):
+        print(f"{name:<12} {spec.description}\n{'':<12} needs: {spec.files or 'see --help'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from fixmatch.inference import load_model, write_safetensors
+
+    if not (args.onnx or args.safetensors):
+        raise UserError("give --onnx PATH and/or --safetensors PATH")
+    loaded = load_model(args.checkpoint)
+    card = json.loads(open(args.card_json).read()) if args.card_json else None
+    extra = {"card": card} if card else None
+    if args.safetensors:
+        write_safetensors(loaded, args.safetensors, extra)
+        print(f"wrote {args.safetensors}")
+    if args.onnx:
+        from fixmatch.onnx_export import export_onnx
+
+        export_onnx(loaded, args.onnx, extra)
+        print(f"wrote {args.onnx}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from fixmatch.bench import run_bench
+
+    return run_bench(args)
+
+
+def cmd_serve(args) -> int:
+    from fixmatch.serve import run_server
+
+    return run_server(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fixmatch", description="FixMatch semi-supervised image classification")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (no arguments: the digits demo, FixMatch vs supervised)",
+                       description="Train FixMatch (or the supervised baseline). Unset options take the "
+                                   "dataset's defaults, which follow the official recipe for the paper datasets.")
+    t.add_argument("--config", help="YAML file of options (flags override it)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt with its saved config")
+    add_config_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    def add_model_source(q, required=True):
+        g = q.add_mutually_exclusive_group(required=required)
+        g.add_argument("--checkpoint", help="a checkpoint .pt, a run directory or an exported .safetensors")
+        g.add_argument("--model", help="a zoo model name (fer2013)")
+
+    e = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a test set (JSON)")
+    add_model_source(e)
+    e.add_argument("--dataset", help="default: the dataset the model was trained on")
+    e.add_argument("--data-dir")
+    e.add_argument("--fer-test", choices=["private", "public"], default="private")
+    e.add_argument("--threads", type=int, default=1)
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="label and probabilities per image (JSON)")
+    add_model_source(pr)
+    pr.add_argument("images", nargs="+", metavar="IMG")
+    pr.add_argument("--threads", type=int, default=1)
+    pr.set_defaults(func=cmd_predict)
+
+    d = sub.add_parser("datasets", help="the datasets fixmatch knows and the files each needs")
+    d.set_defaults(func=cmd_datasets)
+
+    x = sub.add_parser("export", help="export a checkpoint to ONNX and/or safetensors with its metadata")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--onnx", metavar="PATH")
+    x.add_argument("--safetensors", metavar="PATH")
+    x.add_argument("--card-json", metavar="PATH", help="model-card figures to embed (JSON)")
+    x.set_defaults(func=cmd_export)
+
+    from fixmatch.bench import add_bench_arguments
+
+    b = sub.add_parser("bench", help="time the real training step (or just the augmentation)")
+    add_bench_arguments(b)
+    b.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("serve", help="the facial-expression web demo and JSON API")
+    s.add_argument("--model", default="fer2013", help="zoo name, .onnx, .safetensors or checkpoint (default fer2013)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1, help="gunicorn worker processes (1 = Flask's own server)")
+    s.add_argument("--rate-limit", default="60/minute", help='per-client limit, e.g. "60/minute", or "off"')
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"fixmatch: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("fixmatch: interrupted (the last checkpoint is intact; continue with --resume DIR)", file=sys.stderr)
+        return 130

@@ -1,0 +1,205 @@
+"""The training loop: draw a batch on the device, augment it there, one forward/backward, SGD, EMA;
+evaluate, log and checkpoint every `eval_every` steps."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from fixmatch.algorithms import ALGORITHMS
+from fixmatch.augment import strong_augment, weak_augment
+from fixmatch.checkpoint import save_atomic
+from fixmatch.ema import EMA
+from fixmatch.evaluate import Normalizer, classification_report, predict_logits
+from fixmatch.fast import Speedups, autocast, compile_fn
+from fixmatch.optim import cosine_lr, make_optimizer
+from fixmatch.sampler import EpochSampler
+
+STAT_KEYS = ("loss", "loss_x", "loss_u", "mask_rate", "pseudo_correct", "pseudo_count")
+
+
+class Trainer:
+    """Holds everything a run needs on the device; `step()` is one FixMatch iteration."""
+
+    def __init__(self, cfg, model: nn.Module, data, labeled_idx, device: torch.device,
+                 speedups: Speedups, normalize: Normalizer):
+        self.cfg, self.device, self.speedups = cfg, device, speedups
+        self.algorithm = ALGORITHMS[cfg.algorithm](threshold=cfg.threshold, lambda_u=cfg.lambda_u)
+        fmt = torch.channels_last if speedups.channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=fmt)
+        self.normalize = normalize.to(device)
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay,
+                                        fused=speedups.fused_optimizer)
+        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
+        # The whole dataset lives on the device as uint8; batches are gathered by index there.
+        labeled_idx = torch.as_tensor(labeled_idx, dtype=torch.long)
+        self.x_lab = data.x_train[labeled_idx].to(device)
+        self.y_lab = data.y_train[labeled_idx].to(device)
+        self.x_unl = data.x_train.to(device)  # unlabeled = the whole train split (labeled included)
+        self.y_unl = data.y_train.to(device)  # only for monitoring pseudo-label accuracy
+        self.x_test, self.y_test, self.num_classes = data.x_test, data.y_test, data.num_classes
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(cfg.seed)
+        self.lab_sampler = EpochSampler(len(labeled_idx), cfg.batch_size, self.generator)
+        uses_unl = self.algorithm.uses_unlabeled and cfg.mu > 0
+        self.unl_sampler = EpochSampler(len(self.x_unl), cfg.mu * cfg.batch_size, self.generator) if uses_unl else None
+        self.forward_loss = compile_fn(self._forward_loss, speedups)
+        self.step_num = 0
+        self.history: list[dict] = []
+        self.sums = self._zero_sums()
+
+    # ---- one step -------------------------------------------------------------------------------
+    def draw_batch(self):
+        """[labeled weak | unlabeled weak | unlabeled strong] as one uint8 batch, plus labels."""
+        flip, g = self.cfg.flip, self.generator
+        li = self.lab_sampler.next()
+        parts = [weak_augment(self.x_lab[li], flip=flip, generator=g)]
+        y_u = None
+        if self.unl_sampler is not None:
+            ui = self.unl_sampler.next()
+            raw = self.x_unl[ui]
+            parts += [weak_augment(raw, flip=flip, generator=g),
+                      strong_augment(raw, flip=flip, generator=g, policy=self.cfg.randaugment)]
+            y_u = self.y_unl[ui]
+        return torch.cat(parts), self.y_lab[li], y_u
+
+    def _forward_loss(self, x: torch.Tensor, y_l: torch.Tensor, y_u):
+        # ONE forward in train mode over all images: BatchNorm statistics span the whole batch.
+        x = self.normalize(x)
+        if self.speedups.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.speedups.amp):
+            logits = self.model(x)
+        logits = logits.float()
+        n = y_l.shape[0]
+        if y_u is None:
+            loss, stats = self.algorithm(logits[:n], y_l)
+        else:
+            logits_uw, logits_us = logits[n:].chunk(2)
+            loss, stats = self.algorithm(logits[:n], y_l, logits_uw, logits_us, y_u)
+        return loss, stats
+
+    def step(self) -> None:
+        lr = cosine_lr(self.cfg.lr, self.step_num, self.cfg.lr_schedule_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y_l, y_u = self.draw_batch()
+        loss, stats = self.forward_loss(x, y_l, y_u)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.step_num)
+        self.step_num += 1
+        # Statistics stay on the device (no .item() per step); they are read at evaluation time.
+        self.sums["loss"] += loss.detach()
+        for k, v in stats.items():
+            self.sums[k] += v
+        self.sums["steps"] += 1
+
+    # ---- evaluation and bookkeeping ---------------------------------------------------------------
+    def _zero_sums(self) -> dict:
+        return {k: torch.zeros((), device=self.device) for k in (*STAT_KEYS, "steps")}
+
+    def evaluate(self, model: nn.Module | None = None, images=None, labels=None) -> dict:
+        model = model or self.ema.model
+        images = self.x_test if images is None else images
+        labels = self.y_test if labels is None else labels
+        logits = predict_logits(model, self.normalize, images, self.cfg.eval_batch_size, self.device)
+        return classification_report(logits, labels, self.num_classes)
+
+    def record_evaluation(self, seconds: float) -> dict:
+        s = {k: float(v) for k, v in self.sums.items()}
+        n = max(s.pop("steps"), 1.0)
+        rec = {
+            "step": self.step_num,
+            "accuracy": self.evaluate()["accuracy"],  # EMA model: the reported figure
+            "raw_accuracy": self.evaluate(self.model)["accuracy"],
+            "loss": s["loss"] / n, "loss_x": s["loss_x"] / n,
+            "lr": cosine_lr(self.cfg.lr, self.step_num, self.cfg.lr_schedule_steps),
+            "seconds": round(seconds, 2),
+        }
+        if self.unl_sampler is not None:
+            rec.update(loss_u=s["loss_u"] / n, mask_rate=s["mask_rate"] / n,
+                       pseudo_label_accuracy=(s["pseudo_correct"] / s["pseudo_count"]) if s["pseudo_count"] else None)
+        self.history.append(rec)
+        self.sums = self._zero_sums()
+        return rec
+
+    def median_last(self) -> float:
+        return statistics.median(r["accuracy"] for r in self.history[-self.cfg.median_of:])
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    def state_dict(self, meta: dict) -> dict:
+        return {
+            "meta": meta,
+            "model": self.model.state_dict(),
+            "ema": self.ema.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step_num,
+            "history": self.history,
+            "lab_sampler": self.lab_sampler.state_dict(),
+            "unl_sampler": self.unl_sampler.state_dict() if self.unl_sampler else None,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.model.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step_num = ckpt["step"]
+        self.history = list(ckpt["history"])
+        self.lab_sampler.load_state_dict(ckpt["lab_sampler"])
+        if self.unl_sampler is not None and ckpt["unl_sampler"] is not None:
+            self.unl_sampler.load_state_dict(ckpt["unl_sampler"])
+        self.generator.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+
+    def save(self, out_dir: Path, meta: dict, best: bool) -> None:
+        state = self.state_dict(meta)
+        save_atomic(state, out_dir / "last.pt")
+        if best:
+            save_atomic(state, out_dir / "best.pt")
+
+
+def write_metrics(out_dir: Path, history: list[dict]) -> None:
+    """metrics.jsonl is rewritten from the checkpointed history, so a resumed run has no gaps or repeats."""
+    tmp = out_dir / "metrics.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    tmp.replace(out_dir / "metrics.jsonl")
+
+
+def run_loop(trainer: Trainer, out_dir: Path, meta: dict, writer=None, progress: bool = True,
+             log=print) -> None:
+    """Train from the trainer's current step to cfg.steps, evaluating every cfg.eval_every steps."""
+    from tqdm import tqdm
+
+    cfg = trainer.cfg
+    start_seconds = trainer.history[-1]["seconds"] if trainer.history else 0.0
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=trainer.step_num, disable=not progress, desc=meta["run_name"],
+               dynamic_ncols=True, leave=False)
+    best = max((r["accuracy"] for r in trainer.history), default=-1.0)
+    while trainer.step_num < cfg.steps:
+        trainer.step()
+        bar.update(1)
+        if trainer.step_num % cfg.eval_every == 0 or trainer.step_num == cfg.steps:
+            rec = trainer.record_evaluation(start_seconds + time.perf_counter() - t0)
+            is_best = rec["accuracy"] > best
+            best = max(best, rec["accuracy"])
+            trainer.save(out_dir, meta, best=is_best)
+            write_metrics(out_dir, trainer.history)
+            if writer is not None:
+                for k, v in rec.items():
+                    if k != "step" and v is not None:
+                        writer.add_scalar(k, v, rec["step"])
+                writer.flush()
+            bar.set_postfix(acc=f"{rec['accuracy']:.3f}", raw=f"{rec['raw_accuracy']:.3f}", loss=f"{rec['loss']:.3f}")
+            if not progress:
+                log(json.dumps(rec))
+    bar.close()

@@ -1,0 +1,41 @@
+"""Batched inference and accuracy metrics on uint8 image tensors."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class Normalizer(nn.Module):
+    """uint8 (N, C, H, W) -> float, scaled to 0..1 and standardised per channel."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, normalize: Normalizer, images: torch.Tensor, batch_size: int,
+                   device: torch.device) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    out = [model(normalize(images[i:i + batch_size].to(device))).float()
+           for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    pred = logits.argmax(dim=1).cpu()
+    labels = labels.cpu()
+    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
+    per_class = confusion.diag().float() / confusion.sum(dim=1).clamp_min(1).float()
+    return {
+        "accuracy": float((pred == labels).float().mean()),
+        "per_class_accuracy": [round(float(a), 4) for a in per_class],
+        "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted
+    }

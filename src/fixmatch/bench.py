@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import resource
@@ -48,10 +49,16 @@ def synthetic_data(n: int, channels: int, size: int, num_classes: int, seed: int
     return ImageDataset("synthetic", x, y, x[:256], y[:256], [str(i) for i in range(num_classes)])
 
 
+@functools.lru_cache(maxsize=4)
+def cached_dataset(name: str, data_dir) -> ImageDataset:
+    """Benchmarks build many trainers on the same data: decode it once."""
+    return load_dataset(name, data_dir)
+
+
 def build_trainer(args):
     from fixmatch.engine import Trainer
 
-    data = (load_dataset(args.dataset, args.data_dir) if args.dataset
+    data = (cached_dataset(args.dataset, args.data_dir) if args.dataset
             else synthetic_data(max(4096, args.batch_size * (args.mu + 1) * 2), args.channels,
                                 args.image_size, args.num_classes))
     cfg = resolve(TrainConfig(
@@ -97,8 +104,9 @@ def summarize(ms: list[float]) -> dict:
     return {"median": round(statistics.median(ms), 3), "min": round(min(ms), 3), "max": round(max(ms), 3)}
 
 
-def measure(args) -> dict:
-    trainer, data, device = build_trainer(args)
+def measure(args, trainer=None) -> dict:
+    """Time args' configuration (or an already built and warmed-up trainer of it)."""
+    trainer, data, device = (trainer, None, trainer.device) if trainer else build_trainer(args)
     uses_unl = trainer.unl_sampler is not None
     images = args.batch_size * (1 + 2 * args.mu if uses_unl else 1)
 
@@ -110,7 +118,7 @@ def measure(args) -> dict:
         augment() if args.augment_only else trainer.step()
     aug_ms = timed(augment, args.steps, device)
     result = {"device": device_name(device), "torch": torch.__version__, "model": args.model,
-              "image_shape": list(data.image_shape), "batch_size": args.batch_size, "mu": args.mu,
+              "image_shape": list(trainer.x_unl.shape[1:]), "batch_size": args.batch_size, "mu": args.mu,
               "algorithm": args.algorithm, "images_per_step": images,
               "speedups": trainer.speedups.describe(), "threads": torch.get_num_threads(),
               "data": args.dataset or "synthetic", "augment_only": args.augment_only}
@@ -151,3 +159,44 @@ def run_bench(args) -> int:
     if args.json:
         print(json.dumps(r))
     return 0
+
+
+def flat_params(model) -> torch.Tensor:
+    return torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
+
+
+def bench_args(**overrides) -> argparse.Namespace:
+    """The bench defaults as a Namespace, with overrides (for scripts and tests)."""
+    p = argparse.ArgumentParser()
+    add_bench_arguments(p)
+    args = p.parse_args([])
+    for k, v in overrides.items():
+        if not hasattr(args, k):
+            raise TypeError(f"unknown bench option {k!r}")
+        setattr(args, k, v)
+    return args
+
+
+def compare_paths(plain_args: argparse.Namespace, fast_args: argparse.Namespace, steps: int = 3,
+                  return_trainers: bool = False):
+    """Run `steps` training steps from the same initial weights and batches on two configurations
+    and report how far their losses and parameters drift apart (the fast path must compute the same
+    function up to the rounding of its number formats)."""
+    runs = []
+    for args in (plain_args, fast_args):
+        torch.manual_seed(0)
+        trainer, _, _ = build_trainer(args)
+        start = flat_params(trainer.model)
+        losses = []
+        for _ in range(steps):
+            trainer.step()
+            losses.append(float(trainer.sums["loss"]) - sum(losses))
+        runs.append((trainer, losses, flat_params(trainer.model) - start))
+    (a, la, da), (b, lb, db) = runs
+    report = {"steps": steps, "loss_plain": la, "loss_fast": lb,
+              "max_loss_rel_diff": max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(la, lb)),
+              # how far the fast path's total parameter update strays from the plain one's
+              "update_rel_diff": float((da - db).norm() / da.norm().clamp_min(1e-12)),
+              "update_cosine": float(torch.nn.functional.cosine_similarity(da, db, dim=0)),
+              "fast": b.speedups.describe(), "plain": a.speedups.describe()}
+    return (report, (a, b)) if return_trainers else report

@@ -87,8 +87,7 @@ def cmd_evaluate(args) -> int:
 
     torch.set_num_threads(args.threads)
     loaded = load_model(args.checkpoint or args.model)
-    saved = loaded.meta.get("config", {})
-    dataset = args.dataset or saved.get("dataset")
+    dataset = args.dataset or loaded.meta.get("dataset")
     if not dataset:
         raise UserError("give --dataset: this model file does not say which dataset it was trained on")
     cfg = from_dict({"dataset": dataset, "data_dir": args.data_dir, "fer_test": args.fer_test})

@@ -18,7 +18,7 @@ from fixmatch.models import build_model
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 ZOO = {"fer2013": "fer2013.safetensors"}  # released models, shipped inside the package
-META_KEYS = ("class_names", "image_shape", "mean", "std", "model_name", "num_classes")
+META_KEYS = ("dataset", "class_names", "image_shape", "mean", "std", "model_name", "num_classes")
 
 
 @dataclass

@@ -68,7 +68,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
     speedups = resolve_speedups(cfg, device)
     trainer = Trainer(cfg, model, data, labeled, device, speedups, Normalizer(mean, std))
     meta = {
-        "run_name": out_dir.name, "config": cfg.to_dict(), "class_names": data.class_names,
+        "run_name": out_dir.name, "config": cfg.to_dict(), "dataset": cfg.dataset, "class_names": data.class_names,
         "image_shape": [c, h, w], "mean": mean, "std": std, "model_name": cfg.model,
         "num_classes": data.num_classes, "parameters": count_parameters(model),
     }

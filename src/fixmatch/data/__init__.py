@@ -5,6 +5,7 @@ from fixmatch.errors import UserError
 
 # Importing a module registers its datasets.
 from fixmatch.data import digits  # noqa: F401,E402
+from fixmatch.data import cifar, svhn, fer2013, folder  # noqa
 
 
 def get_spec(name: str) -> DatasetSpec:

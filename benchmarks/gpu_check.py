@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+"""Everything a session with a lent GPU runs, in ONE call of under 8 minutes.
+
+1. environment report;  2. fast path vs plain path on the device (same init, same batches);
+3. `fixmatch bench` of the plain step, each optimization and all of them, for WRN-28-2 at 32x32x3
+   (CIFAR-10 slice) and at 48x48x1 (FER2013), plus augmentation-only throughput;
+4. (unless --skip-train) the FER2013 release training: as many steps as fit the time left, the
+   cosine schedule set to that many steps, then the EMA model exported to safetensors.
+Results go to --out (default $OUT) as gpu_report.json + the FER run's files; the table is printed last.
+
+Dry run on CPU:  python benchmarks/gpu_check.py --device cpu --tiny --data .gpu/data --out /tmp/gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from fixmatch.bench import bench_args, compare_paths, measure
+
+T0 = time.time()
+REPORT: dict = {"sections": {}}
+
+
+def log(*a):
+    print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
+
+
+def section(name):
+    """Run a section, record its result or its error, and go on: one failure must not cost the call."""
+    def wrap(fn):
+        def run(*a, **k):
+            log(f"== {name}")
+            try:
+                out = fn(*a, **k)
+                REPORT["sections"][name] = out
+                return out
+            except Exception as e:  # noqa: BLE001 - report and continue
+                traceback.print_exc()
+                REPORT["sections"][name] = {"error": f"{type(e).__name__}: {e}"}
+                return None
+        return run
+    return wrap
+
+
+@section("environment")
+def environment(device):
+    env = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
+           "cuda": torch.version.cuda, "device": device}
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(0)
+        try:
+            env["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                                                "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+        except Exception as e:  # noqa: BLE001
+            env["nvidia_smi"] = str(e)
+    log(json.dumps(env))
+    return env
+
+
+def shapes(opts):
+    """The two benchmark shapes: CIFAR-10 32x32x3 and FER2013 48x48x1, both real data."""
+    small = dict(batch_size=8, mu=2, model="wrn10_1") if opts.tiny else dict(model="wrn28_2")
+    return {
+        "cifar10_32": dict(dataset="npz", data_dir=str(Path(opts.data) / "cifar10_slice.npz"), **small),
+        "fer2013_48": dict(dataset="fer2013", data_dir=opts.data, **small),
+    }
+
+
+VARIANTS = {  # name -> bench switches; each row adds one optimization to the plain eager fp32 step
+    "plain": dict(fast="off"),
+    "channels_last": dict(fast="auto", amp="off", channels_last="on", compile="off", fused_optimizer="off"),
+    "bf16": dict(fast="auto", amp="on", channels_last="off", compile="off", fused_optimizer="off"),
+    "fused_sgd": dict(fast="auto", amp="off", channels_last="off", compile="off", fused_optimizer="on"),
+    "bf16+cl+fused": dict(fast="auto", amp="on", channels_last="on", compile="off", fused_optimizer="on"),
+    "all (compile)": dict(fast="on", cuda_graph="off"),
+    "all+cuda_graph": dict(fast="on", cuda_graph="on"),
+}
+
+
+def run_args(opts, shape, **switches):
+    timing = dict(warmup=2, steps=3) if opts.tiny else dict(warmup=15, steps=40)
+    return bench_args(device=opts.device, **shape, **timing, **switches)
+
+
+@section("correctness")
+def correctness(opts):
+    shape = shapes(opts)["cifar10_32"]
+    report, trainers = compare_paths(run_args(opts, shape, **VARIANTS["plain"]),
+                                     run_args(opts, shape, **VARIANTS["all (compile)"]),
+                                     steps=5, return_trainers=True)
+    log(json.dumps(report))
+    correctness.trainers = trainers
+    return report
+
+
+@section("bench")
+def bench(opts):
+    rows = []
+    plain_t, all_t = getattr(correctness, "trainers", (None, None))
+    for shape_name, shape in shapes(opts).items():
+        names = list(VARIANTS) if shape_name == "cifar10_32" else ["plain", "bf16+cl+fused", "all (compile)"]
+        if opts.tiny:
+            names = ["plain", "bf16+cl+fused", "all (compile)"]
+        for name in names:
+            if time.time() - T0 > opts.bench_deadline:
+                log(f"skip {shape_name} {name}: bench time used up")
+                continue
+            args = run_args(opts, shape, **VARIANTS[name])
+            reuse = {"plain": plain_t, "all (compile)": all_t}.get(name) if shape_name == "cifar10_32" else None
+            try:
+                r = measure(args, trainer=reuse)
+            except Exception as e:  # noqa: BLE001 - one variant failing must not stop the table
+                traceback.print_exc()
+                r = {"error": f"{type(e).__name__}: {e}"}
+            r.update(shape=shape_name, variant=name)
+            rows.append(r)
+            log(shape_name, name, r.get("ms_per_step", r.get("error")))
+        aug = measure(run_args(opts, shape, augment_only=True, **VARIANTS["plain"]))
+        aug.update(shape=shape_name, variant="augment only")
+        rows.append(aug)
+        log(shape_name, "augment only", aug["ms_per_step"])
+    correctness.trainers = None
+    return rows
+
+
+@section("fer2013_train")
+def train_fer(opts, rows):
+    from fixmatch.config import TrainConfig
+    from fixmatch.inference import load_model, write_safetensors
+    from fixmatch.train import train
+
+    fer_rows = [r for r in rows or [] if r.get("shape") == "fer2013_48" and "ms_per_step" in r
+                and r["variant"] != "augment only"]
+    best = min(fer_rows, key=lambda r: r["ms_per_step"]["median"]) if fer_rows else None
+    ms = best["ms_per_step"]["median"] if best else 50.0
+    variant = VARIANTS[best["variant"]] if best else VARIANTS["bf16+cl+fused"]
+    seconds = max(30.0, opts.deadline - (time.time() - T0) - 45)  # leave time for export and report
+    steps = 60 if opts.tiny else max(1024, int(seconds * 1000 / (ms * 1.08)) // 512 * 512)
+    log(f"FER2013: {steps} steps at ~{ms:.1f} ms ({best and best['variant']}) for ~{seconds:.0f}s")
+    out = Path(opts.out) / "fer_run"
+    cfg = TrainConfig(dataset="fer2013", data_dir=opts.data, model="wrn10_1" if opts.tiny else opts.fer_model,
+                      num_labels=28709, steps=steps, eval_every=max(steps // 20, 1), device=opts.device,
+                      progress=False, out=str(out), seed=0,
+                      **{k: v for k, v in variant.items()})
+    summary = train(cfg, log=log)
+    loaded = load_model(str(out / "last.pt"))
+    write_safetensors(loaded, Path(opts.out) / "fer2013.safetensors",
+                      {"training": {**summary, "gpu": REPORT["sections"].get("environment", {}).get("gpu")}})
+    for name in ("metrics.jsonl", "summary.json", "config.yaml"):
+        (Path(opts.out) / f"fer_{name}").write_bytes((out / name).read_bytes())
+    return summary
+
+
+def table(rows) -> str:
+    lines = [f"{'shape':<11} {'variant':<16} {'ms/step':>8} {'min':>7} {'img/s':>9} {'aug ms':>7} {'mem MB':>7}"]
+    for r in rows or []:
+        if "ms_per_step" not in r:
+            lines.append(f"{r.get('shape', ''):<11} {r.get('variant', ''):<16} {r.get('error', '')}")
+            continue
+        ms = r["ms_per_step"]
+        lines.append(f"{r['shape']:<11} {r['variant']:<16} {ms['median']:>8.2f} {ms['min']:>7.2f} "
+                     f"{r['images_per_second']:>9,.0f} {r.get('augment_ms', ms['median'] if r['augment_only'] else 0):>7.2f} "
+                     f"{r['peak_memory_mb']:>7.0f}")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=".gpu/data", help="folder with fer2013.npz.xz and cifar10_slice.npz")
+    p.add_argument("--out", default=os.environ.get("OUT", "gpu_out"))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--tiny", action="store_true", help="CPU dry run: tiny model, few steps")
+    p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--fer-model", default="wrn28_2")
+    p.add_argument("--bench-deadline", type=float, default=240, help="seconds after start to stop adding bench rows")
+    p.add_argument("--deadline", type=float, default=450, help="seconds after start by which all must be done")
+    opts = p.parse_args()
+    Path(opts.out).mkdir(parents=True, exist_ok=True)
+    environment(opts.device)
+    correctness(opts)
+    rows = bench(opts)
+    if not opts.skip_train:
+        train_fer(opts, rows)
+    REPORT["seconds"] = round(time.time() - T0, 1)
+    (Path(opts.out) / "gpu_report.json").write_text(json.dumps(REPORT, indent=1))
+    print("\n" + table(rows))
+    print("correctness:", json.dumps(REPORT["sections"].get("correctness")))
+    fer = REPORT["sections"].get("fer2013_train") or {}
+    print("fer2013:", json.dumps({k: fer.get(k) for k in ("steps", "accuracy", "median_last20", "seconds", "error")}))
+
+
+if __name__ == "__main__":
+    main()

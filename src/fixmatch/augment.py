@@ -1,8 +1,8 @@
 """Batched, per-sample-randomized FixMatch augmentation on uint8 tensors (N, C, H, W).
 
 The same code runs on CPU and CUDA.  All randomness comes from a ``torch.Generator`` on
-the images' device, so results are reproducible and resumable; no host syncs happen inside
-(no ``.item()``, no data-dependent shapes), so a GPU never waits for the CPU.
+the images' device, so results are reproducible and resumable.  On a GPU nothing inside
+syncs with the host (no ``.item()``, no data-dependent shapes), so it never waits for the CPU.
 
 Every op reproduces its PIL counterpart (Pillow 10-13) on uint8 images:
 
@@ -15,8 +15,11 @@ Every op reproduces its PIL counterpart (Pillow 10-13) on uint8 images:
   lookup table from batched histograms and apply it with one gather.
 
 One RandAugment slot picks one op per sample; the slot runs as three batched stages
-(one affine gather, one blend, one LUT gather) where samples whose op belongs to another
-stage get neutral parameters (identity matrix, factor 1, identity LUT), which are exact.
+(one affine gather, one blend, one LUT gather).  Off the CPU every sample goes through every
+stage, samples of other stages getting neutral parameters (identity matrix, factor 1,
+identity LUT), which are exact.  On the CPU each stage runs only on its own samples (index
+selection with data-dependent sizes, which costs nothing there); tests check both paths give
+identical results.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def _bshape(v: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- geometry
 
 
-def _pil_affine(op: Tensor, mag: Tensor, h: int, w: int) -> Tensor:
+def _pil_affine(op: Tensor, mag: Tensor, h: int, w: int, present: frozenset = _GEOM) -> Tensor:
     """Per-sample PIL AFFINE coefficients (a..f), output pixel -> input pixel, float64.
 
     Identity for samples whose op is not geometric.  Rotation follows ``Image.rotate``
@@ -75,66 +78,65 @@ def _pil_affine(op: Tensor, mag: Tensor, h: int, w: int) -> Tensor:
     }
     coef = torch.stack((one, zero, zero, zero, one, zero), 1)
     for name, c in table.items():
-        coef = torch.where(_is(op, name)[:, None], torch.stack(c, 1), coef)
+        if name in present:
+            coef = torch.where(_is(op, name)[:, None], torch.stack(c, 1), coef)
     return coef
 
 
 def _fix(v: Tensor) -> Tensor:
     """PIL's 16.16 fixed point: FLOOR(v * 65536 + 0.5)."""
-    return torch.floor(v * 65536.0 + 0.5).long()
+    return torch.floor(v * 65536.0 + 0.5)
 
 
 def _warp(x: Tensor, coef: Tensor, fill: int = GEOM_FILL) -> Tensor:
     """Nearest-neighbour affine warp with PIL's exact index arithmetic, one gather.
 
-    PIL (Geometry.c) uses ``ImagingScaleAffine`` (float, floor) when b == d == 0, i.e. for
-    translations, and ``affine_fixed`` (16.16 fixed point, >> 16) otherwise; both are computed
-    and picked per sample.  Pixels that map outside the image take ``fill``.
+    PIL (Geometry.c) maps output pixel (x, y) to input pixel ``(xx >> 16, yy >> 16)`` with
+    ``xx = FIX(a2 + a0/2 + a1/2) + x*FIX(a0) + y*FIX(a1)`` (``affine_fixed``) for rotate/shear,
+    and to ``floor(a2 + 0.5 + x)`` (``ImagingScaleAffine``, float) when b == d == 0, i.e. for
+    translations; with unit scale the latter is the fixed-point formula with the offset's
+    integer part, so one int32 formula serves both.  Pixels that land outside the image read
+    a 1-pixel border of ``fill`` added around it (indices clamped into that border).
     """
     n, c, h, w = x.shape
-    a0, a1, a2, a3, a4, a5 = (v.view(n, 1, 1) for v in coef.unbind(1))
-    xs = torch.arange(w, device=x.device, dtype=torch.float64).view(1, 1, w)
-    ys = torch.arange(h, device=x.device, dtype=torch.float64).view(1, h, 1)
-    # float path (pure scale/translate): separable, so computed on (N,1,W) and (N,H,1)
-    xin_s = torch.floor(a2 + a0 * 0.5 + xs * a0).long()
-    yin_s = torch.floor(a5 + a4 * 0.5 + ys * a4).long()
-    # fixed-point path: xx = FIX(a2 + a0/2 + a1/2) + x*FIX(a0) + y*FIX(a1), then >> 16
-    xl, yl = xs.long(), ys.long()
-    xin_f = (_fix(a2 + a0 * 0.5 + a1 * 0.5) + xl * _fix(a0) + yl * _fix(a1)) >> 16
-    yin_f = (_fix(a5 + a3 * 0.5 + a4 * 0.5) + xl * _fix(a3) + yl * _fix(a4)) >> 16
+    a0, a1, a2, a3, a4, a5 = coef.unbind(1)
     scale = (a1 == 0) & (a3 == 0)
-    xin = torch.where(scale, xin_s, xin_f)
-    yin = torch.where(scale, yin_s, yin_f)
-    valid = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    # invalid pixels read a sentinel appended after the last pixel, holding the fill value
-    flat = torch.where(valid, yin * w + xin, h * w).view(n, 1, h * w)
-    src = torch.nn.functional.pad(x.reshape(n, c, h * w), (0, 1), value=fill)
+    f2 = torch.where(scale, torch.floor(a2 + a0 * 0.5) * 65536, _fix(a2 + a0 * 0.5 + a1 * 0.5))
+    f5 = torch.where(scale, torch.floor(a5 + a4 * 0.5) * 65536, _fix(a5 + a3 * 0.5 + a4 * 0.5))
+    f = torch.stack((_fix(a0), _fix(a1), f2 + 65536, _fix(a3), _fix(a4), f5 + 65536), 1)
+    f0, f1, f2, f3, f4, f5 = (v.view(n, 1, 1) for v in f.int().unbind(1))  # +65536: border
+    xs = torch.arange(w, device=x.device, dtype=torch.int32).view(1, 1, w)
+    ys = torch.arange(h, device=x.device, dtype=torch.int32).view(1, h, 1)
+    xin = ((f2 + xs * f0) + ys * f1).bitwise_right_shift_(16).clamp_(0, w + 1)
+    yin = ((f5 + xs * f3) + ys * f4).bitwise_right_shift_(16).clamp_(0, h + 1)
+    flat = (yin * (w + 2)).add_(xin).view(n, 1, h * w).long()
+    src = torch.nn.functional.pad(x, (1, 1, 1, 1), value=fill).view(n, c, -1)
     return src.gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)
 
 
 # --------------------------------------------------------------------------- blends
 
 
-def _grey(x: Tensor) -> Tensor:
-    """PIL's RGB -> L conversion (ITU-R 601-2 in 16.16 fixed point, rounded), int32 (N,1,H,W)."""
-    xi = x.int()
-    if x.shape[1] == 1:
-        return xi
-    return (xi[:, 0:1] * 19595 + xi[:, 1:2] * 38470 + xi[:, 2:3] * 7471 + 0x8000) >> 16
+def _grey(xf: Tensor) -> Tensor:
+    """PIL's RGB -> L conversion, (19595 R + 38470 G + 7471 B + 0x8000) >> 16, on float32
+    images (N,C,H,W) -> (N,1,H,W).  Every intermediate is an integer < 2**24, so exact."""
+    if xf.shape[1] == 1:
+        return xf
+    acc = xf[:, 0:1] * 19595 + xf[:, 1:2] * 38470 + xf[:, 2:3] * 7471 + 32768
+    return acc.mul_(1 / 65536).floor_()
 
 
-def _smooth(x: Tensor) -> Tensor:
-    """PIL's ImageFilter.SMOOTH ([[1,1,1],[1,5,1],[1,1,1]] / 13), borders copied, int32.
+def _smooth(xf: Tensor) -> Tensor:
+    """PIL's ImageFilter.SMOOTH ([[1,1,1],[1,5,1],[1,1,1]] / 13), borders copied, float32.
 
-    PIL computes trunc(0.5 + sum(k * p)) in float32; the exact value 0.5 + S/13 is never
-    within 0.038 of an integer, far beyond float32 error, so integer floor((2S+13)/26)
-    gives the same result.
+    PIL computes trunc(0.5 + sum(k * p)) in float32.  The exact value 0.5 + S/13 (S the
+    integer weighted sum) is never within 1/26 of an integer, far beyond float32 error, so
+    floor(S / 13 + 0.5) here gives PIL's result exactly.
     """
-    xi = x.int()
-    rows = xi[:, :, :-2] + xi[:, :, 1:-1] + xi[:, :, 2:]
-    s = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * xi[:, :, 1:-1, 1:-1]
-    out = xi.clone()
-    out[:, :, 1:-1, 1:-1] = torch.div(2 * s + 13, 26, rounding_mode="floor")
+    rows = xf[:, :, :-2] + xf[:, :, 1:-1] + xf[:, :, 2:]
+    s = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * xf[:, :, 1:-1, 1:-1]
+    out = xf.clone()
+    out[:, :, 1:-1, 1:-1] = s.mul_(1 / 13).add_(0.5).floor_()
     return out
 
 
@@ -142,26 +144,25 @@ def _blend_stage(x: Tensor, op: Tensor, mag: Tensor, present: frozenset) -> Tens
     """ImageEnhance.X(img).enhance(f) == Image.blend(degenerate, img, f) for each sample.
 
     Image.blend computes ``trunc(clip(D + f * (x - D), 0, 255))`` in float32 with f cast
-    to float32; samples with another op use f = 1, which returns x exactly.
+    to float32; samples with another op use f = 1, which returns x exactly.  Degenerates:
+    Brightness black, Contrast the grey mean, Color the grey image, Sharpness SMOOTH.
     """
     n = x.shape[0]
-    grey = _grey(x) if present & {"Color", "Contrast"} else None
-    # Contrast degenerates to the grey image's mean, int(mean + 0.5) (ImageStat in float64)
-    deg = torch.zeros(n, device=x.device, dtype=torch.int32)
-    if "Contrast" in present:
-        # int(mean + 0.5) in exact integer arithmetic: floor((2 * sum + n) / (2 * n))
-        total, npix = grey.sum((1, 2, 3), dtype=torch.int64), grey[0].numel()
-        mean = torch.div(2 * total + npix, 2 * npix, rounding_mode="floor")
-        deg = torch.where(_is(op, "Contrast"), mean.int(), deg)
-    deg = _bshape(deg)  # Brightness (and every other op) blends against a constant
+    xf = x.float()
+    grey = _grey(xf) if present & {"Color", "Contrast"} else None
+    deg = torch.zeros(n, device=x.device)
+    if "Contrast" in present:  # int(mean + 0.5) exactly: floor((2 * sum + npix) / (2 * npix))
+        total, npix = grey.sum((1, 2, 3), dtype=torch.float64), grey[0].numel()
+        mean = torch.floor((2 * total + npix) / (2 * npix))  # sums < 2**53: exact
+        deg = torch.where(_is(op, "Contrast"), mean.float(), deg)
+    deg = _bshape(deg)
     if "Color" in present:
-        deg = deg + _bshape(_is(op, "Color").int()) * grey
+        deg = deg + _bshape(_is(op, "Color").float()) * grey
     if "Sharpness" in present:
-        deg = deg + _bshape(_is(op, "Sharpness").int()) * _smooth(x)
+        deg = deg + _bshape(_is(op, "Sharpness").float()) * _smooth(xf)
     sel = _is(op, "Color") | _is(op, "Contrast") | _is(op, "Brightness") | _is(op, "Sharpness")
     f = _bshape(torch.where(sel, mag.float(), 1.0))
-    d = deg.float()
-    out = d + f * (x.float() - d)
+    out = xf.sub_(deg).mul_(f).add_(deg)
     return out.clamp_(0, 255).to(torch.uint8)  # float -> uint8 truncates like PIL's cast
 
 
@@ -171,17 +172,17 @@ def _blend_stage(x: Tensor, op: Tensor, mag: Tensor, present: frozenset) -> Tens
 def _histogram(x: Tensor) -> Tensor:
     """Per image and channel 256-bin histograms, (N, C, 256) int64, no host sync."""
     n, c = x.shape[:2]
+    if x.device.type == "cpu":  # bincount is 2x faster on CPU; on CUDA it syncs (output size)
+        rows = torch.arange(n * c, dtype=torch.int64).view(n * c, 1) * 256
+        idx = (x.reshape(n * c, -1).long() + rows).view(-1)
+        return torch.bincount(idx, minlength=n * c * 256).view(n, c, 256)
     idx = x.reshape(n * c, -1).long()
     hist = torch.zeros(n * c, 256, dtype=torch.int64, device=x.device)
-    hist.scatter_add_(1, idx, torch.ones_like(idx))
-    return hist.view(n, c, 256)
+    return hist.scatter_add_(1, idx, torch.ones_like(idx)).view(n, c, 256)
 
 
-def _autocontrast_lut(hist: Tensor, i: Tensor) -> Tensor:
+def _autocontrast_lut(lo: Tensor, hi: Tensor, i: Tensor) -> Tensor:
     """ImageOps.autocontrast(cutoff=0): map [lo, hi] to [0, 255] with PIL's float64 rule."""
-    nz = hist > 0
-    lo = nz.int().argmax(-1, keepdim=True).double()
-    hi = 255 - nz.flip(-1).int().argmax(-1, keepdim=True).double()
     # full_like(...) / t: a Python scalar divided by a tensor is computed as scalar * (1 / t)
     # by torch, which is not correctly rounded and flips int() on some pixels
     scale = torch.full_like(lo, 255.0) / (hi - lo).clamp(min=1)
@@ -189,15 +190,13 @@ def _autocontrast_lut(hist: Tensor, i: Tensor) -> Tensor:
     return torch.where(hi <= lo, i, lut)
 
 
-def _equalize_lut(hist: Tensor, i: Tensor) -> Tensor:
-    """ImageOps.equalize: step = (total - h[last nonzero]) // 255, lut = (step//2 + cdf) // step."""
-    nz = hist > 0
-    last = 255 - nz.flip(-1).int().argmax(-1, keepdim=True)
-    step = (hist.sum(-1, keepdim=True) - hist.gather(-1, last)) // 255
+def _equalize_lut(hist: Tensor, lo: Tensor, hi: Tensor, i: Tensor) -> Tensor:
+    """ImageOps.equalize: step = (total - h[last nonzero]) // 255, lut = (step//2 + cdf) // step,
+    identity when only one value is present or step == 0."""
+    step = (hist.sum(-1, keepdim=True) - hist.gather(-1, hi.long())) // 255
     cdf = hist.cumsum(-1) - hist  # exclusive cumulative sum: pixels below value i
     lut = torch.div(step // 2 + cdf, step.clamp(min=1), rounding_mode="floor").clamp(max=255)
-    identity = (nz.sum(-1, keepdim=True) <= 1) | (step == 0)
-    return torch.where(identity, i.long(), lut).double()
+    return torch.where((hi <= lo) | (step == 0), i, lut.double())
 
 
 def _lut_stage(x: Tensor, op: Tensor, mag: Tensor, present: frozenset) -> Tensor:
@@ -207,11 +206,13 @@ def _lut_stage(x: Tensor, op: Tensor, mag: Tensor, present: frozenset) -> Tensor
     m = mag.to(torch.float64).view(n, 1, 1)
     lut = i
     if present & {"AutoContrast", "Equalize"}:
-        hist = _histogram(x)
+        lo = x.amin((2, 3)).double().unsqueeze(-1)  # lowest / highest value present, (N, C, 1)
+        hi = x.amax((2, 3)).double().unsqueeze(-1)
         if "AutoContrast" in present:
-            lut = torch.where(_is(op, "AutoContrast").view(n, 1, 1), _autocontrast_lut(hist, i), lut)
+            lut = torch.where(_is(op, "AutoContrast").view(n, 1, 1), _autocontrast_lut(lo, hi, i), lut)
         if "Equalize" in present:
-            lut = torch.where(_is(op, "Equalize").view(n, 1, 1), _equalize_lut(hist, i), lut)
+            eq = _equalize_lut(_histogram(x), lo, hi, i)
+            lut = torch.where(_is(op, "Equalize").view(n, 1, 1), eq, lut)
     if "Solarize" in present:  # ImageOps.solarize: i if i < threshold else 255 - i
         lut = torch.where(_is(op, "Solarize").view(n, 1, 1), torch.where(i < m, i, 255 - i), lut)
     if "Posterize" in present:  # ImageOps.posterize: i & ~(2 ** (8 - bits) - 1)
@@ -225,15 +226,36 @@ def _lut_stage(x: Tensor, op: Tensor, mag: Tensor, present: frozenset) -> Tensor
 # --------------------------------------------------------------------------- ops
 
 
-def _apply(x: Tensor, op: Tensor, mag: Tensor, present: frozenset = _ALL) -> Tensor:
-    """Apply op[k] with magnitude mag[k] to image k.  ``present`` (static) skips unused stages."""
+def _apply_masked(x: Tensor, op: Tensor, mag: Tensor, present: frozenset = _ALL) -> Tensor:
+    """Apply op[k] with magnitude mag[k] to image k, whole batch through every stage (samples
+    of other stages get neutral parameters): fixed shapes, no host sync.  ``present`` is a
+    static set of the ops that may occur; stages and branches for absent ops are skipped."""
     if present & _GEOM:
-        x = _warp(x, _pil_affine(op, mag, x.shape[2], x.shape[3]))
+        x = _warp(x, _pil_affine(op, mag, x.shape[2], x.shape[3], present))
     if present & _BLEND:
         x = _blend_stage(x, op, mag, present)
     if present & _LUT:
         x = _lut_stage(x, op, mag, present)
     return x
+
+
+def _apply_grouped(x: Tensor, op: Tensor, mag: Tensor) -> Tensor:
+    """Same result as ``_apply_masked``, but each stage runs only on the samples whose op
+    belongs to it.  Uses data-dependent shapes (nonzero): free on CPU, a sync on a GPU."""
+    out = x.clone()
+    for stage in (_GEOM, _BLEND, _LUT):
+        ids = torch.tensor([_IDX[name] for name in stage], device=x.device)
+        idx = torch.isin(op, ids).nonzero().squeeze(1)
+        if idx.numel():
+            out[idx] = _apply_masked(x[idx], op[idx], mag[idx], stage)
+    return out
+
+
+def _apply(x: Tensor, op: Tensor, mag: Tensor, grouped: bool | None = None) -> Tensor:
+    """Per-sample ops: grouped on CPU (less work), masked elsewhere (no host syncs)."""
+    if grouped if grouped is not None else x.device.type == "cpu":
+        return _apply_grouped(x, op, mag)
+    return _apply_masked(x, op, mag)
 
 
 def _make_op(name: str) -> Callable[[Tensor, Tensor], Tensor]:
@@ -242,7 +264,7 @@ def _make_op(name: str) -> Callable[[Tensor, Tensor], Tensor]:
             return images.clone()
         idx = torch.full((images.shape[0],), _IDX[name], device=images.device)
         mag = torch.as_tensor(magnitude, device=images.device).expand(images.shape[0])
-        return _apply(images, idx, mag, frozenset({name}))
+        return _apply_masked(images, idx, mag, frozenset({name}))
 
     op.__name__ = name
     op.__doc__ = f"{name}(images uint8 (N,C,H,W), magnitude (N,)) in PIL units, like PIL."
@@ -286,13 +308,16 @@ def cutout(x: Tensor, size: int | Tensor, generator: torch.Generator,
     dev = x.device
     cy = torch.randint(0, h, (n,), device=dev, generator=generator)
     cx = torch.randint(0, w, (n,), device=dev, generator=generator)
-    size = torch.as_tensor(size, device=dev).expand(n)
-    y0, x0 = cy - size // 2, cx - size // 2
+    size = torch.full((n,), size, device=dev) if isinstance(size, int) else size.to(dev)
+    y0, x0 = (cy - size // 2).view(n, 1, 1), (cx - size // 2).view(n, 1, 1)
+    size = size.view(n, 1, 1)
     rows = torch.arange(h, device=dev).view(1, h, 1)
     cols = torch.arange(w, device=dev).view(1, 1, w)
-    inside = ((rows >= y0.view(n, 1, 1)) & (rows < (y0 + size).view(n, 1, 1))
-              & (cols >= x0.view(n, 1, 1)) & (cols < (x0 + size).view(n, 1, 1)))
-    return x.masked_fill(inside[:, None], fill)
+    hit_rows = ((rows >= y0) & (rows < y0 + size)).to(torch.uint8)  # (N, H, 1)
+    hit_cols = ((cols >= x0) & (cols < x0 + size)).to(torch.uint8)  # (N, 1, W)
+    hit = (hit_rows * hit_cols).unsqueeze(1)
+    # uint8 arithmetic wraps mod 256, so this is exactly ``fill`` where hit and x elsewhere
+    return x + (fill - x) * hit
 
 
 # --------------------------------------------------------------------------- RandAugment
@@ -326,7 +351,7 @@ def _magnitudes(policy: str, op: Tensor, level: Tensor, sign: Tensor, u: Tensor,
 
 
 def strong_augment(x: Tensor, *, flip: bool, generator: torch.Generator,
-                   policy: str = "official") -> Tensor:
+                   policy: str = "official", grouped: bool | None = None) -> Tensor:
     """weak_augment, then RandAugment (per-sample ops), then Cutout.
 
     official/paper: 2 ops drawn uniformly with replacement from the 14 OPS, each applied with
@@ -348,7 +373,7 @@ def strong_augment(x: Tensor, *, flip: bool, generator: torch.Generator,
         u = torch.rand(n, device=dev, generator=generator, dtype=torch.float64)
         if policy != "usb":
             op = torch.where(apply, op, _IDX["Identity"])
-        x = _apply(x, op, _magnitudes(policy, op, level, sign.double(), u, min(h, w)))
+        x = _apply(x, op, _magnitudes(policy, op, level, sign.double(), u, min(h, w)), grouped)
     if policy == "usb":
         frac = torch.rand(n, device=dev, generator=generator, dtype=torch.float64) * 0.5
         size = torch.trunc(frac * min(h, w)).long()

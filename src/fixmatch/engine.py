@@ -49,6 +49,7 @@ class Trainer:
         uses_unl = self.algorithm.uses_unlabeled and cfg.mu > 0
         self.unl_sampler = EpochSampler(len(self.x_unl), cfg.mu * cfg.batch_size, self.generator) if uses_unl else None
         self.forward_loss = compile_fn(self._forward_loss, speedups)
+        self.graphed_augment = GraphedAugment.try_capture(self) if speedups.cuda_graph else None
         self.step_num = 0
         self.history: list[dict] = []
         self.sums = self._zero_sums()
@@ -56,12 +57,18 @@ class Trainer:
     # ---- one step -------------------------------------------------------------------------------
     def draw_batch(self):
         """[labeled weak | unlabeled weak | unlabeled strong] as one uint8 batch, plus labels."""
-        flip, g = self.cfg.flip, self.generator
         li = self.lab_sampler.next()
+        ui = self.unl_sampler.next() if self.unl_sampler is not None else None
+        if self.graphed_augment is not None:
+            return self.graphed_augment(li, ui)
+        return self.augment_indices(li, ui)
+
+    @torch.no_grad()
+    def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None):
+        flip, g = self.cfg.flip, self.generator
         parts = [weak_augment(self.x_lab[li], flip=flip, generator=g)]
         y_u = None
-        if self.unl_sampler is not None:
-            ui = self.unl_sampler.next()
+        if ui is not None:
             raw = self.x_unl[ui]
             parts += [weak_augment(raw, flip=flip, generator=g),
                       strong_augment(raw, flip=flip, generator=g, policy=self.cfg.randaugment)]
@@ -89,6 +96,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y_l, y_u = self.draw_batch()
+        if self.speedups.cuda_graph:  # tell the compiled graphs a new iteration begins
+            torch.compiler.cudagraph_mark_step_begin()
         loss, stats = self.forward_loss(x, y_l, y_u)
         loss.backward()
         self.optimizer.step()
@@ -165,6 +174,46 @@ class Trainer:
         save_atomic(state, out_dir / "last.pt")
         if best:
             save_atomic(state, out_dir / "best.pt")
+
+
+class GraphedAugment:
+    """The augmentation of one step (~600 small kernels) captured once as a CUDA graph and replayed:
+    one launch per step instead of hundreds. Index sampling stays outside (it reshuffles between
+    passes); the graph reads the indices from static buffers. The generator is registered with the
+    graph so every replay draws fresh random numbers."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.li = trainer.lab_sampler.next().clone()
+        self.ui = trainer.unl_sampler.next().clone() if trainer.unl_sampler is not None else None
+        fn = trainer.augment_indices
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the graph, as CUDA graph capture requires
+            for _ in range(2):
+                fn(self.li, self.ui)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.graph.register_generator_state(trainer.generator)
+        with torch.cuda.graph(self.graph):
+            self.out = fn(self.li, self.ui)
+
+    @classmethod
+    def try_capture(cls, trainer: "Trainer"):
+        try:
+            return cls(trainer)
+        except Exception as e:  # noqa: BLE001 - an older torch or driver: eager augmentation still works
+            import warnings
+
+            warnings.warn(f"CUDA graph capture of the augmentation failed ({type(e).__name__}: {e}); "
+                          "augmenting eagerly")
+            return None
+
+    def __call__(self, li: torch.Tensor, ui: torch.Tensor | None):
+        self.li.copy_(li)
+        if ui is not None:
+            self.ui.copy_(ui)
+        self.graph.replay()
+        return self.out
 
 
 def write_metrics(out_dir: Path, history: list[dict]) -> None:

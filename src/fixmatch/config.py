@@ -68,6 +68,9 @@ class TrainConfig:
     compile: str = "auto"
     fused_optimizer: str = "auto"
     cuda_graph: str = "off"  # torch.compile mode="reduce-overhead" (CUDA graphs of fwd+bwd)
+    # multi-GPU (torchrun): see docs/multi_gpu.md
+    sync_bn: bool = False  # BN statistics over the global batch (default: per rank, like the official towers)
+    dist_timeout: float = 10.0  # minutes a collective may wait for a missing rank before the job fails
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,5 +150,6 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.fer_test in ("private", "public"), f"fer_test must be private or public, got {cfg.fer_test!r}")
     need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
          f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+    need(cfg.dist_timeout > 0, f"dist_timeout must be a positive number of minutes, got {cfg.dist_timeout}")
     for key in ("fast", "amp", "channels_last", "compile", "fused_optimizer", "cuda_graph"):
         need(getattr(cfg, key) in TOGGLES, f"{key} must be one of {', '.join(TOGGLES)}, got {getattr(cfg, key)!r}")

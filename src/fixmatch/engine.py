@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from fixmatch import distributed
 from fixmatch.algorithms import ALGORITHMS
 from fixmatch.augment import strong_augment, weak_augment
 from fixmatch.checkpoint import save_atomic
@@ -27,16 +28,19 @@ class Trainer:
     """Holds everything a run needs on the device; `step()` is one FixMatch iteration."""
 
     def __init__(self, cfg, model: nn.Module, data, labeled_idx, device: torch.device,
-                 speedups: Speedups, normalize: Normalizer):
-        self.cfg, self.device, self.speedups = cfg, device, speedups
+                 speedups: Speedups, normalize: Normalizer, dist: distributed.Dist = distributed.SINGLE):
+        self.cfg, self.device, self.speedups, self.dist = cfg, device, speedups, dist
         self.algorithm = ALGORITHMS[cfg.algorithm](threshold=cfg.threshold, lambda_u=cfg.lambda_u)
         fmt = torch.channels_last if speedups.channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=fmt)
+        self.net = distributed.wrap_model(self.model, cfg, dist, device)  # DDP wrapper, or the model itself
         self.normalize = normalize.to(device)
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay,
                                         fused=speedups.fused_optimizer)
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
         # The whole dataset lives on the device as uint8; batches are gathered by index there.
+        # Under torchrun every rank samples and augments the same global batch and keeps its slice
+        # (distributed.shard_batch): the generator stays identical on all ranks.
         labeled_idx = torch.as_tensor(labeled_idx, dtype=torch.long)
         self.x_lab = data.x_train[labeled_idx].to(device)
         self.y_lab = data.y_train[labeled_idx].to(device)
@@ -60,8 +64,8 @@ class Trainer:
         li = self.lab_sampler.next()
         ui = self.unl_sampler.next() if self.unl_sampler is not None else None
         if self.graphed_augment is not None:
-            return self.graphed_augment(li, ui)
-        return self.augment_indices(li, ui)
+            return distributed.shard_batch(*self.graphed_augment(li, ui), self.dist)
+        return distributed.shard_batch(*self.augment_indices(li, ui), self.dist)
 
     @torch.no_grad()
     def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None):
@@ -81,7 +85,7 @@ class Trainer:
         if self.speedups.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.speedups.amp):
-            logits = self.model(x)
+            logits = self.net(x)
         logits = logits.float()
         n = y_l.shape[0]
         if y_u is None:
@@ -118,11 +122,18 @@ class Trainer:
         model = model or self.ema.model
         images = self.x_test if images is None else images
         labels = self.y_test if labels is None else labels
+        part = distributed.shard_indices(len(labels), self.dist)  # under torchrun: this rank's slice
+        if part is not None:
+            images, labels = images[part], labels[part]
         logits = predict_logits(model, self.normalize, images, self.cfg.eval_batch_size, self.device)
-        return classification_report(logits, labels, self.num_classes)
+        return distributed.reduce_report(classification_report(logits, labels, self.num_classes), self.dist,
+                                         self.device)
 
     def record_evaluation(self, seconds: float) -> dict:
-        s = {k: float(v) for k, v in self.sums.items()}
+        # Under torchrun: same BN running statistics and global training statistics on every rank.
+        distributed.average_buffers(self.model, self.dist)
+        distributed.average_buffers(self.ema.model, self.dist)
+        s = {k: float(v) for k, v in distributed.mean_over_ranks(self.sums, self.dist).items()}
         n = max(s.pop("steps"), 1.0)
         rec = {
             "step": self.step_num,
@@ -231,7 +242,8 @@ def run_loop(trainer: Trainer, out_dir: Path, meta: dict, writer=None, progress:
     cfg = trainer.cfg
     start_seconds = trainer.history[-1]["seconds"] if trainer.history else 0.0
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=trainer.step_num, disable=not progress, desc=meta["run_name"],
+    main = trainer.dist.main  # only rank 0 writes checkpoints, metrics, tensorboard and the bar
+    bar = tqdm(total=cfg.steps, initial=trainer.step_num, disable=not (progress and main), desc=meta["run_name"],
                dynamic_ncols=True, leave=False)
     best = max((r["accuracy"] for r in trainer.history), default=-1.0)
     while trainer.step_num < cfg.steps:
@@ -241,14 +253,15 @@ def run_loop(trainer: Trainer, out_dir: Path, meta: dict, writer=None, progress:
             rec = trainer.record_evaluation(start_seconds + time.perf_counter() - t0)
             is_best = rec["accuracy"] > best
             best = max(best, rec["accuracy"])
-            trainer.save(out_dir, meta, best=is_best)
-            write_metrics(out_dir, trainer.history)
+            if main:
+                trainer.save(out_dir, meta, best=is_best)
+                write_metrics(out_dir, trainer.history)
             if writer is not None:
                 for k, v in rec.items():
                     if k != "step" and v is not None:
                         writer.add_scalar(k, v, rec["step"])
                 writer.flush()
             bar.set_postfix(acc=f"{rec['accuracy']:.3f}", raw=f"{rec['raw_accuracy']:.3f}", loss=f"{rec['loss']:.3f}")
-            if not progress:
+            if not progress and main:
                 log(json.dumps(rec))
     bar.close()

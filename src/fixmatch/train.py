@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from fixmatch import distributed
 from fixmatch.checkpoint import load_checkpoint
 from fixmatch.config import TrainConfig, from_dict, resolve, save_yaml
 from fixmatch.data import load_dataset
@@ -17,7 +18,7 @@ from fixmatch.data.splits import balanced_labeled_indices, load_split, save_spli
 from fixmatch.engine import Trainer, run_loop, write_metrics
 from fixmatch.errors import UserError
 from fixmatch.evaluate import Normalizer
-from fixmatch.fast import pick_device, resolve_speedups
+from fixmatch.fast import resolve_speedups
 from fixmatch.models import build_model, count_parameters, set_bn_momentum
 
 
@@ -49,16 +50,18 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
     """Train one run (one algorithm) and return its summary (also written to summary.json)."""
     cfg = resolve(cfg)
     torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    data = data or load_data(cfg)
+    dist, device = distributed.setup(cfg)  # under torchrun: joins the process group, device cuda:LOCAL_RANK
+    with distributed.local_main_first(dist, enabled=cfg.download):  # one download per node
+        data = data or load_data(cfg)
     if cfg.num_labels > len(data.y_train):
         raise UserError(f"num_labels={cfg.num_labels} exceeds the {len(data.y_train)} training images of {cfg.dataset}")
     labeled = pick_labels(cfg, data)
-    out_dir = Path(cfg.out) if cfg.out else default_out(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out_dir / "config.yaml")
-    save_split(out_dir / "split.json", labeled, {"dataset": cfg.dataset, "num_labels": int(len(labeled)),
-                                                "fold": cfg.fold})
+    out_dir = Path(distributed.broadcast_object(str(cfg.out or default_out(cfg)), dist))  # rank 0's timestamp
+    if dist.main:  # only rank 0 writes files
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out_dir / "config.yaml")
+        save_split(out_dir / "split.json", labeled, {"dataset": cfg.dataset, "num_labels": int(len(labeled)),
+                                                    "fold": cfg.fold})
 
     torch.manual_seed(cfg.seed)  # model initialisation
     c, h, w = data.image_shape
@@ -66,20 +69,22 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
     set_bn_momentum(model, cfg.bn_momentum)
     mean, std = data.channel_stats()
     speedups = resolve_speedups(cfg, device)
-    trainer = Trainer(cfg, model, data, labeled, device, speedups, Normalizer(mean, std))
+    trainer = Trainer(cfg, model, data, labeled, device, speedups, Normalizer(mean, std), dist)
     meta = {
         "run_name": out_dir.name, "config": cfg.to_dict(), "dataset": cfg.dataset, "class_names": data.class_names,
         "image_shape": [c, h, w], "mean": mean, "std": std, "model_name": cfg.model,
         "num_classes": data.num_classes, "parameters": count_parameters(model),
     }
     if resume_ckpt is not None:
-        trainer.load_state_dict(resume_ckpt)
-        write_metrics(out_dir, trainer.history)
+        trainer.load_state_dict(resume_ckpt)  # every rank loads the same (global) state
+        if dist.main:
+            write_metrics(out_dir, trainer.history)
         log(f"resumed {out_dir} at step {trainer.step_num}")
     log(f"{cfg.algorithm} on {cfg.dataset}: {len(labeled)} labels, {cfg.model} "
-        f"({meta['parameters']:,} params), {cfg.steps} steps, device {device} ({speedups.describe()})")
+        f"({meta['parameters']:,} params), {cfg.steps} steps, device {device} ({speedups.describe()})"
+        + (f", {dist.world} ranks x {cfg.batch_size // dist.world} labeled images" if dist.active else ""))
 
-    writer = open_writer(out_dir)
+    writer = open_writer(out_dir) if dist.main else None
     t0 = time.perf_counter()
     run_loop(trainer, out_dir, meta, writer=writer, progress=cfg.progress, log=log)
     if writer is not None:
@@ -92,9 +97,10 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         "raw_accuracy": last["raw_accuracy"], "mask_rate": last.get("mask_rate"),
         "pseudo_label_accuracy": last.get("pseudo_label_accuracy"),
         "seconds": last["seconds"], "seconds_this_session": round(time.perf_counter() - t0, 2),
-        "device": str(device), "speedups": speedups.describe(), "out": str(out_dir),
+        "device": str(device), "speedups": speedups.describe(), "world_size": dist.world, "out": str(out_dir),
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if dist.main:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 

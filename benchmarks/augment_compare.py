@@ -10,15 +10,15 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pil_baseline import CIFAR_MEAN, CIFAR_STD, time_pil_pipeline  # noqa: E402
+from pil_baseline import time_pil_pipeline  # noqa: E402
 
-from fixmatch.augment import strong_augment, weak_augment  # noqa: E402
+from fixmatch.bench import bench_args, build_trainer, measure  # noqa: E402
+from fixmatch.data import ImageDataset  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 PER_STEP = 64 + 448 + 448
@@ -35,29 +35,14 @@ def load_images() -> tuple[np.ndarray, str]:
 
 
 def time_ours(images: np.ndarray, steps: int, threads: int, device: str = "cpu") -> float:
-    """Images/s: sample the step's indices, weak/strong views, normalize to float."""
-    torch.set_num_threads(threads)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
-    std = torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1)
-    scale, shift = 1 / (255 * std), -torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1) / std
-    g = torch.Generator(device).manual_seed(0)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-
-    def step():
-        idx = torch.randint(0, len(x), (64 + 448,), device=device, generator=g)
-        xl, xu = x[idx[:64]], x[idx[64:]]
-        views = (weak_augment(xl, flip=True, generator=g), weak_augment(xu, flip=True, generator=g),
-                 strong_augment(xu, flip=True, generator=g))
-        return [v.float().mul_(scale).add_(shift) for v in views]
-
-    for _ in range(3):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return steps * PER_STEP / (time.perf_counter() - start)
+    """Images/s of exactly what `fixmatch bench --augment-only` times: the engine's own draw of one
+    step (index sampling, weak/strong views on the device) plus normalization to float."""
+    data = ImageDataset("cifar10", torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                        torch.zeros(len(images), dtype=torch.long), torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
+                        torch.zeros(1, dtype=torch.long), [str(i) for i in range(10)])
+    args = bench_args(augment_only=True, device=device, threads=threads, warmup=3, steps=steps, fast="off")
+    trainer, _, _ = build_trainer(args, data)
+    return measure(args, trainer=trainer)["images_per_second"]
 
 
 def main() -> None:
@@ -71,10 +56,10 @@ def main() -> None:
 
     images, source = load_images()
     default_threads = torch.get_num_threads()
-    ours = [(f"fixmatch.augment, {t} thread(s)", time_ours(images, args.steps, t))
+    ours = [(f"fixmatch bench --augment-only, {t} thread(s)", time_ours(images, args.steps, t))
             for t in sorted({1, default_threads})]
     if args.device:
-        ours.append((f"fixmatch.augment, {args.device}", time_ours(images, args.steps, default_threads, args.device)))
+        ours.append((f"fixmatch bench --augment-only, {args.device}", time_ours(images, args.steps, default_threads, args.device)))
     torch.set_num_threads(default_threads)
     pil = time_pil_pipeline(images, args.pil_steps, args.workers)  # after ours: no live workers
     rows = [(f"PIL DataLoader, {args.workers} workers", pil)] + ours
@@ -86,9 +71,9 @@ def main() -> None:
                           "speedup": {name: round(v / pil, 2) for name, v in rows[1:]}}))
         return
     print(f"data: {source}; {os.cpu_count()} CPUs; step = {PER_STEP} views of 32x32x3")
-    print(f"{'pipeline':<36}{'ms/step':>10}{'images/s':>12}{'vs PIL':>9}")
+    print(f"{'pipeline':<46}{'ms/step':>10}{'images/s':>12}{'vs PIL':>9}")
     for name, ips in rows:
-        print(f"{name:<36}{1000 * PER_STEP / ips:>10.1f}{ips:>12.0f}{ips / pil:>8.1f}x")
+        print(f"{name:<46}{1000 * PER_STEP / ips:>10.1f}{ips:>12.0f}{ips / pil:>8.1f}x")
 
 
 if __name__ == "__main__":

@@ -156,23 +156,18 @@ def bench(opts):
             log(f"skip fer2013_48 {name}: bench time used up")
             continue
         rows.append(bench_row(opts, "fer2013_48", name))
+    if opts.device.startswith("cuda") and time.time() - T0 < opts.bench_deadline:
+        rows.append(isolated_row(opts, "fer2013_48", "all+cuda_graph"))
     rows.append(bench_row(opts, "fer2013_48", "plain", augment_only=True))
     return rows
 
 
 def fer_plan(rows):
-    """The fastest variant measured at 48 px (the graph variant only if it worked at 32 px and beat
-    compile there by 10%), and its ms per step."""
-    ok = [r for r in rows or [] if "ms_per_step" in r and not r["augment_only"]]
-    fer = [r for r in ok if r["shape"] == "fer2013_48"]
+    """The fastest variant measured at 48 px, and its ms per step. (An earlier version scaled the
+    32 px CUDA-graph speed-up to 48 px; the real gain there was smaller and the run overran.)"""
+    fer = [r for r in rows or [] if "ms_per_step" in r and not r["augment_only"] and r["shape"] == "fer2013_48"]
     best = min(fer, key=lambda r: r["ms_per_step"]["median"]) if fer else None
-    name, ms = (best["variant"], best["ms_per_step"]["median"]) if best else ("bf16+cl+fused", 60.0)
-    at32 = {r["variant"]: r["ms_per_step"]["median"] for r in ok if r["shape"] == "cifar10_32"}
-    if name == "all (compile)" and "all+cuda_graph" in at32 and "all (compile)" in at32:
-        ratio = at32["all+cuda_graph"] / at32["all (compile)"]
-        if ratio < 0.9:
-            name, ms = "all+cuda_graph", ms * ratio
-    return name, ms
+    return (best["variant"], best["ms_per_step"]["median"]) if best else ("bf16+cl+fused", 60.0)
 
 
 def train_fer(opts, name, ms):

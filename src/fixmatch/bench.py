@@ -55,10 +55,10 @@ def cached_dataset(name: str, data_dir) -> ImageDataset:
     return load_dataset(name, data_dir)
 
 
-def build_trainer(args):
+def build_trainer(args, data: ImageDataset | None = None):
     from fixmatch.engine import Trainer
 
-    data = (cached_dataset(args.dataset, args.data_dir) if args.dataset
+    data = data or (cached_dataset(args.dataset, args.data_dir) if args.dataset
             else synthetic_data(max(4096, args.batch_size * (args.mu + 1) * 2), args.channels,
                                 args.image_size, args.num_classes))
     cfg = resolve(TrainConfig(

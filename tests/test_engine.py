@@ -203,3 +203,17 @@ def test_compiled_path_computes_the_same_function_on_cpu():
                                                            channels_last="off", fused_optimizer="off"))
     assert r["fast"] == "compile"
     assert r["max_loss_rel_diff"] < 1e-4 and r["update_rel_diff"] < 1e-3
+
+
+def test_shipped_configs_load_and_validate():
+    from pathlib import Path
+
+    from fixmatch.config import from_dict, load_yaml
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 10
+    for path in configs:
+        cfg = resolve(from_dict(load_yaml(path)))
+        assert cfg.algorithm == "fixmatch", path
+        if cfg.dataset == "cifar100":
+            assert cfg.model == "wrn28_8" and cfg.weight_decay == 1e-3

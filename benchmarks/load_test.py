@@ -1,0 +1,135 @@
+"""Load test for `fixmatch serve`: N predictions at concurrency C against a server on this machine.
+
+Prints p50/p95/p99 latency, requests per second and the error count (JSON on the last line).
+Bounded: at most 20,000 requests, 64 concurrent, and --max-seconds of wall time; loopback only.
+
+    # against a running server (start it with --rate-limit off, or the limiter answers 429s)
+    python benchmarks/load_test.py --url http://127.0.0.1:8000 --image face.jpg -n 2000 -c 1
+    # or let the script start and stop the server itself
+    python benchmarks/load_test.py --serve model.onnx --workers 2 --image face.jpg -n 2000 -c 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
+
+MAX_REQUESTS, MAX_CONCURRENCY = 20_000, 64
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+BOUNDARY = "fixmatchloadtest0123456789"
+
+
+def multipart(data: bytes, name: str = "face.jpg") -> bytes:
+    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def one_request(url: str, body: bytes) -> tuple[float, str | None]:
+    """(seconds, None) on a 200 with a label, else (seconds, what went wrong)."""
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            ok = "label" in json.loads(r.read())
+        return time.perf_counter() - t0, None if ok else "no label in the answer"
+    except urllib.error.HTTPError as e:
+        return time.perf_counter() - t0, f"HTTP {e.code}"
+    except (OSError, ValueError) as e:
+        return time.perf_counter() - t0, type(e).__name__
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, round(q / 100 * (len(sorted_values) - 1)))]
+
+
+def run(url: str, body: bytes, n: int, concurrency: int, max_seconds: float) -> dict:
+    latencies, errors, lock = [], {}, threading.Lock()
+    deadline = time.perf_counter() + max_seconds
+
+    def worker(_):
+        if time.perf_counter() > deadline:
+            return
+        seconds, err = one_request(url, body)
+        with lock:
+            latencies.append(seconds)
+            if err:
+                errors[err] = errors.get(err, 0) + 1
+
+    for _ in range(2 * concurrency):  # warm-up, not counted: first requests load lazy state
+        one_request(url, body)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, range(n)))
+    wall = time.perf_counter() - t0
+    ms = sorted(1000 * s for s in latencies)
+    return {"requests": len(ms), "concurrency": concurrency, "seconds": round(wall, 2),
+            "req_per_s": round(len(ms) / wall, 1), "p50_ms": round(percentile(ms, 50), 1),
+            "p95_ms": round(percentile(ms, 95), 1), "p99_ms": round(percentile(ms, 99), 1),
+            "errors": sum(errors.values()), "error_kinds": errors, "stopped_early": len(ms) < n}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fixmatch", "serve", "--model", model, "--port", str(port),
+                             "--workers", str(workers), "--rate-limit", "off"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=1)
+            return proc, base
+        except OSError:
+            if proc.poll() is not None:
+                sys.exit(f"the server exited with code {proc.returncode}; run `fixmatch serve --model {model}` to see why")
+            time.sleep(0.2)
+    proc.terminate()
+    sys.exit("the server did not answer /healthz within 60 s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of a running server (loopback only)")
+    p.add_argument("--serve", metavar="MODEL", help="start `fixmatch serve --model MODEL` for the test instead")
+    p.add_argument("--workers", type=int, default=1, help="with --serve: server worker processes")
+    p.add_argument("--image", required=True, help="the JPEG/PNG every request sends")
+    p.add_argument("-n", "--requests", type=int, default=2000)
+    p.add_argument("-c", "--concurrency", type=int, default=1)
+    p.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long")
+    args = p.parse_args()
+    if not (1 <= args.requests <= MAX_REQUESTS and 1 <= args.concurrency <= MAX_CONCURRENCY):
+        sys.exit(f"--requests must be 1..{MAX_REQUESTS} and --concurrency 1..{MAX_CONCURRENCY}")
+    proc, base = start_server(args.serve, args.workers) if args.serve else (None, args.url.rstrip("/"))
+    if urlparse(base).hostname not in LOOPBACK:
+        sys.exit("refusing to load-test a server that is not on this machine (127.0.0.1 / localhost)")
+    body = multipart(open(args.image, "rb").read())
+    try:
+        result = run(base + "/api/predict", body, args.requests, args.concurrency, args.max_seconds)
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(f"{result['requests']} requests, concurrency {result['concurrency']}: p50 {result['p50_ms']} ms, "
+          f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, {result['req_per_s']} req/s, "
+          f"{result['errors']} errors")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Export a trained model to one self-contained ONNX file: pixels in, probabilities out.
+
+The graph takes float32 pixels 0..255, NCHW at the model's input size, with a dynamic batch axis,
+and does the training normalisation itself, so a server needs nothing but pixels. The model's
+metadata (class names, input shape, mean/std, model card) travels in the file's metadata_props
+under the key "fixmatch", the same JSON the .safetensors export stores.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from fixmatch.errors import UserError
+
+META_KEY = "fixmatch"
+INPUT, OUTPUTS = "pixels", ("probabilities", "logits")
+OPSET = 17
+
+
+class PixelsToProbabilities(nn.Module):
+    """normalise -> network -> (softmax, logits), the whole inference path in one module."""
+
+    def __init__(self, loaded):
+        super().__init__()
+        self.normalize, self.model = loaded.normalize, loaded.model
+
+    def forward(self, pixels: torch.Tensor):
+        logits = self.model(self.normalize(pixels)).float()
+        return logits.softmax(dim=1), logits
+
+
+def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
+    import onnx
+
+    c, h, w = loaded.meta["image_shape"]
+    module = PixelsToProbabilities(loaded).cpu().eval()
+    example = torch.full((2, c, h, w), 128.0)
+    with warnings.catch_warnings():
+        # the TorchScript exporter works offline with no extra package; its deprecation notice is noise
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT], output_names=list(OUTPUTS),
+                          dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)})
+    model = onnx.load(str(path))
+    meta = {**loaded.meta, **(extra_meta or {}), "input": {"name": INPUT, "dtype": "float32", "range": [0, 255],
+                                                            "layout": "NCHW", "normalized_inside": True}}
+    onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
+    model.doc_string = f"fixmatch {meta.get('model_name')} on {meta.get('dataset')}: pixels 0..255 -> probabilities"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def read_onnx_meta(path) -> dict:
+    """The fixmatch metadata of an exported .onnx (raises UserError for any other file)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props}
+        return json.loads(props[META_KEY])
+    except (KeyError, ValueError) as e:  # no/odd metadata: an ONNX file from elsewhere
+        raise UserError(f"{Path(path)} is not a fixmatch ONNX export (no valid {META_KEY!r} metadata: {e})") from None
+    except Exception as e:  # protobuf's DecodeError has no stable import path
+        raise UserError(f"{Path(path)} is not a readable ONNX file ({type(e).__name__})") from None

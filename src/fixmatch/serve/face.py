@@ -1,0 +1,133 @@
+"""Find the face and frame it the way FER2013 was framed: a tight detector box, grey, 48x48.
+
+FER2013's faces were found with a frontal-face detector and cropped to its box, so the same kind
+of crop (OpenCV's Haar cascade, no margin, area-averaged resize) keeps the demo's input close to
+the training distribution. No face: the centre square is classified instead, and the caller says so.
+"""
+
+from __future__ import annotations
+
+import queue
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+DETECT_SIDE = 640  # detection runs on a copy whose longest side is at most this
+COARSE_SIDE = 160  # first pass: finds faces of at least MIN_FACE / COARSE_SIDE = 15% of the longest side
+MAX_PROPOSALS = 3  # lenient first-pass hits confirmed by the strict detector, largest first
+MIN_FACE = 24  # pixels at detection scale; also at least 1/MIN_FACE_FRACTION of the shorter side:
+MIN_FACE_FRACTION = 12  # tiny background faces are not the subject, and small windows dominate the cost
+# A CascadeClassifier must not run in two threads at once, and loading one takes ~50 ms, so
+# threads borrow from a pool that grows to the number of concurrent requests.
+_idle: queue.SimpleQueue = queue.SimpleQueue()
+
+
+def load_cascade() -> cv2.CascadeClassifier:
+    found = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    if found.empty():
+        raise RuntimeError("OpenCV's haarcascade_frontalface_default.xml is missing from this install")
+    return found
+
+
+@contextmanager
+def cascade():
+    try:
+        borrowed = _idle.get_nowait()
+    except queue.Empty:
+        borrowed = load_cascade()
+    try:
+        yield borrowed
+    finally:
+        _idle.put(borrowed)
+
+
+def warm_up() -> None:
+    """Load one detector now, so the first request does not pay for it."""
+    if _idle.empty():
+        _idle.put(load_cascade())
+
+
+def upright(image: Image.Image, channels: int) -> np.ndarray:
+    """EXIF rotation applied, then grey (H, W) or RGB (H, W, 3) uint8."""
+    image = ImageOps.exif_transpose(image)
+    return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+
+
+def shrink(grey: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
+    """A copy whose longest side is at most `longest` (area-averaged), and its scale factor."""
+    h, w = grey.shape
+    scale = min(1.0, longest / max(h, w))
+    if scale == 1.0:
+        return grey, 1.0
+    return cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA), scale
+
+
+def detect(grey: np.ndarray, min_side: int, max_side: int = 0, step: float = 1.1,
+           neighbours: int = 5) -> list[np.ndarray]:
+    """Cascade hits as float [x, y, w, h] arrays, largest first."""
+    with cascade() as detector:
+        faces = detector.detectMultiScale(grey, scaleFactor=step, minNeighbors=neighbours,
+                                          minSize=(min_side, min_side), maxSize=(max_side, max_side))
+    return sorted((f.astype(float) for f in faces), key=lambda f: -f[2] * f[3])
+
+
+def largest(grey: np.ndarray, min_side: int, max_side: int = 0) -> np.ndarray | None:
+    faces = detect(grey, min_side, max_side)
+    return faces[0] if faces else None
+
+
+def refine(grey: np.ndarray, rough: np.ndarray) -> np.ndarray | None:
+    """Re-detect around a coarse box at full detection resolution and with the strict settings:
+    a tight, precise crop, and None when the coarse hit was a false alarm."""
+    x, y, w, _ = rough
+    pad = round(0.4 * w)
+    x0, y0 = max(0, round(x) - pad), max(0, round(y) - pad)
+    roi = grey[y0:round(y + w) + pad, x0:round(x + w) + pad]
+    found = largest(roi, max(MIN_FACE, round(0.7 * w)), round(1.4 * w) + 1)
+    return None if found is None else found + [x0, y0, 0, 0]
+
+
+def detect_face(grey: np.ndarray) -> list[int] | None:
+    """The largest frontal face as [x, y, w, h] in the full image's pixels, or None.
+
+    Coarse to fine, because the cascade's cost grows with pixels and scales: a face that fills a
+    good part of the photo (the usual upload) is proposed by a quick, lenient pass over a
+    COARSE_SIDE copy and confirmed around its box; only otherwise is the whole DETECT_SIDE copy
+    searched, for smaller faces."""
+    h, w = grey.shape
+    small, scale = shrink(grey, DETECT_SIDE)
+    coarse, coarse_scale = shrink(small, COARSE_SIDE)
+    proposals = detect(coarse, MIN_FACE, step=1.25, neighbours=1) if coarse_scale < 1 else []
+    found = next((f for f in (refine(small, p / coarse_scale) for p in proposals[:MAX_PROPOSALS])
+                  if f is not None), None)
+    if found is None:
+        found = largest(small, max(MIN_FACE, min(small.shape) // MIN_FACE_FRACTION))
+    if found is None:
+        return None
+    box = [round(v / scale) for v in found]
+    box[2], box[3] = min(box[2], w - box[0]), min(box[3], h - box[1])  # rounding may overshoot the edge
+    return box
+
+
+def centre_square(h: int, w: int) -> list[int]:
+    side = min(h, w)
+    return [(w - side) // 2, (h - side) // 2, side, side]
+
+
+def crop_to_input(pixels: np.ndarray, box: list[int], size: tuple[int, int]) -> np.ndarray:
+    """The box, resized to (height, width) with area averaging -> uint8 (C, H, W)."""
+    x, y, w, h = box
+    crop = cv2.resize(pixels[y:y + h, x:x + w], (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)
+
+
+def frame_face(image: Image.Image, image_shape) -> tuple[np.ndarray, list[int] | None, tuple[int, int]]:
+    """-> (model input uint8 (C, H, W), face box or None, (width, height) of the upright image)."""
+    c, h, w = image_shape
+    pixels = upright(image, c)
+    grey = pixels if c == 1 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    box = detect_face(grey)
+    crop = crop_to_input(pixels, box or centre_square(*grey.shape), (h, w))
+    return crop, box, (grey.shape[1], grey.shape[0])

@@ -1,0 +1,3 @@
+"""Fixtures for the export, serve and browser tests live in serve_fixtures.py; registered here."""
+
+from serve_fixtures import fer_model, fer_slice  # noqa: F401

@@ -1,0 +1,114 @@
+"""Shared fixtures for the export/serve/browser tests: a small real FER2013 model, exported to ONNX.
+
+The model is trained once per session (~10 s on 2 cores) on the first images of the shared
+FER2013 copy; the held-out images after them are the "real faces" the API tests send.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest_data_helpers import SHARED, ZIP_LOCAL_HEADER
+
+FER = SHARED / "fer2013.npz.xz"
+N_TRAIN, N_HELD_OUT = 700, 100
+
+
+def require_fer() -> Path:
+    if not FER.is_file():
+        pytest.skip(f"needs the shared FER2013 copy at {FER} (../shared is absent in this checkout)")
+    return FER
+
+
+def read_npy_member(f, rows: int) -> np.ndarray:
+    """From a stream at a zip local header: the first `rows` of that stored .npy; the stream is
+    left at the next member's header."""
+    fields = ZIP_LOCAL_HEADER.unpack(f.read(ZIP_LOCAL_HEADER.size))
+    assert fields[0] == b"PK\x03\x04" and fields[3] == 0, "expected a stored zip member"
+    f.read(fields[-2] + fields[-1])  # name and extra field
+    version = np.lib.format.read_magic(f)
+    shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                             else np.lib.format.read_array_header_2_0)(f)
+    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    head = np.frombuffer(f.read(rows * row), dtype=dtype).reshape((rows, *shape[1:]))
+    f.seek(f.tell() + (shape[0] - rows) * row)  # decompresses through the rest of the member
+    return head
+
+
+def read_fer_head(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n Training images (n, 48, 48) and labels: x_train and y_train lead the archive."""
+    with lzma.open(require_fer()) as f:
+        x = read_npy_member(f, n)
+        y = read_npy_member(f, n)
+    return x[..., 0], y.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def fer_slice():
+    x, y = read_fer_head(N_TRAIN + N_HELD_OUT)
+    return {"x_train": x[:N_TRAIN], "y_train": y[:N_TRAIN], "x_test": x[N_TRAIN:], "y_test": y[N_TRAIN:]}
+
+
+@pytest.fixture(scope="session")
+def fer_model(tmp_path_factory, fer_slice):
+    """{'run': run dir, 'checkpoint': best/last .pt, 'onnx': exported model} of a small supervised CNN."""
+    from fixmatch.config import TrainConfig
+    from fixmatch.data.fer2013 import CLASS_NAMES
+    from fixmatch.inference import load_model
+    from fixmatch.onnx_export import export_onnx
+    from fixmatch.train import train
+
+    root = tmp_path_factory.mktemp("fer_model")
+    np.savez(root / "fer_slice.npz", **fer_slice, class_names=np.array(CLASS_NAMES))
+    train(TrainConfig(dataset="npz", data_dir=str(root / "fer_slice.npz"), num_labels=N_TRAIN,
+                      algorithm="supervised", model="cnn_small", steps=150, batch_size=16, lr=0.05,
+                      eval_every=150, median_of=1, flip=True, out=str(root / "run"), progress=False,
+                      threads=1, device="cpu", ema_warmup=True), log=lambda *a: None)
+    checkpoint = next(p for p in (root / "run" / n for n in ("best.pt", "last.pt")) if p.exists())
+    loaded = load_model(str(checkpoint))
+    export_onnx(loaded, root / "model.onnx", {"card": {"test_accuracy": 0.5, "note": "test model"}})
+    return {"run": root / "run", "checkpoint": checkpoint, "onnx": root / "model.onnx", "loaded": loaded}
+
+
+def face_jpeg(face: np.ndarray, side: int = 200, quality: int = 90) -> bytes:
+    """A 48x48 FER face upscaled to a side x side JPEG, like a small photo of a face."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(face).resize((side, side), Image.BICUBIC).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def encode(array: np.ndarray, fmt: str = "JPEG", **kw) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header declares width x height pixels (the IHDR is rewritten, CRC fixed)."""
+    import zlib
+
+    data = bytearray(encode(np.zeros((8, 8), np.uint8), "PNG"))
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[12:ihdr + 13])))
+    return bytes(data)
+
+
+def skimage_photo(name: str) -> Path:
+    """A photo shipped inside scikit-image's wheel (no network), found without importing skimage."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None:
+        pytest.skip("scikit-image is not installed (it is in the dev extra): no non-FER photo available")
+    return Path(spec.submodule_search_locations[0]) / "data" / name

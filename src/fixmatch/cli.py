@@ -40,7 +40,21 @@ HELP = {
     "device": "auto, cpu or cuda",
     "threads": "CPU threads for torch (default 1: on a shared 2-core machine more threads are slower)",
     "fast": "auto (speedups on CUDA only), on (all, CPU too) or off (plain eager fp32)",
-    "cuda_graph": "CUDA graphs via torch.compile mode=reduce-overhead (auto/on/off)",
+    "cuda_graph": "CUDA graphs of the augmentation and of forward+backward (compile mode=reduce-overhead)",
+    "amp": "bf16 autocast; BatchNorm parameters and statistics stay fp32 (auto/on/off)",
+    "channels_last": "channels-last memory format (auto/on/off)",
+    "compile": "torch.compile of normalize + model + loss (auto/on/off)",
+    "fused_optimizer": "fused SGD kernel instead of foreach (auto/on/off)",
+    "sync_bn": "under torchrun: BatchNorm statistics over the global batch (default: per GPU, as the official code)",
+    "dist_timeout": "under torchrun: minutes a collective waits for a missing rank before the job fails",
+    "eval_batch_size": "images per forward when evaluating",
+    "svhn_extra": "add SVHN's 531k 'extra' images to the training set",
+    "fer_test": "FER2013 test split: private (PrivateTest, default) or public",
+    "download": "fetch CIFAR/SVHN from the official URLs (checksums verified)",
+    "seed": "seed of the weights, the sampling and the augmentation (the labels come from --fold)",
+    "progress": "show the progress bar (--no-progress prints one JSON line per evaluation)",
+    "momentum": "SGD momentum (official 0.9)",
+    "nesterov": "Nesterov momentum (official on)",
 }
 
 

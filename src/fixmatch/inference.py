@@ -93,7 +93,7 @@ def image_to_tensor(image, image_shape) -> torch.Tensor:
     image = ImageOps.exif_transpose(image).convert("L" if c == 1 else "RGB")
     if image.size != (w, h):
         image = image.resize((w, h), Image.BOX)
-    arr = np.asarray(image, dtype=np.uint8)
+    arr = np.array(image, dtype=np.uint8)  # a writable copy (torch warns about read-only arrays)
     arr = arr[None] if c == 1 else arr.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr))
 

@@ -43,7 +43,7 @@ def resolve_data_dir(data_dir) -> Path:
     """The directory to read: the argument, else $FIXMATCH_DATA, else ./data."""
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get(DATA_ENV) or "data"
-    return Path(data_dir).expanduser()
+    return Path(data_dir).expanduser().absolute()  # errors then name the full path
 
 
 def remote_url(filename: str) -> str:

@@ -118,8 +118,9 @@ def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
 
 def compare(cfg: TrainConfig, log=print) -> list[dict]:
     """The demo: a supervised-only baseline and FixMatch on the same labels, then a table."""
-    base = Path(cfg.out) if cfg.out else default_out(dataclasses.replace(resolve(dataclasses.replace(cfg, algorithm="fixmatch")), algorithm="both"))
-    data = load_data(resolve(dataclasses.replace(cfg, algorithm="fixmatch")))
+    resolved = resolve(dataclasses.replace(cfg, algorithm="fixmatch"))  # dataset defaults filled in
+    base = Path(cfg.out) if cfg.out else default_out(dataclasses.replace(resolved, algorithm="both"))
+    data = load_data(resolved)  # both runs share the data and, through --fold, the labels
     results = []
     for algorithm in ("supervised", "fixmatch"):
         run_cfg = dataclasses.replace(cfg, algorithm=algorithm, out=str(base / algorithm))

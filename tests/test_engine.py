@@ -217,3 +217,14 @@ def test_shipped_configs_load_and_validate():
         assert cfg.algorithm == "fixmatch", path
         if cfg.dataset == "cifar100":
             assert cfg.model == "wrn28_8" and cfg.weight_decay == 1e-3
+
+
+def test_demo_compares_supervised_and_fixmatch_on_the_same_labels(tmp_path):
+    from fixmatch.train import compare
+
+    lines = []
+    sup, fix = compare(TrainConfig(steps=16, eval_every=8, mu=2, progress=False, out=str(tmp_path)), log=lines.append)
+    assert (sup["algorithm"], fix["algorithm"]) == ("supervised", "fixmatch")
+    split = lambda a: json.loads((tmp_path / a / "split.json").read_text())["labeled"]  # noqa: E731
+    assert split("supervised") == split("fixmatch") and len(split("fixmatch")) == 20
+    assert lines[-1].splitlines()[0].split() == ["algorithm", "labels", "steps", "accuracy", "median", "seconds"]

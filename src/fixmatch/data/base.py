@@ -31,9 +31,18 @@ class ImageDataset:
         return tuple(self.x_train.shape[1:])
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std of the training images in 0..1 units (used to normalize)."""
-        x = self.x_train.float().div_(255)
-        return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+        """Per-channel mean and std of the training images in 0..1 units (used to normalize).
+        Summed in chunks in float64: SVHN with 'extra' would need 7 GB as one float tensor."""
+        total = torch.zeros(self.x_train.shape[1], dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for chunk in self.x_train.split(8192):
+            x = chunk.to(torch.float64).div_(255)
+            total += x.sum(dim=(0, 2, 3))
+            squares += x.square_().sum(dim=(0, 2, 3))
+        n = self.x_train.shape[0] * self.x_train.shape[2] * self.x_train.shape[3]
+        mean = total / n
+        std = (squares / n - mean.square()).mul_(n / max(n - 1, 1)).sqrt_().clamp_min(1e-3)
+        return mean.float().tolist(), std.float().tolist()
 
 
 def from_numpy(name: str, x_train, y_train, x_test, y_test, class_names) -> ImageDataset:

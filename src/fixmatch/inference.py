@@ -98,7 +98,7 @@ def image_to_tensor(image, image_shape) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def open_image(path) -> "Image.Image":
+def open_image(path):
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -6,7 +6,6 @@ archive, so the first few images need only the first few hundred KB of the xz st
 
 from __future__ import annotations
 
-import io
 import lzma
 import struct
 from pathlib import Path
@@ -17,28 +16,25 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ZIP_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # the fixed 30 bytes before each member's name
 
 
-def read_head(path: Path, n: int) -> np.ndarray:
-    """The first n rows of the first array of an uncompressed .npz inside an .xz file."""
-    dec, buf = lzma.LZMADecompressor(), b""
-    with open(path, "rb") as f:
-        def more(size):
-            nonlocal buf
-            while len(buf) < size:
-                chunk = f.read(1 << 16)
-                if not chunk:
-                    raise ValueError(f"{path} ended early")
-                buf += dec.decompress(chunk)
+def read_npy_member(f, rows: int, skip_rest: bool = True) -> np.ndarray:
+    """From a stream at a zip local header: the first `rows` of that stored .npy. With `skip_rest`
+    the stream is left at the next member's header (decompressing through the rest of this one)."""
+    fields = ZIP_LOCAL_HEADER.unpack(f.read(ZIP_LOCAL_HEADER.size))
+    if fields[0] != b"PK\x03\x04" or fields[3] != 0:
+        raise ValueError("expected a stored zip member")
+    f.read(fields[-2] + fields[-1])  # name and extra field
+    version = np.lib.format.read_magic(f)
+    shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                             else np.lib.format.read_array_header_2_0)(f)
+    assert not fortran
+    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    head = np.frombuffer(f.read(rows * row), dtype=dtype).reshape((rows, *shape[1:]))
+    if skip_rest:
+        f.seek(f.tell() + (shape[0] - rows) * row)
+    return head
 
-        more(4096)
-        fields = ZIP_LOCAL_HEADER.unpack_from(buf)
-        if fields[0] != b"PK\x03\x04" or fields[3] != 0:
-            raise ValueError(f"{path}: first member is not a stored zip entry")
-        npy = io.BytesIO(buf[ZIP_LOCAL_HEADER.size + fields[-2] + fields[-1]:])
-        version = np.lib.format.read_magic(npy)
-        shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                 else np.lib.format.read_array_header_2_0)(npy)
-        assert not fortran
-        start = ZIP_LOCAL_HEADER.size + fields[-2] + fields[-1] + npy.tell()
-        row = int(np.prod(shape[1:])) * dtype.itemsize
-        more(start + n * row)
-    return np.frombuffer(buf[start:start + n * row], dtype=dtype).reshape((n, *shape[1:]))
+
+def read_head(path: Path, n: int) -> np.ndarray:
+    """The first n rows of the first array (x_train) of an uncompressed .npz inside an .xz file."""
+    with lzma.open(path) as f:
+        return read_npy_member(f, n, skip_rest=False)

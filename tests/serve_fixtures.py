@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest_data_helpers import SHARED, ZIP_LOCAL_HEADER
+from conftest_data_helpers import SHARED, read_npy_member
 
 FER = SHARED / "fer2013.npz.xz"
 N_TRAIN, N_HELD_OUT = 700, 100
@@ -24,21 +24,6 @@ def require_fer() -> Path:
     if not FER.is_file():
         pytest.skip(f"needs the shared FER2013 copy at {FER} (../shared is absent in this checkout)")
     return FER
-
-
-def read_npy_member(f, rows: int) -> np.ndarray:
-    """From a stream at a zip local header: the first `rows` of that stored .npy; the stream is
-    left at the next member's header."""
-    fields = ZIP_LOCAL_HEADER.unpack(f.read(ZIP_LOCAL_HEADER.size))
-    assert fields[0] == b"PK\x03\x04" and fields[3] == 0, "expected a stored zip member"
-    f.read(fields[-2] + fields[-1])  # name and extra field
-    version = np.lib.format.read_magic(f)
-    shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                             else np.lib.format.read_array_header_2_0)(f)
-    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-    head = np.frombuffer(f.read(rows * row), dtype=dtype).reshape((rows, *shape[1:]))
-    f.seek(f.tell() + (shape[0] - rows) * row)  # decompresses through the rest of the member
-    return head
 
 
 def read_fer_head(n: int) -> tuple[np.ndarray, np.ndarray]:

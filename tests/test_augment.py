@@ -25,16 +25,17 @@ Every comparison asserts bit-exact equality: no tolerance is used anywhere.
 
 from __future__ import annotations
 
-import lzma
 import os
 import struct
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from conftest_data_helpers import read_head
 from fixmatch.augment import OPS, POLICIES, _apply, cutout, strong_augment, weak_augment
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
@@ -50,27 +51,9 @@ MAGNITUDES = {
 }
 
 
-def _first_images(name: str, count: int) -> np.ndarray:
-    """The first ``count`` x_train images of ``name``.npz.xz, streamed: the .npz is an
-    uncompressed zip whose first member is x_train, so only its start is decompressed."""
-    with lzma.open(os.path.join(DATA, name + ".npz.xz")) as f:
-        head = f.read(30)
-        if head[:4] != b"PK\x03\x04":
-            raise ValueError("not a zip stream")
-        name_len, extra_len = struct.unpack("<HH", head[26:30])
-        if f.read(name_len) != b"x_train.npy":
-            raise ValueError("first member is not x_train")
-        f.read(extra_len)
-        major, _ = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
-        per_image = int(np.prod(shape[1:])) * dtype.itemsize
-        return np.frombuffer(f.read(count * per_image), dtype).reshape(count, *shape[1:])
-
-
 def _load(name: str, count: int) -> np.ndarray:
     try:
-        return _first_images(name, count)
+        return read_head(Path(DATA) / (name + ".npz.xz"), count)
     except (ValueError, struct.error):  # layout changed: fall back to the full loader (~10 s)
         sys.path.insert(0, DATA)
         from load import load

@@ -13,16 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fixmatch.config import TrainConfig
-from fixmatch.evaluate import classification_report, predict_logits
-from fixmatch.inference import load_model
-from fixmatch.train import load_data
-
-
-def evaluate(loaded, data_dir, split):
-    data = load_data(TrainConfig(dataset="fer2013", data_dir=data_dir, fer_test=split))
-    logits = predict_logits(loaded.model, loaded.normalize, data.x_test, 512, torch.device("cpu"))
-    return {"split": split, "num_test": len(data.y_test), **classification_report(logits, data.y_test, 7)}
+from fixmatch.inference import evaluate_on_dataset, load_model
 
 
 def plot(report, class_names, path):
@@ -57,7 +48,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(1)
     loaded = load_model(args.model)
-    reports = {split: evaluate(loaded, args.data_dir, split) for split in ("private", "public")}
+    reports = {split: evaluate_on_dataset(loaded, "fer2013", args.data_dir, split) for split in ("private", "public")}
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     (out / "fer2013_eval.json").write_text(json.dumps({"class_names": loaded.class_names, **reports}, indent=1))

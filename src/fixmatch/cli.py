@@ -94,26 +94,14 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from fixmatch.config import from_dict
-    from fixmatch.evaluate import classification_report, predict_logits
-    from fixmatch.inference import load_model
-    from fixmatch.train import load_data
+    from fixmatch.inference import evaluate_on_dataset, load_model
 
     torch.set_num_threads(args.threads)
     loaded = load_model(args.checkpoint or args.model)
     dataset = args.dataset or loaded.meta.get("dataset")
     if not dataset:
         raise UserError("give --dataset: this model file does not say which dataset it was trained on")
-    cfg = from_dict({"dataset": dataset, "data_dir": args.data_dir, "fer_test": args.fer_test})
-    data = load_data(cfg)
-    if list(data.image_shape) != list(loaded.meta["image_shape"]) or data.num_classes != loaded.meta["num_classes"]:
-        raise UserError(f"the model expects {loaded.meta['image_shape']} images and {loaded.meta['num_classes']} "
-                        f"classes; {dataset} has {list(data.image_shape)} and {data.num_classes}")
-    logits = predict_logits(loaded.model, loaded.normalize, data.x_test, 512, torch.device("cpu"))
-    report = {"dataset": dataset, "test_split": cfg.fer_test if dataset == "fer2013" else "test",
-              "num_test": len(data.y_test), **classification_report(logits, data.y_test, data.num_classes),
-              "class_names": data.class_names}
-    print(json.dumps(report))
+    print(json.dumps(evaluate_on_dataset(loaded, dataset, args.data_dir, args.fer_test)))
     return 0
 
 

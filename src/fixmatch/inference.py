@@ -64,6 +64,24 @@ def load_model(source: str, device: str | torch.device = "cpu") -> LoadedModel:
     return LoadedModel(model, Normalizer(meta["mean"], meta["std"]).to(device), meta)
 
 
+def evaluate_on_dataset(loaded: LoadedModel, dataset: str, data_dir=None, fer_test: str = "private",
+                        batch_size: int = 512) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix of `loaded` on a dataset's test split."""
+    from fixmatch.config import from_dict
+    from fixmatch.evaluate import classification_report, predict_logits
+    from fixmatch.train import load_data
+
+    data = load_data(from_dict({"dataset": dataset, "data_dir": data_dir, "fer_test": fer_test}))
+    if list(data.image_shape) != list(loaded.meta["image_shape"]) or data.num_classes != loaded.meta["num_classes"]:
+        raise UserError(f"the model expects {loaded.meta['image_shape']} images and {loaded.meta['num_classes']} "
+                        f"classes; {dataset} has {list(data.image_shape)} and {data.num_classes}")
+    device = next(loaded.model.parameters()).device
+    logits = predict_logits(loaded.model, loaded.normalize, data.x_test, batch_size, device)
+    return {"dataset": dataset, "test_split": fer_test if dataset == "fer2013" else "test",
+            "num_test": len(data.y_test), **classification_report(logits, data.y_test, data.num_classes),
+            "class_names": data.class_names}
+
+
 def write_safetensors(loaded: LoadedModel, path, extra_meta: dict | None = None) -> None:
     from safetensors.torch import save_file
 

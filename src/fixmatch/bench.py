@@ -14,9 +14,7 @@ import torch
 
 from fixmatch.config import TrainConfig, resolve
 from fixmatch.data import ImageDataset, load_dataset
-from fixmatch.evaluate import Normalizer
-from fixmatch.fast import pick_device, resolve_speedups
-from fixmatch.models import build_model, set_bn_momentum
+from fixmatch.fast import pick_device
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +54,7 @@ def cached_dataset(name: str, data_dir) -> ImageDataset:
 
 
 def build_trainer(args, data: ImageDataset | None = None):
-    from fixmatch.engine import Trainer
+    from fixmatch.train import make_trainer
 
     data = data or (cached_dataset(args.dataset, args.data_dir) if args.dataset
             else synthetic_data(max(4096, args.batch_size * (args.mu + 1) * 2), args.channels,
@@ -69,11 +67,7 @@ def build_trainer(args, data: ImageDataset | None = None):
         steps=10**9, eval_every=10**9, progress=False, flip=True))
     torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    model = build_model(cfg.model, data.num_classes, data.image_shape[0])
-    set_bn_momentum(model, cfg.bn_momentum)
-    labeled = torch.arange(cfg.num_labels)
-    mean, std = data.channel_stats()
-    trainer = Trainer(cfg, model, data, labeled, device, resolve_speedups(cfg, device), Normalizer(mean, std))
+    trainer = make_trainer(cfg, data, torch.arange(cfg.num_labels), device)
     return trainer, data, device
 
 

@@ -63,9 +63,8 @@ class Trainer:
         """[labeled weak | unlabeled weak | unlabeled strong] as one uint8 batch, plus labels."""
         li = self.lab_sampler.next()
         ui = self.unl_sampler.next() if self.unl_sampler is not None else None
-        if self.graphed_augment is not None:
-            return distributed.shard_batch(*self.graphed_augment(li, ui), self.dist)
-        return distributed.shard_batch(*self.augment_indices(li, ui), self.dist)
+        augment = self.graphed_augment or self.augment_indices
+        return distributed.shard_batch(*augment(li, ui), self.dist)
 
     @torch.no_grad()
     def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None):

@@ -46,6 +46,15 @@ def open_writer(out_dir: Path):
     return SummaryWriter(str(out_dir / "tb"))
 
 
+def make_trainer(cfg: TrainConfig, data, labeled, device: torch.device, dist=distributed.SINGLE) -> Trainer:
+    """The network cfg names (initialised from torch's global RNG), normalised by the training
+    images' channel statistics, inside a Trainer with cfg's speed switches."""
+    model = build_model(cfg.model, data.num_classes, data.image_shape[0])
+    set_bn_momentum(model, cfg.bn_momentum)
+    mean, std = data.channel_stats()
+    return Trainer(cfg, model, data, labeled, device, resolve_speedups(cfg, device), Normalizer(mean, std), dist)
+
+
 def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=None) -> dict:
     """Train one run (one algorithm) and return its summary (also written to summary.json)."""
     cfg = resolve(cfg)
@@ -64,16 +73,13 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
                                                     "fold": cfg.fold})
 
     torch.manual_seed(cfg.seed)  # model initialisation
+    trainer = make_trainer(cfg, data, labeled, device, dist)
     c, h, w = data.image_shape
-    model = build_model(cfg.model, data.num_classes, c)
-    set_bn_momentum(model, cfg.bn_momentum)
-    mean, std = data.channel_stats()
-    speedups = resolve_speedups(cfg, device)
-    trainer = Trainer(cfg, model, data, labeled, device, speedups, Normalizer(mean, std), dist)
+    mean, std = trainer.normalize.mean.flatten().tolist(), trainer.normalize.std.flatten().tolist()
     meta = {
         "run_name": out_dir.name, "config": cfg.to_dict(), "dataset": cfg.dataset, "class_names": data.class_names,
         "image_shape": [c, h, w], "mean": mean, "std": std, "model_name": cfg.model,
-        "num_classes": data.num_classes, "parameters": count_parameters(model),
+        "num_classes": data.num_classes, "parameters": count_parameters(trainer.model),
     }
     if resume_ckpt is not None:
         trainer.load_state_dict(resume_ckpt)  # every rank loads the same (global) state
@@ -81,7 +87,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
             write_metrics(out_dir, trainer.history)
         log(f"resumed {out_dir} at step {trainer.step_num}")
     log(f"{cfg.algorithm} on {cfg.dataset}: {len(labeled)} labels, {cfg.model} "
-        f"({meta['parameters']:,} params), {cfg.steps} steps, device {device} ({speedups.describe()})"
+        f"({meta['parameters']:,} params), {cfg.steps} steps, device {device} ({trainer.speedups.describe()})"
         + (f", {dist.world} ranks x {cfg.batch_size // dist.world} labeled images" if dist.active else ""))
 
     writer = open_writer(out_dir) if dist.main else None
@@ -97,7 +103,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         "raw_accuracy": last["raw_accuracy"], "mask_rate": last.get("mask_rate"),
         "pseudo_label_accuracy": last.get("pseudo_label_accuracy"),
         "seconds": last["seconds"], "seconds_this_session": round(time.perf_counter() - t0, 2),
-        "device": str(device), "speedups": speedups.describe(), "world_size": dist.world, "out": str(out_dir),
+        "device": str(device), "speedups": trainer.speedups.describe(), "world_size": dist.world, "out": str(out_dir),
     }
     if dist.main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))

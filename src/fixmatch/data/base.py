@@ -21,6 +21,12 @@ class ImageDataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     class_names: list[str]
+    # Images without labels (a user's unlabeled folder, STL-10's 100k): appended to the unlabeled
+    # pool after the whole train split, which stays in the pool as in the official code.
+    x_unlabeled: torch.Tensor | None = None
+    skipped: list = field(default_factory=list)  # (path, reason) of unreadable files the loader left out
+    eval_note: str = ""  # what the test split is, when it is not a dataset's official test set
+    fixed_splits: dict | None = None  # fold -> labeled indices into x_train (STL-10's predefined folds)
 
     @property
     def num_classes(self) -> int:

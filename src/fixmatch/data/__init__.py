@@ -6,6 +6,7 @@ from fixmatch.errors import UserError
 # Importing a module registers its datasets.
 from fixmatch.data import digits  # noqa: F401,E402
 from fixmatch.data import cifar, svhn, fer2013, folder  # noqa
+from fixmatch.data import user_folders, stl10  # noqa: F401,E402
 
 
 def get_spec(name: str) -> DatasetSpec:

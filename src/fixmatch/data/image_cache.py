@@ -1,0 +1,311 @@
+"""Decode image files once (in parallel) into one uint8 array, and cache the result.
+
+Every image becomes a square: the shorter side is resized to `size`, the centre is cropped, and the
+pixels are converted to `channels` (1 = grey, 3 = RGB). The cache is one uncompressed .npz per
+(size, channels) setting holding the pixels and, per file, its path, byte size and mtime. A file
+whose path, size and mtime match an entry is not decoded again, so an unchanged folder loads in
+about the time it takes to read the array, and a changed or added file costs only its own decode.
+Unreadable files are remembered with their reason (not retried until they change).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+CACHE_DIR_NAME = ".fixmatch-cache"
+POOL_MIN = 200  # fewer images than this are decoded in-process (a pool costs more than it saves)
+CHUNK = 64  # images per task sent to a worker process
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+# ---------------------------------------------------------------- one image
+
+def is_grey(path) -> bool:
+    """Whether an image is greyscale, from its header (and palette) only: no pixel decoding."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in GREY_MODES:
+            return True
+        if im.mode == "P":  # a palette of greys only is a grey image
+            pal = np.asarray(im.getpalette() or [], dtype=np.int16).reshape(-1, 3)
+            return bool((pal == pal[:, :1]).all())
+        return False
+
+
+def header_size(path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def to_mode(im, channels: int):
+    """PIL image -> 'L' or 'RGB'. Transparency is laid over white (as a viewer shows it);
+    16-bit greys keep their top 8 bits (PIL's own convert would clip them at 255)."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    elif im.mode.startswith("I;16"):
+        im = Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8))
+    return im.convert("L" if channels == 1 else "RGB")
+
+
+def square(im, size: int):
+    """Shorter side -> size, centre crop (one resample of the central square; a plain crop when
+    the shorter side already is `size`). Bilinear, antialiased when shrinking (PIL's resize)."""
+    from PIL import Image
+
+    w, h = im.size
+    side = min(w, h)
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    if side == size:
+        return im.crop(box)
+    return im.resize((size, size), Image.BILINEAR, box=box, reducing_gap=3.0)
+
+
+def decode(path, size: int, channels: int) -> np.ndarray:
+    """One file -> uint8 (channels, size, size). Raises on anything unreadable."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        if im.format == "JPEG":  # decode at a reduced scale when the file is much larger (much faster)
+            w, h = im.size
+            ratio = min(w, h) / size
+            im.draft("L" if channels == 1 else "RGB", (math.ceil(w / ratio), math.ceil(h / ratio)))
+        im.load()  # truncated or corrupt pixel data fails here
+        im = ImageOps.exif_transpose(im)  # phone photos: the orientation the viewer shows
+        a = np.asarray(square(to_mode(im, channels), size), dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def failure_reason(path, error: BaseException) -> str:
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    text = str(error).strip() or type(error).__name__
+    if type(error).__name__ == "UnidentifiedImageError":
+        return "not an image (unknown format)"
+    return f"{type(error).__name__}: {text}"
+
+
+def decode_chunk(task):
+    """Worker: decode a list of paths; returns (start, images of the readable ones, ok flags, reasons)."""
+    start, paths, size, channels = task
+    out, ok, reasons = [], [], []
+    for p in paths:
+        try:
+            out.append(decode(p, size, channels))
+            ok.append(True)
+            reasons.append("")
+        except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
+            ok.append(False)
+            reasons.append(failure_reason(p, e))
+    images = np.stack(out) if out else np.empty((0, channels, size, size), np.uint8)
+    return start, images, ok, reasons
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def decode_many(paths: list[str], size: int, channels: int, workers: int | None = None,
+                desc: str = "decoding") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode `paths` with a process pool and a progress bar.
+    Returns (images (N, C, S, S) with a row for every path, zeros where unreadable; ok flags; reasons)."""
+    from tqdm import tqdm
+
+    n = len(paths)
+    images = np.zeros((n, channels, size, size), np.uint8)
+    ok = np.zeros(n, bool)
+    reasons = [""] * n
+    tasks = [(i, paths[i:i + CHUNK], size, channels) for i in range(0, n, CHUNK)]
+    workers = workers or default_workers()
+    with tqdm(total=n, desc=desc, unit="img", file=sys.stderr, disable=None, mininterval=1.0) as bar:
+        def take(result):
+            start, imgs, flags, why = result
+            rows = start + np.flatnonzero(flags)
+            images[rows] = imgs
+            ok[start:start + len(flags)] = flags
+            reasons[start:start + len(flags)] = why
+            bar.update(len(flags))
+
+        if workers <= 1 or n < POOL_MIN:
+            for t in tasks:
+                take(decode_chunk(t))
+        else:
+            import multiprocessing as mp
+
+            # fork: workers start instantly and need not re-import torch; they only run PIL/numpy
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+            with ctx.Pool(workers) as pool:
+                for result in pool.imap_unordered(decode_chunk, tasks):
+                    take(result)
+    return images, ok, reasons
+
+
+# ---------------------------------------------------------------- memory
+
+def uint8_bytes(n_images: int, channels: int, size: int) -> int:
+    """Bytes of n square uint8 images: what the data costs in RAM or on the device."""
+    return int(n_images) * int(channels) * int(size) * int(size)
+
+
+def largest_fitting_size(n_images: int, channels: int, budget_bytes: int) -> int:
+    """The largest square side at which n images of `channels` fit in budget_bytes (0: none)."""
+    if n_images <= 0:
+        return 1 << 16
+    return int(math.isqrt(max(int(budget_bytes), 0) // (int(n_images) * int(channels))))
+
+
+def human_bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def available_ram() -> int | None:
+    """MemAvailable in bytes (Linux), else None (unknown: no check)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+# ---------------------------------------------------------------- the cache
+
+def cache_location(root: Path) -> tuple[Path, str]:
+    """ROOT/.fixmatch-cache when writable, else the user cache dir (one folder per data root)."""
+    local = root / CACHE_DIR_NAME
+    try:
+        local.mkdir(exist_ok=True)
+        probe = local / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return local, "inside the data folder"
+    except OSError:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fixmatch"
+        tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+        return base / f"{root.name}-{tag}", "the data folder is not writable"
+
+
+@dataclass
+class Decoded:
+    """The images of the files given, in their order, minus the unreadable ones."""
+
+    images: np.ndarray  # (len(kept), C, S, S) uint8
+    kept: np.ndarray  # indices into the file list of the rows of `images`
+    skipped: list = field(default_factory=list)  # (index into the file list, reason)
+    decoded: int = 0  # files decoded this time (0: everything came from the cache)
+    seconds: float = 0.0  # time spent decoding
+    load_seconds: float = 0.0  # time spent reading the cache
+
+
+def stat_files(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    sizes, mtimes = np.zeros(len(paths), np.int64), np.zeros(len(paths), np.int64)
+    for i, p in enumerate(paths):
+        try:
+            st = os.stat(p)
+            sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
+        except OSError:
+            sizes[i] = mtimes[i] = -1  # vanished or unreadable: decoding will say why
+    return sizes, mtimes
+
+
+def cache_file(cache_dir: Path, size: int, channels: int) -> Path:
+    return cache_dir / f"images-{size}px-{channels}ch-v{CACHE_VERSION}.npz"
+
+
+def read_cache(path: Path) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in ("names", "sizes", "mtimes", "ok", "reasons", "images")}
+    except Exception:  # missing, partly written by a killed run, or from another version: rebuild
+        return None
+
+
+def write_cache(path: Path, entry: dict) -> bool:
+    """Atomically (a killed run never leaves half a cache under the real name)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, **entry)
+        os.replace(tmp, path)
+        return True
+    except OSError as e:
+        print(f"warning: could not write the image cache {path} ({e}); the next run decodes again",
+              file=sys.stderr)
+        tmp.unlink(missing_ok=True)
+        return False
+
+
+def cached_decode(root: Path, paths: list[Path], size: int, channels: int, cache_dir: Path,
+                  workers: int | None = None) -> Decoded:
+    """Images of `paths` (files under root), from the cache where path, size and mtime still match."""
+    names = np.array([p.relative_to(root).as_posix() for p in paths], dtype=str)
+    sizes, mtimes = stat_files(paths)
+    path = cache_file(cache_dir, size, channels)
+    t0 = time.perf_counter()
+    old = read_cache(path)
+    load_seconds = time.perf_counter() - t0
+    n = len(paths)
+
+    if (old is not None and len(old["names"]) == n and (old["names"] == names).all()
+            and (old["sizes"] == sizes).all() and (old["mtimes"] == mtimes).all()):
+        ok = old["ok"]  # the whole list unchanged: the stored array is the answer, no copy
+        return Decoded(old["images"], np.flatnonzero(ok), skipped_of(ok, old["reasons"]), 0, 0.0, load_seconds)
+
+    # Reuse what matches (same name, size and mtime), decode the rest.
+    ok = np.zeros(n, bool)
+    reasons = np.full(n, "", dtype=object)
+    images = np.zeros((n, channels, size, size), np.uint8)
+    todo = np.ones(n, bool)
+    if old is not None:
+        row_of = {(nm, s, m): i for i, (nm, s, m) in enumerate(zip(old["names"].tolist(), old["sizes"].tolist(),
+                                                                    old["mtimes"].tolist()))}
+        old_rows = np.cumsum(old["ok"]) - 1  # entry i's row in the stored (readable-only) array
+        for i, key in enumerate(zip(names.tolist(), sizes.tolist(), mtimes.tolist())):
+            j = row_of.get(key)
+            if j is not None:
+                todo[i] = False
+                ok[i], reasons[i] = old["ok"][j], old["reasons"][j]
+                if ok[i]:
+                    images[i] = old["images"][old_rows[j]]
+        del old
+    idx = np.flatnonzero(todo)
+    t1 = time.perf_counter()
+    if len(idx):
+        imgs, flags, why = decode_many([str(paths[i]) for i in idx], size, channels, workers)
+        images[idx], ok[idx], reasons[idx] = imgs, flags, why
+    seconds = time.perf_counter() - t1
+    kept = np.flatnonzero(ok)
+    images = images[kept] if len(kept) < n else images
+    reasons = reasons.astype(str) if n else np.array([], dtype=str)
+    write_cache(path, dict(names=names, sizes=sizes, mtimes=mtimes, ok=ok, reasons=reasons, images=images))
+    return Decoded(images, kept, skipped_of(ok, reasons), int(len(idx)), seconds, load_seconds)
+
+
+def skipped_of(ok: np.ndarray, reasons: np.ndarray) -> list:
+    return [(int(i), str(reasons[i])) for i in np.flatnonzero(~ok)]

@@ -380,3 +380,11 @@ def strong_augment(x: Tensor, *, flip: bool, generator: torch.Generator,
     else:
         size = min(h, w) // 2
     return cutout(x, size, generator)
+
+
+def __getattr__(name: str):
+    """``fixmatch.augment.CTA_OPS``: the CTAugment ops, loaded on first use (ctaugment imports this module)."""
+    if name == "CTA_OPS":
+        from fixmatch.ctaugment import CTA_OPS
+        return CTA_OPS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,278 @@
+"""Tests for fixmatch.ctaugment: every CTAugment op against the official formulas run on PIL, the
+sampler, the rate update against a transcription of the official loop, state and determinism.
+
+The PIL references below are written from libml/ctaugment.py's formulas (Pillow 10-13; Image.ANTIALIAS
+is LANCZOS). Every comparison is bit-exact, on 32 real CIFAR-10 (32x32x3) and 16 FER2013 (48x48x1)
+images, each image with its own argument value, several rounds of values per op (a sweep of [0, 1]
+and uniform draws). Grey images: the official cutout writes an RGB tuple and fails on mode "L"; the
+reference writes grey 127 there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+from conftest_data_helpers import SHARED, read_head
+from fixmatch.ctaugment import (BINS, CTA_OP_NAMES, CTA_OPS, CTAugment, _apply_grouped, _apply_masked,
+                                apply_ops, proximity, stats_text)
+
+METHODS = (Image.Resampling.LANCZOS, Image.Resampling.BICUBIC, Image.Resampling.BILINEAR,
+           Image.Resampling.BOX, Image.Resampling.HAMMING, Image.Resampling.NEAREST)
+
+
+def official(name: str, im: Image.Image, args: list[float], centre: tuple[int, int]) -> Image.Image:
+    """OPS[name].f(im, *args) of the official code (cutout's random centre given)."""
+    a = args[0] if args else None
+    if name in ("brightness", "color", "contrast", "sharpness"):
+        return getattr(ImageEnhance, name.capitalize())(im).enhance(0.1 + 1.9 * a)
+    if name in ("autocontrast", "equalize", "invert"):
+        return Image.blend(im, getattr(ImageOps, name)(im), a)
+    if name in ("blur", "smooth"):
+        return Image.blend(im, im.filter(getattr(ImageFilter, name.upper())), a)
+    if name == "identity":
+        return im
+    if name == "posterize":
+        return ImageOps.posterize(im, 1 + int(a * 7.999))
+    if name == "solarize":
+        return ImageOps.solarize(im, int(a * 255.999))
+    if name == "rotate":
+        return im.rotate(int(np.round((2 * a - 1) * 45)))
+    if name == "rescale":
+        s, scale = im.size, a * 0.25
+        crop = (scale * s[0], scale * s[1], s[0] * (1 - scale), s[1] * (1 - scale))
+        return im.crop(crop).resize(im.size, METHODS[int(args[1] * 5.99)])
+    if name == "cutout":
+        im = im.copy()
+        size = 1 + int(a * min(im.size) * 0.499)
+        img_height, img_width = im.size  # sic: (width, height); consistent, so right for any shape
+        height_loc, width_loc = centre
+        upper = (max(0, height_loc - size // 2), max(0, width_loc - size // 2))
+        lower = (min(img_height, height_loc + size // 2), min(img_width, width_loc + size // 2))
+        pixels = im.load()
+        for i in range(upper[0], lower[0]):
+            for j in range(upper[1], lower[1]):
+                pixels[i, j] = 127 if im.mode == "L" else (127, 127, 127)
+        return im
+    v = (2 * a - 1) * 0.3  # shear_x/y, translate_x/y
+    coef = {"shear_x": (1, v, 0, 0, 1, 0), "shear_y": (1, 0, 0, v, 1, 0),
+            "translate_x": (1, 0, v, 0, 1, 0), "translate_y": (1, 0, 0, 0, 1, v)}[name]
+    return im.transform(im.size, Image.AFFINE, coef)
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, np.ndarray]:
+    if not (SHARED / "cifar10_device.npz.xz").exists():
+        pytest.skip(f"offline datasets not found at {SHARED}")
+    return {"cifar": read_head(SHARED / "cifar10_device.npz.xz", 32), "fer": read_head(SHARED / "fer2013.npz.xz", 16)}
+
+
+def _nchw(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a)).permute(0, 3, 1, 2).contiguous()
+
+
+def _argument_rounds(name: str, n: int) -> list[list[torch.Tensor]]:
+    """A sweep of [0, 1] (both ends included) and 4 rounds of uniform draws, one value per image."""
+    nargs = len(BINS[name])
+    sweep = [torch.linspace(0, 1, n, dtype=torch.float64)] * nargs
+    if name == "rescale":  # crop edges landing on .5 (Python rounds half to even), every method
+        sweep = [(torch.arange(n, dtype=torch.float64) / (n // 2)).clamp(max=1),
+                 (torch.arange(n, dtype=torch.float64) % 6 + 0.5) / 6]
+    g = torch.Generator().manual_seed(len(name))
+    return [sweep] + [[torch.rand(n, generator=g, dtype=torch.float64) for _ in range(nargs)] for _ in range(4)]
+
+
+@pytest.mark.parametrize("dataset", ["cifar", "fer"])
+@pytest.mark.parametrize("name", CTA_OP_NAMES)
+def test_op_matches_official_pil_exactly(images, dataset, name):
+    arr = images[dataset]
+    x = _nchw(arr)
+    n, _, h, w = x.shape
+    for r, args in enumerate(_argument_rounds(name, n)):
+        gen = torch.Generator().manual_seed(r)
+        out = CTA_OPS[name](x, *args, generator=gen)
+        assert out.dtype == torch.uint8 and out.shape == x.shape
+        got = out.permute(0, 2, 3, 1).numpy()
+        gen.manual_seed(r)  # the cutout centre: column then row, as apply_ops draws them
+        cx, cy = torch.randint(0, w, (n,), generator=gen), torch.randint(0, h, (n,), generator=gen)
+        for k, a in enumerate(arr):
+            im = Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a)
+            values = [float(v[k]) for v in args]
+            ref = np.asarray(official(name, im, values, (int(cx[k]), int(cy[k])))).reshape(a.shape)
+            assert np.array_equal(got[k], ref), f"{name}{tuple(values)} image {k}"
+
+
+def test_translate_is_identity_like_the_official_code(images):
+    """Quirk kept: translate puts (2a-1)*0.3 *pixels* into the affine matrix; nearest lookup rounds it away."""
+    x = _nchw(images["cifar"])
+    for name in ("translate_x", "translate_y"):
+        for v in (0.0, 0.3, 0.99, 1.0):
+            assert torch.equal(CTA_OPS[name](x, torch.full((len(x),), v)), x)
+    assert not torch.equal(CTA_OPS["shear_x"](x, torch.full((len(x),), 0.9)), x)
+
+
+def test_official_float_uint8_roundtrip_is_exact():
+    """The official pipeline feeds PIL np.round(127.5 * (1 + x)) of x = u * (2/255) - 1 (float32):
+    every uint8 value comes back unchanged, so the ops can work on uint8 directly."""
+    u = np.arange(256, dtype=np.float32)
+    x = u * np.float32(2.0 / 255) - np.float32(1.0)
+    assert np.array_equal(np.round(127.5 * (1 + x)).clip(0, 255).astype("uint8"), np.arange(256))
+
+
+def test_grouped_cpu_path_equals_masked_path(images):
+    """CPU runs each stage on its own samples; CUDA the sync-free masked path: same images."""
+    x = _nchw(images["cifar"]).repeat(4, 1, 1, 1)
+    cta = CTAugment()
+    for seed in range(3):
+        ops, args = cta.sample(len(x), torch.Generator().manual_seed(seed), probe=True)
+        a = apply_ops(x, ops, args, torch.Generator().manual_seed(9), grouped=True)
+        b = apply_ops(x, ops, args, torch.Generator().manual_seed(9), grouped=False)
+        assert torch.equal(a, b)
+    op = torch.arange(len(x)) % len(CTA_OP_NAMES)  # every op at least 6 times
+    args = torch.rand(len(x), 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    cy, cx = torch.randint(0, 32, (2, len(x)), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(_apply_grouped(x, op, args, cy, cx), _apply_masked(x, op, args, cy, cx))
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+def test_sampler_draws_only_bins_above_threshold():
+    cta = CTAugment(threshold=0.8)
+    cta.rates.mul_(0.5)  # p = (0.5 + 0.01) / 0.51 = 1 everywhere ...
+    cta.rates[:, :, 3] = 1.0  # ... except: bin 3 on top; the others (0.51 / 1.01 = 0.505) < 0.8
+    rescale = CTA_OP_NAMES.index("rescale")
+    cta.rates[rescale, 1, :] = 0.8  # all 6 method bins (0.81 / 1.01 = 0.802 >= 0.8) except bin 3 (=1)
+    ops, args = cta.sample(20000, torch.Generator().manual_seed(0))
+    counts = torch.bincount(ops.view(-1), minlength=len(CTA_OP_NAMES))
+    assert counts.min() > 0.8 * counts.float().mean()  # ops uniform over all 19 (identity included)
+    for i, name in enumerate(CTA_OP_NAMES):
+        a = args[ops == i]  # (k, 2)
+        for j, nb in enumerate(BINS[name]):
+            b = torch.floor(a[:, j] * nb).long()
+            if (name, j) == ("rescale", 1):
+                assert set(b.tolist()) == set(range(6))
+            else:
+                assert (b == 3).all(), name
+        assert (a[:, len(BINS[name]):] == 0).all()
+    # positions inside the bin are uniform: the fraction part covers [0, 1)
+    rot = args[ops == CTA_OP_NAMES.index("rotate")][:, 0] * 17 - 3
+    assert rot.min() < 0.02 and rot.max() > 0.98
+
+
+def test_probe_arguments_are_uniform_and_ignore_the_rates():
+    cta = CTAugment()
+    cta.rates.zero_()
+    ops, args = cta.sample(20000, torch.Generator().manual_seed(0), probe=True)
+    a = args[ops == CTA_OP_NAMES.index("rotate")][:, 0]
+    hist = torch.histc(a.float(), bins=17, min=0, max=1)
+    assert hist.min() > 0.7 * hist.mean()
+
+
+def _official_update(rates: dict, policies, proximities, decay=0.99):
+    """cta/lib/train.py + CTAugment.update_rates, transcribed (float64 Python lists)."""
+    for policy, prox in zip(policies, proximities):
+        for k, args in policy:
+            for p, rate in zip(args, rates[k]):
+                b = int(p * len(rate) * 0.999)
+                rate[b] = rate[b] * decay + prox * (1 - decay)
+
+
+def test_update_equals_the_official_sequential_loop():
+    g = torch.Generator().manual_seed(0)
+    cta = CTAugment()
+    ref = {name: [[1.0] * nb for nb in BINS[name]] for name in CTA_OP_NAMES}
+    for step in range(30):
+        n = 64
+        ops, args = cta.sample(n, g, probe=True)
+        if step % 3 == 0:  # crowd few bins so one step hits a bin many times
+            ops = ops % 3
+            args = (args * 2).floor() / 2 + 0.01
+        prox = torch.rand(n, generator=g, dtype=torch.float64)
+        cta.update(ops, args, prox)
+        policies = [[(CTA_OP_NAMES[int(o)], [float(v) for v in a[:len(BINS[CTA_OP_NAMES[int(o)]])]])
+                     for o, a in zip(ops[p], args[p])] for p in range(n)]
+        _official_update(ref, policies, prox.tolist())
+    for i, name in enumerate(CTA_OP_NAMES):
+        for j, nb in enumerate(BINS[name]):
+            assert torch.allclose(cta.rates[i, j, :nb], torch.tensor(ref[name][j], dtype=torch.float64),
+                                  rtol=0, atol=1e-12), name
+    assert (cta.rates[cta.valid] != 1).sum() > 100  # the rates did move
+
+
+def test_update_known_values():
+    """Two probes on rotate bin 8 (prox 1 then 0), and the 0.999 quirk: an argument just inside bin 16
+    updates bin 15."""
+    cta = CTAugment()
+    rot = CTA_OP_NAMES.index("rotate")
+    ops = torch.tensor([[rot, CTA_OP_NAMES.index("identity")], [rot, rot]])
+    args = torch.tensor([[[8.5 / 17, 0], [0, 0]], [[8.2 / 17, 0], [16.001 / 17, 0]]], dtype=torch.float64)
+    cta.update(ops, args, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    expect = torch.ones(17, dtype=torch.float64)
+    expect[8] = (1 * 0.99 + 1.0 * 0.01) * 0.99 + 0.0  # = 0.99
+    expect[15] = 0.99  # int(16.001 * 0.999) = 15
+    assert torch.allclose(cta.rates[rot, 0], expect, rtol=0, atol=1e-15)
+    assert abs(float(cta.rates[cta.valid].sum()) - (int(cta.valid.sum()) - 2 * 0.01)) < 1e-12  # nothing else moved
+
+
+def test_proximity():
+    p = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.25, 0.25]])
+    assert torch.allclose(proximity(p, torch.tensor([0, 0, 0])), torch.tensor([1.0, 0.0, 0.5]))
+
+
+def test_state_roundtrip_and_stats():
+    g = torch.Generator().manual_seed(0)
+    a = CTAugment()
+    ops, args = a.sample(64, g, probe=True)
+    a.update(ops, args, torch.rand(64, generator=g, dtype=torch.float64))
+    b = CTAugment()
+    rates = b.rates
+    b.load_state_dict(a.state_dict())
+    assert b.rates is rates and torch.equal(b.rates, a.rates)  # in place: a CUDA graph keeps reading it
+    text = a.stats()
+    lines = text.splitlines()
+    assert [ln.split()[0] for ln in lines] == sorted(CTA_OP_NAMES)
+    rescale = next(ln for ln in lines if ln.startswith("rescale"))
+    assert len(rescale.split(" / ")[0].split()) == 1 + 17 and len(rescale.split(" / ")[1].split()) == 6
+    assert stats_text(a.to_json()) == text
+
+
+def test_strong_view_is_deterministic_and_has_cutout(images):
+    x = _nchw(images["cifar"][:1]).expand(64, -1, -1, -1).contiguous()
+    cta = CTAugment()
+    runs = [cta.strong_view(x, flip=True, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    assert len({bytes(o.numpy()) for o in runs[0]}) > 50
+    grey = (runs[0] == 127).all(1, keepdim=True).float()
+    # the final cutout(1): a 16x16 square clipped at the border keeps at least 8x8 pixels
+    assert (torch.nn.functional.avg_pool2d(grey, 8, stride=1).amax((1, 2, 3)) == 1).all()
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_equals_cpu_and_never_syncs(images):
+    """The masked path on CUDA gives the CPU (grouped) images; sampling, ops and the update run
+    without a host sync; the rates end equal."""
+    x = _nchw(images["cifar"]).repeat(8, 1, 1, 1)
+    cpu, gpu = CTAugment(), CTAugment(device="cuda")
+    ops, args = cpu.sample(len(x), torch.Generator().manual_seed(0), probe=True)
+    op1 = torch.arange(len(x)) % len(CTA_OP_NAMES)
+    a1 = torch.rand(len(x), 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    c = torch.randint(0, 32, (2, len(x)), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(_apply_masked(x.cuda(), op1.cuda(), a1.cuda(), c[0].cuda(), c[1].cuda()).cpu(),
+                       _apply_grouped(x, op1, a1, c[0], c[1]))
+    prox = torch.rand(len(x), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        g = torch.Generator("cuda").manual_seed(0)
+        gpu.strong_view(x.cuda(), flip=True, generator=g)
+        _, o, a = gpu.probe_view(x.cuda(), g)
+        gpu.update(ops.cuda(), args.cuda(), prox.cuda())
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    cpu.update(ops, args, prox)
+    assert torch.allclose(gpu.rates.cpu(), cpu.rates, rtol=0, atol=1e-12)

@@ -7,40 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from fixmatch.algorithms import FixMatch
 from fixmatch.bench import bench_args, compare_paths
 from fixmatch.cli import main
 from fixmatch.config import TrainConfig, resolve
-from fixmatch.data.splits import balanced_labeled_indices
+from fixmatch.data.splits import official_labeled_indices
 from fixmatch.ema import EMA
 from fixmatch.errors import UserError
 from fixmatch.models import build_model, count_parameters
 from fixmatch.optim import cosine_lr, param_groups
 from fixmatch.sampler import EpochSampler
 from fixmatch.train import resume, train
-
-
-def test_fixmatch_loss_masks_and_normalises_over_all_unlabeled():
-    logits_x = torch.tensor([[2.0, 0.0]])
-    y_x = torch.tensor([0])
-    # sample 0 confident (p>0.95) for class 1, sample 1 unsure: only sample 0 contributes
-    logits_uw = torch.tensor([[0.0, 5.0], [0.1, 0.0]])
-    logits_us = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
-    loss, stats = FixMatch(threshold=0.95, lambda_u=2.0)(logits_x, y_x, logits_uw, logits_us, torch.tensor([1, 1]))
-    ce = torch.nn.functional.cross_entropy
-    l_s = ce(logits_x, y_x)
-    l_u = ce(logits_us[:1], torch.tensor([1])) / 2  # mean over BOTH unlabeled images
-    assert torch.allclose(loss, l_s + 2.0 * l_u)
-    assert stats["mask_rate"] == 0.5 and stats["pseudo_correct"] == 1 and stats["pseudo_count"] == 1
-
-
-def test_pseudo_labels_carry_no_gradient():
-    logits_uw = torch.tensor([[0.0, 6.0]], requires_grad=True)
-    logits_us = torch.tensor([[0.0, 0.0]], requires_grad=True)
-    loss, _ = FixMatch()(torch.zeros(1, 2), torch.tensor([0]), logits_uw, logits_us, torch.tensor([1]))
-    loss.backward()
-    assert logits_uw.grad is None or torch.all(logits_uw.grad == 0)
-    assert logits_us.grad.abs().sum() > 0
 
 
 def test_official_cosine_schedule():
@@ -56,11 +32,6 @@ def test_weight_decay_only_on_conv_and_linear_weights():
     bn_and_bias = {id(p) for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Linear))
                    for n, p in m.named_parameters() if n == "bias" or isinstance(m, torch.nn.BatchNorm2d)}
     assert bn_and_bias == {id(p) for p in no_decay["params"]}
-
-
-@pytest.mark.parametrize("name,params", [("wrn28_2", 1_467_610), ("wrn28_8", 23_354_842)])
-def test_paper_model_parameter_counts(name, params):
-    assert count_parameters(build_model(name, 10, 3)) == params
 
 
 def test_wrn37_2_takes_grey_48px():
@@ -92,23 +63,18 @@ def test_sampler_covers_every_index_each_pass_and_repeats_small_pools():
     assert len(big) == 8 and set(big.tolist()) == {0, 1, 2}
 
 
-def test_balanced_split_is_seeded_and_balanced():
-    labels = np.repeat(np.arange(4), 25)
-    a = balanced_labeled_indices(labels, 8, 4, seed=1)
-    assert np.array_equal(a, balanced_labeled_indices(labels, 8, 4, seed=1))
-    assert not np.array_equal(a, balanced_labeled_indices(labels, 8, 4, seed=2))
-    assert np.bincount(labels[a]).tolist() == [2, 2, 2, 2]
-    with pytest.raises(UserError, match="multiple"):
-        balanced_labeled_indices(labels, 9, 4, seed=1)
-    skewed = np.concatenate([np.zeros(3, int), np.ones(40, int)])
-    with pytest.raises(UserError, match="class 0 has only 3"):
-        balanced_labeled_indices(skewed, 8, 2, seed=1)
+def test_split_errors_are_clear():
+    labels = np.concatenate([np.zeros(3, int), np.ones(40, int)])
+    assert np.bincount(labels[official_labeled_indices(labels, 43, seed=1)]).tolist() == [3, 40]
+    with pytest.raises(UserError, match="exceeds"):
+        official_labeled_indices(labels, 44, seed=1)
 
 
 @pytest.mark.parametrize("field,value,msg", [
     ("steps", -1, "steps must be a positive integer"), ("threshold", 1.5, "threshold"),
     ("dataset", "mnist", "unknown dataset"), ("model", "resnet9000", "unknown model"),
-    ("randaugment", "fancy", "randaugment"),
+    ("randaugment", "fancy", "randaugment"), ("mu", 0, "mu=0 leaves FixMatch no unlabeled images"),
+    ("fold", 10, "fold must be 0..9"), ("input_scaling", "zscore", "input_scaling"), ("time_budget", -1, "time_budget"),
 ])
 def test_invalid_config_is_one_clear_error(field, value, msg):
     with pytest.raises(UserError, match=msg):
@@ -136,7 +102,7 @@ def test_train_writes_the_run_directory(tmp_path):
     saved = json.loads((run / "summary.json").read_text())
     for key in ("dataset", "algorithm", "num_labels", "steps", "accuracy", "median_last20", "raw_accuracy", "seconds"):
         assert key in saved
-    assert saved == summary | {} or saved["accuracy"] == summary["accuracy"]
+    assert saved == summary
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [8, 16, 24]
     assert 0 <= saved["accuracy"] <= 1 and len(json.loads((run / "split.json").read_text())["labeled"]) == 20

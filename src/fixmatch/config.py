@@ -20,6 +20,7 @@ PAPER_DEFAULTS = dict(
 )
 
 TOGGLES = ("auto", "on", "off")
+INPUT_SCALINGS = ("official", "mean_std")
 
 
 @dataclass
@@ -28,11 +29,14 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     num_labels: int | None = None
-    fold: int = 1
+    fold: int = 1  # the official split `<dataset>.<fold>@<num_labels>` (0 = no shuffle)
     split_file: str | None = None
     svhn_extra: bool = False
     fer_test: str = "private"
     download: bool = False
+    image_size: int | None = None  # folders: side the images are resized to (default from the data)
+    channels: int | None = None  # folders: 1 or 3 (default: 1 if every labeled image is grey)
+    val_per_class: int = 0  # folders without test/: labeled images per class held out for evaluation
     # what to train
     algorithm: str | None = None  # fixmatch | supervised | both (both: supervised baseline, then fixmatch)
     model: str | None = None
@@ -52,10 +56,12 @@ class TrainConfig:
     bn_momentum: float | None = None  # official 0.001 (TF decay 0.999); short schedules need more
     flip: bool | None = None  # random horizontal flip in the weak view (not for SVHN/digits)
     randaugment: str = "official"  # official | paper | usb
+    input_scaling: str = "official"  # official: x/127.5 - 1; mean_std: per-channel standardisation
     # evaluation and bookkeeping
     eval_every: int | None = None
     eval_batch_size: int = 1024
     median_of: int = 20  # the final figure is the median of the last `median_of` evaluations
+    time_budget: float | None = None  # minutes: fit steps and the cosine to this wall-clock budget
     seed: int = 0
     out: str | None = None
     progress: bool = True
@@ -133,8 +139,12 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size", "num_labels", "median_of",
                 "lr_schedule_steps", "threads"):
         value = getattr(cfg, key)
+        if key == "num_labels" and value is None:  # a dataset whose default is "every labeled image"
+            continue
         need(isinstance(value, int) and value > 0, f"{key} must be a positive integer, got {value!r}")
     need(isinstance(cfg.mu, int) and cfg.mu >= 0, f"mu must be a non-negative integer, got {cfg.mu!r}")
+    need(cfg.mu > 0 or cfg.algorithm == "supervised", "mu=0 leaves FixMatch no unlabeled images; give mu >= 1, "
+         "or --algorithm supervised for the labeled loss alone")
     need(cfg.lr_schedule_steps * 8 >= cfg.steps * 7, "lr_schedule_steps must be at least 7/8 of steps "
          "(beyond that the official cosine turns negative)")
     need(0 < cfg.threshold <= 1, f"threshold (tau) must lie in (0, 1], got {cfg.threshold}")
@@ -144,7 +154,14 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
     need(0 < cfg.bn_momentum <= 1, f"bn_momentum must lie in (0, 1], got {cfg.bn_momentum}")
     need(0 <= cfg.ema_decay < 1, f"ema_decay must lie in [0, 1), got {cfg.ema_decay}")
-    need(1 <= cfg.fold <= 5, f"fold must be 1..5, got {cfg.fold}")
+    need(0 <= cfg.fold <= 9, f"fold must be 0..9 (official splits 0..5; STL-10's folds 0..9), got {cfg.fold}")
+    need(cfg.input_scaling in INPUT_SCALINGS, f"input_scaling must be one of {', '.join(INPUT_SCALINGS)}, "
+         f"got {cfg.input_scaling!r}")
+    need(cfg.time_budget is None or (cfg.time_budget > 0 and math.isfinite(cfg.time_budget)),
+         f"time_budget must be a positive number of minutes, got {cfg.time_budget}")
+    need(cfg.val_per_class >= 0, f"val_per_class must be >= 0, got {cfg.val_per_class}")
+    need(cfg.image_size is None or cfg.image_size >= 8, f"image_size must be at least 8, got {cfg.image_size}")
+    need(cfg.channels in (None, 1, 3), f"channels must be 1 or 3, got {cfg.channels}")
     need(cfg.randaugment in POLICIES, f"unknown randaugment policy {cfg.randaugment!r}; "
          f"choose from {', '.join(POLICIES)}")
     need(cfg.fer_test in ("private", "public"), f"fer_test must be private or public, got {cfg.fer_test!r}")

@@ -3,6 +3,7 @@ evaluate, log and checkpoint every `eval_every` steps."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -20,6 +21,7 @@ from fixmatch.evaluate import Normalizer, classification_report, predict_logits
 from fixmatch.fast import Speedups, autocast, compile_fn
 from fixmatch.optim import cosine_lr, make_optimizer
 from fixmatch.sampler import EpochSampler
+from fixmatch.schedule_planner import StepPlanner
 
 STAT_KEYS = ("loss", "loss_x", "loss_u", "mask_rate", "pseudo_correct", "pseudo_count")
 
@@ -44,8 +46,7 @@ class Trainer:
         labeled_idx = torch.as_tensor(labeled_idx, dtype=torch.long)
         self.x_lab = data.x_train[labeled_idx].to(device)
         self.y_lab = data.y_train[labeled_idx].to(device)
-        self.x_unl = data.x_train.to(device)  # unlabeled = the whole train split (labeled included)
-        self.y_unl = data.y_train.to(device)  # only for monitoring pseudo-label accuracy
+        self.x_unl, self.y_unl = unlabeled_pool(data, device)
         self.x_test, self.y_test, self.num_classes = data.x_test, data.y_test, data.num_classes
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
@@ -91,7 +92,8 @@ class Trainer:
             loss, stats = self.algorithm(logits[:n], y_l)
         else:
             logits_uw, logits_us = logits[n:].chunk(2)
-            loss, stats = self.algorithm(logits[:n], y_l, logits_uw, logits_us, y_u)
+            loss, stats = self.algorithm(logits[:n], y_l, logits_uw, logits_us)
+            stats = score_pseudo_labels(stats, y_u)
         return loss, stats
 
     def step(self) -> None:
@@ -149,6 +151,23 @@ class Trainer:
         self.sums = self._zero_sums()
         return rec
 
+    def sync(self) -> None:
+        """Wait for the device: clock readings around it then measure finished work."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def time_evaluation(self) -> float:
+        """Seconds one evaluation (EMA and raw model) takes; nothing is recorded."""
+        t = time.perf_counter()
+        self.evaluate()
+        self.evaluate(self.model)
+        self.sync()
+        return time.perf_counter() - t
+
+    def reschedule(self, steps: int) -> None:
+        """A new total number of steps; the cosine's K follows it."""
+        self.cfg = dataclasses.replace(self.cfg, steps=steps, lr_schedule_steps=steps)
+
     def median_last(self) -> float:
         return statistics.median(r["accuracy"] for r in self.history[-self.cfg.median_of:])
 
@@ -184,6 +203,28 @@ class Trainer:
         save_atomic(state, out_dir / "last.pt")
         if best:
             save_atomic(state, out_dir / "best.pt")
+
+
+def unlabeled_pool(data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images the unlabeled loss draws from: the whole train split (its labeled images included,
+    as in the official code), then any images that have no label at all. The labels go only to
+    monitoring (pseudo-label accuracy); -1 marks an image without one."""
+    x, y = data.x_train, data.y_train
+    if data.x_unlabeled is not None and len(data.x_unlabeled):
+        x = torch.cat([x, data.x_unlabeled])
+        y = torch.cat([y, torch.full((len(data.x_unlabeled),), -1, dtype=y.dtype)])
+    return x.to(device), y.to(device)
+
+
+def score_pseudo_labels(stats: dict, y_u: torch.Tensor) -> dict:
+    """Replace the per-image pseudo-labels and mask by how many confident ones were right, counted
+    over the unlabeled images whose true label is known (outside the algorithm, which never sees it)."""
+    stats = dict(stats)
+    pseudo, mask = stats.pop("pseudo_labels"), stats.pop("mask")
+    known = (y_u >= 0).float() * mask
+    stats["pseudo_correct"] = ((pseudo == y_u).float() * known).sum()
+    stats["pseudo_count"] = known.sum()
+    return stats
 
 
 class GraphedAugment:
@@ -234,21 +275,33 @@ def write_metrics(out_dir: Path, history: list[dict]) -> None:
 
 
 def run_loop(trainer: Trainer, out_dir: Path, meta: dict, writer=None, progress: bool = True,
-             log=print) -> None:
-    """Train from the trainer's current step to cfg.steps, evaluating every cfg.eval_every steps."""
+             log=print, planner: StepPlanner | None = None) -> StepPlanner:
+    """Train from the trainer's current step to cfg.steps, evaluating every cfg.eval_every steps.
+    The planner times the first steps (a projected duration in the log) and, with a time budget,
+    sets cfg.steps and the cosine's K from that measurement."""
     from tqdm import tqdm
 
-    cfg = trainer.cfg
     start_seconds = trainer.history[-1]["seconds"] if trainer.history else 0.0
     t0 = time.perf_counter()
+    planner = planner or StepPlanner(trainer.step_num, trainer.cfg.steps, trainer.cfg.eval_every)
     main = trainer.dist.main  # only rank 0 writes checkpoints, metrics, tensorboard and the bar
-    bar = tqdm(total=cfg.steps, initial=trainer.step_num, disable=not (progress and main), desc=meta["run_name"],
-               dynamic_ncols=True, leave=False)
+    bar = tqdm(total=trainer.cfg.steps, initial=trainer.step_num, disable=not (progress and main),
+               desc=meta["run_name"], dynamic_ncols=True, leave=False)
     best = max((r["accuracy"] for r in trainer.history), default=-1.0)
-    while trainer.step_num < cfg.steps:
+    while trainer.step_num < trainer.cfg.steps:
         trainer.step()
         bar.update(1)
-        if trainer.step_num % cfg.eval_every == 0 or trainer.step_num == cfg.steps:
+        if planner.due(trainer.step_num):
+            trainer.sync()
+            had_speed = planner.step_seconds is not None
+            steps = distributed.broadcast_object(planner.observe(trainer.step_num, trainer.time_evaluation), trainer.dist)
+            if steps != trainer.cfg.steps:
+                trainer.reschedule(steps)
+                meta["config"].update(steps=steps, lr_schedule_steps=steps)
+                bar.total = steps
+            if not had_speed and planner.step_seconds is not None:
+                log(planner.projection())
+        if trainer.step_num % trainer.cfg.eval_every == 0 or trainer.step_num == trainer.cfg.steps:
             rec = trainer.record_evaluation(start_seconds + time.perf_counter() - t0)
             is_best = rec["accuracy"] > best
             best = max(best, rec["accuracy"])
@@ -264,3 +317,4 @@ def run_loop(trainer: Trainer, out_dir: Path, meta: dict, writer=None, progress:
             if not progress and main:
                 log(json.dumps(rec))
     bar.close()
+    return planner

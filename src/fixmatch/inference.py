@@ -15,10 +15,11 @@ from fixmatch.checkpoint import load_checkpoint
 from fixmatch.errors import UserError
 from fixmatch.evaluate import Normalizer
 from fixmatch.models import build_model
+from fixmatch.models.layers import LEGACY_WIRING
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 ZOO = {"fer2013": "fer2013.safetensors"}  # released models, shipped inside the package
-META_KEYS = ("dataset", "class_names", "image_shape", "mean", "std", "model_name", "num_classes")
+META_KEYS = ("dataset", "class_names", "image_shape", "mean", "std", "model_name", "num_classes", "arch_variant")
 
 
 @dataclass
@@ -56,9 +57,11 @@ def load_model(source: str, device: str | torch.device = "cpu") -> LoadedModel:
         state, meta = read_safetensors(path)
     else:
         ckpt = load_checkpoint(path)
-        state, meta = ckpt["ema"], {k: ckpt["meta"][k] for k in META_KEYS}
+        state, meta = ckpt["ema"], {k: ckpt["meta"][k] for k in META_KEYS if k in ckpt["meta"]}
         meta["source_run"] = ckpt["meta"].get("run_name")
-    model = build_model(meta["model_name"], meta["num_classes"], meta["image_shape"][0])
+    # Files written before the wiring was made official carry no "arch_variant": they are fixmatch 0.1's.
+    wiring = meta.get("arch_variant", LEGACY_WIRING)
+    model = build_model(meta["model_name"], meta["num_classes"], meta["image_shape"][0], wiring=wiring)
     model.load_state_dict(state)
     model.to(device).eval()
     return LoadedModel(model, Normalizer(meta["mean"], meta["std"]).to(device), meta)

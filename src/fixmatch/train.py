@@ -8,29 +8,47 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fixmatch import distributed
 from fixmatch.checkpoint import load_checkpoint
-from fixmatch.config import TrainConfig, from_dict, resolve, save_yaml
+from fixmatch.config import PAPER_DEFAULTS, TrainConfig, from_dict, resolve, save_yaml
 from fixmatch.data import load_dataset
-from fixmatch.data.splits import balanced_labeled_indices, load_split, save_split
+from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.engine import Trainer, run_loop, write_metrics
 from fixmatch.errors import UserError
 from fixmatch.evaluate import Normalizer
 from fixmatch.fast import resolve_speedups
-from fixmatch.models import build_model, count_parameters, set_bn_momentum
+from fixmatch.models import build_model, count_parameters
+from fixmatch.models.layers import DEFAULT_WIRING
+from fixmatch.schedule_planner import StepPlanner
 
 
 def load_data(cfg: TrainConfig):
     return load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, svhn_extra=cfg.svhn_extra,
-                        fer_test=cfg.fer_test)
+                        fer_test=cfg.fer_test, image_size=cfg.image_size, channels=cfg.channels,
+                        val_per_class=cfg.val_per_class)
 
 
-def pick_labels(cfg: TrainConfig, data):
+def pick_labels(cfg: TrainConfig, data) -> np.ndarray:
+    """The labeled indices: a saved split, a dataset's predefined fold, every image, or the official
+    create_split selection for --fold."""
     if cfg.split_file:
         return load_split(cfg.split_file, len(data.y_train))
-    return balanced_labeled_indices(data.y_train.numpy(), cfg.num_labels, data.num_classes, seed=cfg.fold)
+    if cfg.num_labels == len(data.y_train):  # every training image labeled (FER2013 release, folders)
+        return np.arange(len(data.y_train))
+    fixed = (data.fixed_splits or {}).get(cfg.fold)
+    if fixed is not None and len(fixed) == cfg.num_labels:
+        return np.sort(np.asarray(fixed, dtype=np.int64))
+    return official_labeled_indices(data.y_train.numpy(), cfg.num_labels, seed=cfg.fold)
+
+
+def input_scaling(cfg: TrainConfig, data) -> tuple[list[float], list[float]]:
+    """Mean and std (0..1 units) the Normalizer applies: official = 0.5 and 0.5, i.e. x/127.5 - 1."""
+    if cfg.input_scaling == "official":
+        return [0.5] * data.image_shape[0], [0.5] * data.image_shape[0]
+    return data.channel_stats()
 
 
 def default_out(cfg: TrainConfig) -> Path:
@@ -47,28 +65,32 @@ def open_writer(out_dir: Path):
 
 
 def make_trainer(cfg: TrainConfig, data, labeled, device: torch.device, dist=distributed.SINGLE) -> Trainer:
-    """The network cfg names (initialised from torch's global RNG), normalised by the training
-    images' channel statistics, inside a Trainer with cfg's speed switches."""
-    model = build_model(cfg.model, data.num_classes, data.image_shape[0])
-    set_bn_momentum(model, cfg.bn_momentum)
-    mean, std = data.channel_stats()
+    """The network cfg names (initialised from torch's global RNG, official wiring), its input
+    scaling, inside a Trainer with cfg's speed switches."""
+    model = build_model(cfg.model, data.num_classes, data.image_shape[0], wiring=DEFAULT_WIRING,
+                        bn_momentum=cfg.bn_momentum)
+    mean, std = input_scaling(cfg, data)
     return Trainer(cfg, model, data, labeled, device, resolve_speedups(cfg, device), Normalizer(mean, std), dist)
 
 
 def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=None) -> dict:
     """Train one run (one algorithm) and return its summary (also written to summary.json)."""
+    t_start = time.perf_counter()  # a --time-budget counts from here: loading and compiling included
     cfg = resolve(cfg)
     torch.set_num_threads(cfg.threads)
     dist, device = distributed.setup(cfg)  # under torchrun: joins the process group, device cuda:LOCAL_RANK
     with distributed.local_main_first(dist, enabled=cfg.download):  # one download per node
         data = data or load_data(cfg)
+    if cfg.num_labels is None:  # the dataset's default: every labeled image it has (folders)
+        cfg = dataclasses.replace(cfg, num_labels=len(data.y_train))
     if cfg.num_labels > len(data.y_train):
         raise UserError(f"num_labels={cfg.num_labels} exceeds the {len(data.y_train)} training images of {cfg.dataset}")
     labeled = pick_labels(cfg, data)
     out_dir = Path(distributed.broadcast_object(str(cfg.out or default_out(cfg)), dist))  # rank 0's timestamp
     if dist.main:  # only rank 0 writes files
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_run_dir(out_dir)
         save_yaml(cfg, out_dir / "config.yaml")
+        write_skipped(out_dir, data.skipped)
         save_split(out_dir / "split.json", labeled, {"dataset": cfg.dataset, "num_labels": int(len(labeled)),
                                                     "fold": cfg.fold})
 
@@ -78,7 +100,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
     mean, std = trainer.normalize.mean.flatten().tolist(), trainer.normalize.std.flatten().tolist()
     meta = {
         "run_name": out_dir.name, "config": cfg.to_dict(), "dataset": cfg.dataset, "class_names": data.class_names,
-        "image_shape": [c, h, w], "mean": mean, "std": std, "model_name": cfg.model,
+        "image_shape": [c, h, w], "mean": mean, "std": std, "model_name": cfg.model, "arch_variant": DEFAULT_WIRING,
         "num_classes": data.num_classes, "parameters": count_parameters(trainer.model),
     }
     if resume_ckpt is not None:
@@ -86,28 +108,73 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         if dist.main:
             write_metrics(out_dir, trainer.history)
         log(f"resumed {out_dir} at step {trainer.step_num}")
+    steps_text = f"up to {cfg.time_budget:g} minutes" if cfg.time_budget else f"{cfg.steps} steps"
     log(f"{cfg.algorithm} on {cfg.dataset}: {len(labeled)} labels, {cfg.model} "
-        f"({meta['parameters']:,} params), {cfg.steps} steps, device {device} ({trainer.speedups.describe()})"
+        f"({meta['parameters']:,} params), {steps_text}, device {device} ({trainer.speedups.describe()})"
         + (f", {dist.world} ranks x {cfg.batch_size // dist.world} labeled images" if dist.active else ""))
+    for note in run_notes(cfg, data):
+        log(note)
 
     writer = open_writer(out_dir) if dist.main else None
     t0 = time.perf_counter()
-    run_loop(trainer, out_dir, meta, writer=writer, progress=cfg.progress, log=log)
+    used = trainer.history[-1]["seconds"] if trainer.history else 0.0
+    planner = StepPlanner(trainer.step_num, cfg.steps, cfg.eval_every, t0=t_start,
+                          budget_s=cfg.time_budget * 60 - used if cfg.time_budget else None)
+    run_loop(trainer, out_dir, meta, writer=writer, progress=cfg.progress, log=log, planner=planner)
     if writer is not None:
         writer.close()
+    if dist.main and cfg.time_budget:
+        save_yaml(trainer.cfg, out_dir / "config.yaml")  # the planned schedule, for --resume
     last = trainer.history[-1]
     summary = {
         "dataset": cfg.dataset, "algorithm": cfg.algorithm, "model": cfg.model,
-        "num_labels": int(len(labeled)), "steps": cfg.steps, "seed": cfg.seed, "fold": cfg.fold,
+        "num_labels": int(len(labeled)), "steps": trainer.cfg.steps, "seed": cfg.seed, "fold": cfg.fold,
+        "evaluated_on": data.eval_note or "the dataset's test split",
+        "time_budget_minutes": cfg.time_budget, "planned_steps": planner.planned_steps,
+        "ms_per_step": round(1000 * planner.step_seconds, 2) if planner.step_seconds else None,
+        "skipped_images": len(data.skipped),
         "accuracy": last["accuracy"], "median_last20": trainer.median_last(),
         "raw_accuracy": last["raw_accuracy"], "mask_rate": last.get("mask_rate"),
         "pseudo_label_accuracy": last.get("pseudo_label_accuracy"),
         "seconds": last["seconds"], "seconds_this_session": round(time.perf_counter() - t0, 2),
+        "wall_seconds_this_session": round(time.perf_counter() - t_start, 2),
         "device": str(device), "speedups": trainer.speedups.describe(), "world_size": dist.world, "out": str(out_dir),
     }
     if dist.main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def make_run_dir(out_dir: Path) -> None:
+    """The run directory, or one clear error when it cannot be one."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is an existing file, not a directory; choose another path")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write the run directory {out_dir} ({e.strerror or e}); choose another --out") from None
+
+
+def write_skipped(out_dir: Path, skipped: list) -> None:
+    if skipped:
+        (out_dir / "skipped.txt").write_text("".join(f"{path}\t{reason}\n" for path, reason in skipped))
+
+
+def run_notes(cfg: TrainConfig, data) -> list[str]:
+    """What a user should know before the run starts: skipped files, what is evaluated, the options
+    a short schedule needs."""
+    notes = []
+    if data.skipped:
+        notes.append(f"skipped {len(data.skipped)} unreadable image files (listed in skipped.txt)")
+    if data.eval_note:
+        notes.append(f"evaluation: {data.eval_note}")
+    if cfg.ema_warmup or cfg.bn_momentum != PAPER_DEFAULTS["bn_momentum"]:
+        notes.append(f"short-schedule options: EMA warm-up {'on' if cfg.ema_warmup else 'off'}, BatchNorm "
+                     f"momentum {cfg.bn_momentum} (official: EMA without warm-up, momentum 0.001)")
+    return notes
 
 
 def resume(run_dir, overrides: dict | None = None, log=print) -> dict:

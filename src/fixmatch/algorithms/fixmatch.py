@@ -1,4 +1,4 @@
-"""The FixMatch loss (Sohn et al. 2020), as in the official code."""
+"""The FixMatch loss (Sohn et al. 2020), as in the official code (fixmatch.py, `model`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 class FixMatch:
     """l_s + lambda_u * l_u, with l_u the masked cross-entropy of strong-view logits against the
-    hard pseudo-labels of the weak view (confidence >= threshold)."""
+    hard pseudo-labels of the weak view (confidence >= threshold).
+
+    It never sees the true labels of unlabeled images: the engine scores the returned pseudo-labels."""
 
     uses_unlabeled = True
 
@@ -17,19 +19,13 @@ class FixMatch:
         self.lambda_u = lambda_u
 
     def __call__(self, logits_x: torch.Tensor, y_x: torch.Tensor, logits_uw: torch.Tensor,
-                 logits_us: torch.Tensor, y_u: torch.Tensor) -> tuple[torch.Tensor, dict]:
+                 logits_us: torch.Tensor) -> tuple[torch.Tensor, dict]:
         loss_x = F.cross_entropy(logits_x, y_x)
-        probs = logits_uw.detach().softmax(dim=-1)
+        probs = logits_uw.detach().softmax(dim=-1)  # the weak view labels, it is not trained
         confidence, pseudo = probs.max(dim=-1)
         mask = (confidence >= self.threshold).float()
         # mean over ALL mu*B unlabeled images, masked ones count as zero (official normalisation)
         loss_u = (F.cross_entropy(logits_us, pseudo, reduction="none") * mask).mean()
-        stats = {
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
-            "mask_rate": mask.mean(),
-            # y_u is only for monitoring: how often a confident pseudo-label is right
-            "pseudo_correct": ((pseudo == y_u).float() * mask).sum(),
-            "pseudo_count": mask.sum(),
-        }
+        stats = {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(), "mask_rate": mask.mean(),
+                 "pseudo_labels": pseudo, "mask": mask}  # per image, for monitoring only
         return loss_x + self.lambda_u * loss_u, stats

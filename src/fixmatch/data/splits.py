@@ -1,4 +1,12 @@
-"""Seeded, class-balanced labeled subsets, saved as JSON so a run can be repeated exactly."""
+"""Labeled subsets chosen as the official `scripts/create_split.py` does, saved as JSON so a run can be
+repeated exactly.
+
+Official algorithm, given the training records in their distribution order: the indices of each
+class in record order; for a seed other than 0, numpy's legacy generator seeded with it shuffles each
+class's list in class order; then labels are handed out one at a time, each to the class whose share
+of labels lags most behind its share of the training set (class counts / the largest count). CIFAR
+(balanced) gets num_labels/K per class; SVHN gets labels in proportion to its class frequencies.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +18,31 @@ import numpy as np
 from fixmatch.errors import UserError
 
 
-def split_seed(seed: int, fold: int) -> int:
-    """The seed that picks the labels: fold 1..5 gives distinct splits, like `cifar10.3@40-1`."""
-    return seed * 1000 + fold
-
-
-def balanced_labeled_indices(labels, num_labels: int, num_classes: int, seed: int) -> np.ndarray:
-    """num_labels / num_classes images of each class, drawn without replacement, sorted."""
+def official_labeled_indices(labels, num_labels: int, seed: int) -> np.ndarray:
+    """The labeled indices of the official `<dataset>.<seed>@<num_labels>` split, sorted."""
     labels = np.asarray(labels)
     if num_labels <= 0:
         raise UserError(f"num_labels must be positive, got {num_labels}")
     if num_labels > len(labels):
         raise UserError(f"num_labels={num_labels} exceeds the {len(labels)} training images")
-    if num_labels == len(labels):  # every image labeled (e.g. the FER2013 release)
-        return np.arange(len(labels))
-    if num_labels % num_classes:
-        raise UserError(f"num_labels={num_labels} must be a multiple of the {num_classes} classes "
-                        "(class-balanced split)")
-    per_class = num_labels // num_classes
-    rng = np.random.RandomState(seed)
+    num_classes = int(labels.max()) + 1
+    by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    share = np.array([len(ids) for ids in by_class], np.float64)
+    share /= share.max()
+    if seed:
+        rng = np.random.RandomState(seed)  # == np.random.seed(seed) + np.random.shuffle, class by class
+        for ids in by_class:
+            rng.shuffle(ids)
+    taken = np.zeros(num_classes, np.int64)
     picked = []
-    for c in range(num_classes):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < per_class:
-            raise UserError(f"class {c} has only {len(idx)} training images; {per_class} per class "
-                            f"are needed for num_labels={num_labels}")
-        picked.append(rng.choice(idx, per_class, replace=False))
-    return np.sort(np.concatenate(picked))
+    for _ in range(num_labels):
+        c = int(np.argmax(share - taken / max(taken.max(), 1)))
+        if taken[c] == len(by_class[c]):
+            raise UserError(f"class {c} has only {len(by_class[c])} training images, too few for "
+                            f"num_labels={num_labels} spread like the training set")
+        picked.append(by_class[c][taken[c]])
+        taken[c] += 1
+    return np.sort(np.array(picked, np.int64))
 
 
 def save_split(path: Path, labeled: np.ndarray, meta: dict) -> None:

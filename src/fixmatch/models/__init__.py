@@ -1,4 +1,4 @@
-"""Model registry: `build_model(name, num_classes, in_channels)`."""
+"""Model registry: `build_model(name, num_classes, in_channels, wiring=..., bn_momentum=...)`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch.nn as nn
 from fixmatch.errors import UserError
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
+OFFICIAL_BN_MOMENTUM = 0.001  # TF decay 0.999
 
 
 def register(name: str):
@@ -19,16 +20,21 @@ def register(name: str):
     return wrap
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+def build_model(name: str, num_classes: int, in_channels: int = 3, wiring: str = "official",
+                bn_momentum: float = OFFICIAL_BN_MOMENTUM) -> nn.Module:
+    """`wiring` names the layer variant (models.layers.WIRINGS): "official" for everything trained
+    now; older model files record theirs in their metadata."""
+    from fixmatch.models.layers import WIRINGS
+
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
-    return MODELS[name](num_classes=num_classes, in_channels=in_channels)
-
-
-def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    if wiring not in WIRINGS:
+        raise UserError(f"unknown architecture variant {wiring!r}; known: {', '.join(WIRINGS)}")
+    model = MODELS[name](num_classes=num_classes, in_channels=in_channels, wiring=wiring)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = momentum
+            m.momentum = bn_momentum
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,81 @@
+"""Step timing during training: the projected duration of a run, and `--time-budget`, which fits the
+number of steps (and the cosine's K) to a wall-clock budget from the measured speed.
+
+The clock starts when `train` starts (data loading, model building, compilation and CUDA-graph
+capture are all inside the budget). After WARMUP steps (compilation happens there) the next WINDOW
+steps are timed and one evaluation is timed; the plan then aims to end at TARGET of the budget,
+evaluations and checkpoints included. Halfway through the planned steps the plan is made once more
+from the speed actually achieved since the first plan (evaluations amortised in it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+WARMUP, WINDOW = 5, 20
+TARGET = 0.985  # aim a little under the budget: the end may only be early, by less than 5%
+HOUR = 3600.0
+
+
+@dataclass
+class StepPlanner:
+    start_step: int
+    steps: int  # the current plan (cfg.steps until a budget replans it)
+    eval_every: int
+    budget_s: float | None = None  # seconds left for this session (None: no budget)
+    t0: float = 0.0  # clock value when the budget started
+    clock: Callable[[], float] = time.perf_counter
+    planned_steps: int | None = None  # the first plan, for the summary
+    step_seconds: float | None = None
+    _mark: tuple[int, float] | None = None
+    _replan_at: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def due(self, step: int) -> bool:
+        """Whether `observe` wants a synchronised clock reading after this step."""
+        return step in (self.start_step + WARMUP, self.start_step + WARMUP + WINDOW) or step == self._replan_at
+
+    def observe(self, step: int, time_eval: Callable[[], float]) -> int:
+        """Called after step `step` when `due`; returns the (possibly new) total number of steps."""
+        now = self.clock()
+        if step == self.start_step + WARMUP:
+            self._mark = (step, now)
+        elif self._mark is not None and step == self._mark[0] + WINDOW and self.step_seconds is None:
+            self.step_seconds = (now - self._mark[1]) / WINDOW
+            if self.budget_s is not None:
+                eval_s = time_eval()
+                self.steps = self._fit(step, self.clock(), self.step_seconds, eval_s)
+                self.planned_steps = self.steps
+                self._replan_at = step + max((self.steps - step) // 2, 1) if self.steps > step + 2 * WINDOW else None
+                self._mark = (step, self.clock())
+        elif step == self._replan_at and self._mark is not None:
+            per_step = (now - self._mark[1]) / (step - self._mark[0])  # evaluations amortised in it
+            self.steps = self._fit(step, now, per_step, 0.0)
+            self._replan_at = None
+        return self.steps
+
+    def _fit(self, step: int, now: float, step_s: float, eval_s: float) -> int:
+        """Most steps such that the rest (steps, an evaluation every eval_every and a final one)
+        ends by TARGET of the budget."""
+        left = self.t0 + TARGET * self.budget_s - now - eval_s
+        per_step = step_s + eval_s / self.eval_every
+        return max(step + 1, step + math.floor(left / per_step))
+
+    def projection(self) -> str:
+        """One log line: the measured speed and how long the planned steps take."""
+        remaining = (self.steps - self.start_step - WARMUP - WINDOW) * self.step_seconds
+        text = (f"measured {1000 * self.step_seconds:.1f} ms/step: {self.steps:,} steps take about "
+                f"{format_duration(remaining)} more (plus evaluations)")
+        if self.budget_s is None and remaining > HOUR:
+            text += (". That is over an hour: --time-budget MINUTES fits the schedule to the time you have, "
+                     "or lower --steps, or pick a smaller --model")
+        return text
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"

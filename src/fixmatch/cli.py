@@ -16,8 +16,14 @@ EXIT_USER_ERROR = 2
 HELP = {
     "dataset": "dataset name (see `fixmatch datasets`)",
     "data_dir": "folder holding the dataset files (default: $FIXMATCH_DATA or ./data)",
-    "num_labels": "labeled images, class-balanced (dataset default: cifar10 4000, digits 20, ...)",
-    "fold": "label split 1..5 (the official `cifar10.<fold>@<labels>` seeds)",
+    "num_labels": "labeled images, spread like the training set (official create_split; default: cifar10 4000, digits 20, ...)",
+    "fold": "label split: the official `<dataset>.<fold>@<labels>` (0 = first images of each class, "
+            "1..5 the seeded shuffles; STL-10: its predefined folds 0..9)",
+    "image_size": "folders: resize images to this side (shorter side, then centre crop; default from the data)",
+    "channels": "folders: 1 (grey) or 3 (RGB); default 1 if every labeled image is grey",
+    "val_per_class": "folders without test/: hold out this many labeled images per class for evaluation",
+    "input_scaling": "official (pixels/127.5 - 1, as the official code) or mean_std (per-channel standardisation)",
+    "time_budget": "minutes of wall clock: measure the step time, then fit --steps and the cosine to the budget",
     "split_file": "reuse the labeled indices of a split.json from an earlier run",
     "algorithm": "fixmatch, supervised (labeled loss only) or both (supervised baseline, then fixmatch)",
     "model": "network (wrn28_2, wrn28_8, wrn37_2, wrn10_1, cnn_small, cnn_medium)",

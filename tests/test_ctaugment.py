@@ -10,6 +10,8 @@ reference writes grey 127 there.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -276,3 +278,71 @@ def test_cuda_equals_cpu_and_never_syncs(images):
         torch.cuda.set_sync_debug_mode(0)
     cpu.update(ops, args, prox)
     assert torch.allclose(gpu.rates.cpu(), cpu.rates, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- in the trainer
+
+
+def _tiny(tmp_path, **kw):
+    from fixmatch.config import TrainConfig
+
+    base = dict(dataset="digits", algorithm="fixmatch", strong_augment="cta", steps=24, eval_every=8,
+                batch_size=8, mu=2, progress=False, out=str(tmp_path / "run"), seed=3)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_training_moves_the_rates_and_resume_restores_them_exactly(tmp_path, monkeypatch):
+    """A CTA run killed after its step-16 checkpoint and resumed ends with the rates, weights and
+    metrics of an uninterrupted run; the run directory holds cta.json and `fixmatch cta-stats` reads it."""
+    from fixmatch import engine
+    from fixmatch.cli import main
+    from fixmatch.train import resume, train
+
+    full = train(_tiny(tmp_path / "a"), log=lambda *_: None)
+    original = engine.Trainer.step
+
+    def dying_step(self):
+        if self.step_num == 16:
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(engine.Trainer, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny(tmp_path / "b"), log=lambda *_: None)
+    monkeypatch.setattr(engine.Trainer, "step", original)
+    resumed = resume(tmp_path / "b" / "run", log=lambda *_: None)
+    for key in ("accuracy", "median_last20", "raw_accuracy", "mask_rate", "pseudo_label_accuracy"):
+        assert resumed[key] == full[key], key
+    a = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=False)
+    assert torch.equal(a["cta"]["rates"], b["cta"]["rates"])
+    rates = a["cta"]["rates"]
+    valid = CTAugment().valid
+    # 24 steps x 8 probes x 2 ops: many bins moved, all stay in [0, 1]
+    assert (rates[valid] != 1).sum() > 50 and rates.min() >= 0 and rates.max() <= 1
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    stats = json.loads((tmp_path / "a" / "run" / "cta.json").read_text())
+    assert stats["step"] == 24 and stats["threshold"] == 0.8
+    assert torch.allclose(torch.tensor(stats["ops"]["rotate"]["rates"][0], dtype=torch.float64),
+                          rates[CTA_OP_NAMES.index("rotate"), 0], atol=1e-6)
+    assert main(["cta-stats", str(tmp_path / "a" / "run")]) == 0
+
+
+def test_ra_runs_are_unchanged_and_have_no_cta_state(tmp_path):
+    from fixmatch.train import train
+
+    train(_tiny(tmp_path, strong_augment="ra", steps=8), log=lambda *_: None)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["cta"] is None
+    assert not (tmp_path / "run" / "cta.json").exists()
+
+
+def test_bad_strong_augment_and_missing_stats_are_clear_errors(tmp_path, capsys):
+    from fixmatch.cli import main
+    from fixmatch.config import resolve
+    from fixmatch.errors import UserError
+
+    with pytest.raises(UserError, match="choose from ra, cta"):
+        resolve(_tiny(tmp_path, strong_augment="autoaugment"))
+    assert main(["cta-stats", str(tmp_path)]) == 2
+    assert "--strong-augment cta" in capsys.readouterr().err

@@ -28,6 +28,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mu", type=int, default=7)
     p.add_argument("--algorithm", default="fixmatch", choices=["fixmatch", "supervised"])
     p.add_argument("--randaugment", default="official")
+    p.add_argument("--strong-augment", default="ra", choices=["ra", "cta"], help="RandAugment or CTAugment")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
     p.add_argument("--steps", type=int, default=30, help="timed steps")
     p.add_argument("--device", default="auto")
@@ -61,7 +62,8 @@ def build_trainer(args, data: ImageDataset | None = None):
                                 args.image_size, args.num_classes))
     cfg = resolve(TrainConfig(
         dataset=args.dataset or "cifar10", algorithm=args.algorithm, model=args.model, batch_size=args.batch_size,
-        mu=args.mu, randaugment=args.randaugment, device=args.device, threads=args.threads, fast=args.fast,
+        mu=args.mu, randaugment=args.randaugment, strong_augment=args.strong_augment, device=args.device,
+        threads=args.threads, fast=args.fast,
         amp=args.amp, channels_last=args.channels_last, compile=args.compile, fused_optimizer=args.fused_optimizer,
         cuda_graph=args.cuda_graph, num_labels=min(4000, len(data.y_train)) // data.num_classes * data.num_classes,
         steps=10**9, eval_every=10**9, progress=False, flip=True))

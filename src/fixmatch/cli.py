@@ -40,6 +40,7 @@ HELP = {
     "bn_momentum": "BatchNorm momentum (official 0.001)",
     "flip": "random horizontal flip in the weak view",
     "randaugment": "strong augmentation policy: official, paper or usb",
+    "strong_augment": "strong view: ra (RandAugment, default) or cta (CTAugment with learned bin weights, as the official FixMatch code)",
     "eval_every": "steps between evaluations/checkpoints (official 1024)",
     "median_of": "final figure = median accuracy of the last N evaluations (official 20)",
     "out": "run directory (default runs/<dataset>-<labels>-<algorithm>-<time>)",
@@ -166,6 +167,15 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
+def cmd_cta_stats(args) -> int:
+    from fixmatch.ctaugment import read_stats, stats_text
+
+    state = read_stats(args.run_dir)
+    print(json.dumps(state) if args.json else f"step {state['step']}  (p of each bin: rate + (1 - decay), "
+          f"scaled by the max, 0 below threshold {state['threshold']})\n{stats_text(state)}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from fixmatch.serve import run_server
 
@@ -218,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time the real training step (or just the augmentation)")
     add_bench_arguments(b)
     b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("cta-stats", help="the CTAugment bin probabilities of a run (like the official stats())")
+    c.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (its cta.json) or a cta.json file")
+    c.add_argument("--json", action="store_true", help="the rates and probabilities as JSON")
+    c.set_defaults(func=cmd_cta_stats)
 
     s = sub.add_parser("serve", help="the facial-expression web demo and JSON API")
     s.add_argument("--model", default="fer2013", help="zoo name, .onnx, .safetensors or checkpoint (default fer2013)")

@@ -21,6 +21,7 @@ PAPER_DEFAULTS = dict(
 
 TOGGLES = ("auto", "on", "off")
 INPUT_SCALINGS = ("official", "mean_std")
+STRONG_AUGMENTS = ("ra", "cta")
 
 
 @dataclass
@@ -56,6 +57,7 @@ class TrainConfig:
     bn_momentum: float | None = None  # official 0.001 (TF decay 0.999); short schedules need more
     flip: bool | None = None  # random horizontal flip in the weak view (not for SVHN/digits)
     randaugment: str = "official"  # official | paper | usb
+    strong_augment: str = "ra"  # ra (RandAugment) | cta (CTAugment, fixmatch.ctaugment)
     input_scaling: str = "official"  # official: x/127.5 - 1; mean_std: per-channel standardisation
     # evaluation and bookkeeping
     eval_every: int | None = None
@@ -164,6 +166,8 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.channels in (None, 1, 3), f"channels must be 1 or 3, got {cfg.channels}")
     need(cfg.randaugment in POLICIES, f"unknown randaugment policy {cfg.randaugment!r}; "
          f"choose from {', '.join(POLICIES)}")
+    need(cfg.strong_augment in STRONG_AUGMENTS, f"unknown strong augmentation {cfg.strong_augment!r}; "
+         f"choose from {', '.join(STRONG_AUGMENTS)}")
     need(cfg.fer_test in ("private", "public"), f"fer_test must be private or public, got {cfg.fer_test!r}")
     need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
          f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")

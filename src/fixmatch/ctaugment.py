@@ -20,7 +20,9 @@ a host sync, so a CUDA graph can capture the sampling (the rates tensor is updat
 from __future__ import annotations
 
 import functools
+import json
 import math
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -465,8 +467,21 @@ class CTAugment:
         flat.mul_(torch.pow(self.decay, count)).index_add_(0, key, gain)
 
     @torch.no_grad()
-    def update_from_logits(self, logits: Tensor, labels: Tensor, ops: Tensor, args: Tensor) -> None:
-        self.update(ops, args, proximity(torch.softmax(logits.float(), 1), labels))
+    def learn(self, model: torch.nn.Module, normalize: Callable[[Tensor], Tensor], images: Tensor, ops: Tensor,
+              args: Tensor, labels: Tensor, dist=None) -> None:
+        """Classify the probes with ``model`` (the trainer passes the EMA model, in eval mode, before
+        the step's update: the official classify_op) and update the rates, all on the device. Under
+        torchrun each rank classifies its slice of the global probe batch and the probabilities are
+        all-gathered, so every rank applies the identical update (per-rank BatchNorm buffers would
+        otherwise make the ranks' rates drift apart)."""
+        world = dist.world if dist is not None and dist.active else 1
+        part = images.tensor_split(world)[dist.rank] if world > 1 else images
+        probs = torch.softmax(model(normalize(part)).float(), 1)
+        if world > 1:
+            chunks = [torch.empty_like(probs) for _ in range(world)]
+            torch.distributed.all_gather(chunks, probs)
+            probs = torch.cat(chunks)
+        self.update(ops, args, proximity(probs, labels))
 
     # ---- state
     def state_dict(self) -> dict:
@@ -487,9 +502,27 @@ class CTAugment:
     def stats(self) -> str:
         return stats_text(self.to_json())
 
+    def write_json(self, path: Path, step: int) -> None:
+        """The run directory's cta.json (read by ``fixmatch cta-stats``), replaced atomically."""
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"step": step, **self.to_json()}))
+        tmp.replace(path)
+
 
 def stats_text(state: dict) -> str:
     """The official ``stats()`` layout: one line per op (sorted), the p of each bin, arguments split by /."""
     return "\n".join("%-16s    %s" % (name, " / ".join(" ".join("%.2f" % v for v in arg)
                                                          for arg in state["ops"][name]["p"]))
                      for name in sorted(state["ops"]))
+
+
+def read_stats(run_dir: str) -> dict:
+    """cta.json of a run directory (or the file itself), for ``fixmatch cta-stats``."""
+    from fixmatch.errors import UserError
+
+    path = Path(run_dir)
+    path = path / "cta.json" if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(f"no CTAugment statistics at {path}: they are written at each evaluation of a run "
+                        "trained with --strong-augment cta")
+    return json.loads(path.read_text())

@@ -16,6 +16,7 @@ from fixmatch import distributed
 from fixmatch.algorithms import ALGORITHMS
 from fixmatch.augment import strong_augment, weak_augment
 from fixmatch.checkpoint import save_atomic
+from fixmatch.ctaugment import CTAugment
 from fixmatch.ema import EMA
 from fixmatch.evaluate import Normalizer, classification_report, predict_logits
 from fixmatch.fast import Speedups, autocast, compile_fn
@@ -53,6 +54,8 @@ class Trainer:
         self.lab_sampler = EpochSampler(len(labeled_idx), cfg.batch_size, self.generator)
         uses_unl = self.algorithm.uses_unlabeled and cfg.mu > 0
         self.unl_sampler = EpochSampler(len(self.x_unl), cfg.mu * cfg.batch_size, self.generator) if uses_unl else None
+        # CTAugment: bin rates on the device, learned from probes of the labeled images (fixmatch.ctaugment)
+        self.cta = CTAugment(device=device) if uses_unl and cfg.strong_augment == "cta" else None
         self.forward_loss = compile_fn(self._forward_loss, speedups)
         self.graphed_augment = GraphedAugment.try_capture(self) if speedups.cuda_graph else None
         self.step_num = 0
@@ -71,11 +74,14 @@ class Trainer:
     def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None):
         flip, g = self.cfg.flip, self.generator
         parts = [weak_augment(self.x_lab[li], flip=flip, generator=g)]
+        if self.cta is not None:  # probes of the labeled weak views, classified in step()
+            self.cta_probe = (*self.cta.probe_view(parts[0], g), self.y_lab[li])
         y_u = None
         if ui is not None:
             raw = self.x_unl[ui]
             parts += [weak_augment(raw, flip=flip, generator=g),
-                      strong_augment(raw, flip=flip, generator=g, policy=self.cfg.randaugment)]
+                      self.cta.strong_view(raw, flip=flip, generator=g) if self.cta is not None
+                      else strong_augment(raw, flip=flip, generator=g, policy=self.cfg.randaugment)]
             y_u = self.y_unl[ui]
         return torch.cat(parts), self.y_lab[li], y_u
 
@@ -101,6 +107,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y_l, y_u = self.draw_batch()
+        if self.cta is not None:  # the EMA model before this step's update classifies the probes (official)
+            self.cta.learn(self.ema.model, self.normalize, *self.cta_probe, dist=self.dist)
         if self.speedups.cuda_graph:  # tell the compiled graphs a new iteration begins
             torch.compiler.cudagraph_mark_step_begin()
         loss, stats = self.forward_loss(x, y_l, y_u)
@@ -184,6 +192,7 @@ class Trainer:
             "unl_sampler": self.unl_sampler.state_dict() if self.unl_sampler else None,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "cta": self.cta.state_dict() if self.cta is not None else None,
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
@@ -197,12 +206,16 @@ class Trainer:
             self.unl_sampler.load_state_dict(ckpt["unl_sampler"])
         self.generator.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if self.cta is not None and ckpt.get("cta") is not None:
+            self.cta.load_state_dict(ckpt["cta"])
 
     def save(self, out_dir: Path, meta: dict, best: bool) -> None:
         state = self.state_dict(meta)
         save_atomic(state, out_dir / "last.pt")
         if best:
             save_atomic(state, out_dir / "best.pt")
+        if self.cta is not None:
+            self.cta.write_json(out_dir / "cta.json", self.step_num)
 
 
 def unlabeled_pool(data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ class NoBN(nn.Module):
     """Without BatchNorm the loss of a batch is the mean of per-image losses, so a split batch must
     give the same gradient: the equivalence test needs no SyncBatchNorm (which has no CPU kernel)."""
 
-    def __init__(self, num_classes: int, in_channels: int = 3):
+    def __init__(self, num_classes: int, in_channels: int = 3, **_):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
         self.fc = nn.Linear(8, num_classes)

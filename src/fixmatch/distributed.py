@@ -85,6 +85,18 @@ def setup(cfg) -> tuple[Dist, torch.device]:
     return d, device
 
 
+def shutdown(clean: bool) -> None:
+    """Leave the process group before the interpreter exits: left to atexit, gloo's threads were
+    sometimes still joinable at teardown and aborted the rank ("terminate called without an active
+    exception"). After a clean run the ranks first meet at a barrier, so none leaves while another
+    still talks to it."""
+    if not dist.is_initialized():
+        return
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 @contextlib.contextmanager
 def local_main_first(d: Dist, enabled: bool = True):
     """Local rank 0 runs the body (e.g. a download) before the other ranks of its node."""

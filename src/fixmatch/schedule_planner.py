@@ -30,6 +30,7 @@ class StepPlanner:
     clock: Callable[[], float] = time.perf_counter
     planned_steps: int | None = None  # the first plan, for the summary
     step_seconds: float | None = None
+    eval_seconds: float = 0.0
     _mark: tuple[int, float] | None = None
     _replan_at: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -46,22 +47,22 @@ class StepPlanner:
         elif self._mark is not None and step == self._mark[0] + WINDOW and self.step_seconds is None:
             self.step_seconds = (now - self._mark[1]) / WINDOW
             if self.budget_s is not None:
-                eval_s = time_eval()
-                self.steps = self._fit(step, self.clock(), self.step_seconds, eval_s)
+                self.eval_seconds = time_eval()
+                per_step = self.step_seconds + self.eval_seconds / self.eval_every
+                self.steps = self._fit(step, self.clock(), per_step)
                 self.planned_steps = self.steps
                 self._replan_at = step + max((self.steps - step) // 2, 1) if self.steps > step + 2 * WINDOW else None
                 self._mark = (step, self.clock())
         elif step == self._replan_at and self._mark is not None:
             per_step = (now - self._mark[1]) / (step - self._mark[0])  # evaluations amortised in it
-            self.steps = self._fit(step, now, per_step, 0.0)
+            self.steps = self._fit(step, now, per_step)
             self._replan_at = None
         return self.steps
 
-    def _fit(self, step: int, now: float, step_s: float, eval_s: float) -> int:
-        """Most steps such that the rest (steps, an evaluation every eval_every and a final one)
-        ends by TARGET of the budget."""
-        left = self.t0 + TARGET * self.budget_s - now - eval_s
-        per_step = step_s + eval_s / self.eval_every
+    def _fit(self, step: int, now: float, per_step: float) -> int:
+        """Most steps such that the rest (steps with their share of the evaluations, then the
+        final evaluation) ends by TARGET of the budget."""
+        left = self.t0 + TARGET * self.budget_s - now - self.eval_seconds
         return max(step + 1, step + math.floor(left / per_step))
 
     def projection(self) -> str:

@@ -52,7 +52,8 @@ _ENHANCE = frozenset({"brightness", "color", "contrast", "sharpness"})  # ImageE
 _IMAGEOP = frozenset({"autocontrast", "blur", "equalize", "invert", "smooth"})  # Image.blend(x, op(x), a)
 _LUT = frozenset({"autocontrast", "equalize", "invert", "posterize", "solarize"})
 _PIXEL = _ENHANCE | _IMAGEOP | _LUT
-_STAGES = (_GEOM, frozenset({"rescale"}), _PIXEL, frozenset({"cutout"}))
+# CPU groups: one affine warp for all geometric ops, every other op on its own (identity: nothing)
+_GROUPS = (_GEOM, *(frozenset({n}) for n in BINS if n not in _GEOM and n != "identity"))
 _ALL = frozenset(CTA_OP_NAMES)
 
 
@@ -337,12 +338,13 @@ def _apply_masked(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor,
 
 
 def _apply_grouped(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor) -> Tensor:
-    """Same result; each stage only on its own samples (data-dependent sizes: free on CPU only)."""
+    """Same result; each op only on its own samples, computing only what it needs (data-dependent
+    sizes: free on CPU only)."""
     out = x.clone()
-    for stage in _STAGES:
-        idx = _is(op, stage).nonzero().squeeze(1)
+    for group in _GROUPS:
+        idx = _is(op, group).nonzero().squeeze(1)
         if idx.numel():
-            out[idx] = _apply_masked(x[idx], op[idx], args[idx], cy[idx], cx[idx], stage)
+            out[idx] = _apply_masked(x[idx], op[idx], args[idx], cy[idx], cx[idx], group)
     return out
 
 
@@ -434,9 +436,11 @@ class CTAugment:
         x = weak_augment(x, flip=flip, generator=generator)
         ops, args = self.sample(x.shape[0], generator)
         x = apply_ops(x, ops, args, generator, grouped)
-        cut = torch.full((x.shape[0], 1), _IDX["cutout"], device=x.device)
-        one = torch.ones(x.shape[0], 1, MAX_ARGS, dtype=torch.float64, device=x.device)
-        return apply_ops(x, cut, one, generator, grouped)
+        n, _, h, w = x.shape
+        cx = torch.randint(0, w, (n,), device=x.device, generator=generator)
+        cy = torch.randint(0, h, (n,), device=x.device, generator=generator)
+        cut = torch.full((n,), _IDX["cutout"], device=x.device)
+        return _cutout_stage(x, cut, torch.ones(n, dtype=torch.float64, device=x.device), cy, cx)
 
     def probe_view(self, x: Tensor, generator: torch.Generator,
                    grouped: bool | None = None) -> tuple[Tensor, Tensor, Tensor]:

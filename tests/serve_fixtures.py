@@ -45,7 +45,7 @@ def fer_model(tmp_path_factory, fer_slice):
     """{'run': run dir, 'checkpoint': best/last .pt, 'onnx': exported model} of a small supervised CNN."""
     from fixmatch.config import TrainConfig
     from fixmatch.data.fer2013 import CLASS_NAMES
-    from fixmatch.inference import load_model
+    from fixmatch.inference import load_model, write_safetensors
     from fixmatch.onnx_export import export_onnx
     from fixmatch.train import train
 
@@ -57,8 +57,11 @@ def fer_model(tmp_path_factory, fer_slice):
                       threads=1, device="cpu", ema_warmup=True), log=lambda *a: None)
     checkpoint = next(p for p in (root / "run" / n for n in ("best.pt", "last.pt")) if p.exists())
     loaded = load_model(str(checkpoint))
+    loaded.meta["preprocess"] = "face"  # FER2013 faces, read from an .npz: frame uploads like fer2013
     export_onnx(loaded, root / "model.onnx", {"card": {"test_accuracy": 0.5, "note": "test model"}})
-    return {"run": root / "run", "checkpoint": checkpoint, "onnx": root / "model.onnx", "loaded": loaded}
+    write_safetensors(loaded, root / "model.safetensors")
+    return {"run": root / "run", "checkpoint": checkpoint, "onnx": root / "model.onnx",
+            "safetensors": root / "model.safetensors", "loaded": loaded}
 
 
 def face_jpeg(face: np.ndarray, side: int = 200, quality: int = 90) -> bytes:

@@ -1,8 +1,13 @@
-"""Checkpoints written atomically: a kill at any moment leaves the previous file loadable."""
+"""Checkpoints written atomically: a kill at any moment leaves the previous file loadable.
+
+Read with torch's weights-only unpickler: a checkpoint is tensors, numbers, strings, lists and
+dicts, and a file that needs anything else (a pickled object can run code when loaded) is refused.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -23,12 +28,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
-    if not path.exists():
+    if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # the weights-only unpickler met something that is not data
+        lines = [ln for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+        first = lines[0].strip() if lines else type(e).__name__
+        raise UserError(f"refusing to load {path}: it holds more than tensors and plain data, and loading "
+                        f"it could run code ({first[:200]}). Only load checkpoints written by fixmatch "
+                        "from a source you trust") from None
     except Exception as e:  # truncated or foreign file
-        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e)[:200]}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
-        raise UserError(f"{path} is not a fixmatch checkpoint")
+        raise UserError(f"{path} is not a fixmatch checkpoint (no 'model' and 'meta' entries)")
     return ckpt

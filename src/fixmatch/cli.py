@@ -104,36 +104,46 @@ def cmd_train(args) -> int:
     return 0
 
 
+def saved_run_config(source: str) -> dict:
+    """The training config saved in a checkpoint or run directory ({} for exported and zoo models)."""
+    from pathlib import Path
+
+    from fixmatch.checkpoint import load_checkpoint
+    from fixmatch.model_files import ZOO
+
+    path = Path(source)
+    if source in ZOO or path.suffix in (".safetensors", ".onnx"):
+        return {}
+    config = load_checkpoint(path)["meta"].get("config")
+    return config if isinstance(config, dict) else {}
+
+
 def cmd_evaluate(args) -> int:
     import torch
 
-    from fixmatch.inference import evaluate_on_dataset, load_model
+    from fixmatch.inference import evaluate_on_dataset, format_report, load_model
 
+    if args.threads < 1:
+        raise UserError("--threads must be at least 1")
     torch.set_num_threads(args.threads)
-    loaded = load_model(args.checkpoint or args.model)
-    dataset = args.dataset or loaded.meta.get("dataset")
+    source = args.checkpoint or args.model
+    loaded = load_model(source)
+    run_config = saved_run_config(source)  # the run's own data folder and data settings
+    dataset = args.dataset or run_config.get("dataset") or loaded.meta.get("dataset")
     if not dataset:
         raise UserError("give --dataset: this model file does not say which dataset it was trained on")
-    print(json.dumps(evaluate_on_dataset(loaded, dataset, args.data_dir, args.fer_test)))
+    same = run_config.get("dataset") == dataset
+    data_dir = args.data_dir or (run_config.get("data_dir") if same else None)
+    fer_test = args.fer_test or (run_config.get("fer_test") if same else None) or "private"
+    report = evaluate_on_dataset(loaded, dataset, data_dir, fer_test, run_config=run_config)
+    print(json.dumps(report) if args.json else format_report(report))
     return 0
 
 
 def cmd_predict(args) -> int:
-    import torch
+    from fixmatch.predict import run
 
-    from fixmatch.inference import image_to_tensor, load_model, open_image
-
-    torch.set_num_threads(args.threads)
-    loaded = load_model(args.checkpoint or args.model)
-    shape = loaded.meta["image_shape"]
-    batch = torch.stack([image_to_tensor(open_image(p), shape) for p in args.images])
-    probs = loaded.probabilities(batch)
-    out = []
-    for path, p in zip(args.images, probs):
-        out.append({"image": path, "label": loaded.class_names[int(p.argmax())],
-                    "probabilities": {c: round(float(v), 5) for c, v in zip(loaded.class_names, p)}})
-    print(json.dumps(out if len(out) > 1 else out[0]))
-    return 0
+    return run(args)
 
 
 def cmd_datasets(args) -> int:
@@ -151,10 +161,15 @@ def cmd_datasets(args) -> int:
 def cmd_export(args) -> int:
     from fixmatch.inference import load_model, write_safetensors
 
+    from fixmatch.predict import check_output_file
+
     if not (args.onnx or args.safetensors):
         raise UserError("give --onnx PATH and/or --safetensors PATH")
+    for flag, path in (("--onnx", args.onnx), ("--safetensors", args.safetensors)):
+        if path:
+            check_output_file(path, flag)
+    card = read_card(args.card_json) if args.card_json else None
     loaded = load_model(args.checkpoint)
-    card = json.loads(open(args.card_json).read()) if args.card_json else None
     extra = {"card": card} if card else None
     if args.safetensors:
         write_safetensors(loaded, args.safetensors, extra)
@@ -165,6 +180,18 @@ def cmd_export(args) -> int:
         export_onnx(loaded, args.onnx, extra)
         print(f"wrote {args.onnx}")
     return 0
+
+
+def read_card(path) -> dict:
+    try:
+        card = json.loads(open(path).read())
+    except FileNotFoundError:
+        raise UserError(f"--card-json {path}: file not found") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"--card-json {path} is not readable JSON ({e})") from None
+    if not isinstance(card, dict):
+        raise UserError(f"--card-json {path} must hold a JSON object")
+    return card
 
 
 def cmd_bench(args) -> int:
@@ -202,20 +229,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_model_source(q, required=True):
         g = q.add_mutually_exclusive_group(required=required)
-        g.add_argument("--checkpoint", help="a checkpoint .pt, a run directory or an exported .safetensors")
-        g.add_argument("--model", help="a zoo model name (fer2013)")
+        g.add_argument("--checkpoint", help="a checkpoint .pt, a run directory or an exported .safetensors/.onnx")
+        g.add_argument("--model", help="a zoo model name (fer2013), or any path --checkpoint takes")
 
-    e = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a test set (JSON)")
+    e = sub.add_parser("evaluate", help="accuracy per class and confusion matrix on a test set (a table; --json)",
+                       description="Evaluate on the test split. A run directory or checkpoint brings its run's "
+                                   "saved config: the same dataset, data folder and data settings.")
     add_model_source(e)
     e.add_argument("--dataset", help="default: the dataset the model was trained on")
-    e.add_argument("--data-dir")
-    e.add_argument("--fer-test", choices=["private", "public"], default="private")
+    e.add_argument("--data-dir", help="default: the run's data folder (else $FIXMATCH_DATA or ./data)")
+    e.add_argument("--fer-test", choices=["private", "public"], default=None, help="default: the run's, else private")
     e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--json", action="store_true", help="print the result as one JSON object")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="label and probabilities per image (JSON)")
+    pr = sub.add_parser("predict", help="label, confidence and probabilities per image (JSON, or CSV with --csv)",
+                        description="Label image files and folders (searched recursively) with the same "
+                                    "preprocessing as the web demo: face models find and crop the face. "
+                                    "An unreadable file is a row with an error.")
     add_model_source(pr)
-    pr.add_argument("images", nargs="+", metavar="IMG")
+    pr.add_argument("images", nargs="+", metavar="PATH", help="image files and/or folders")
+    pr.add_argument("--csv", metavar="FILE", help="write a CSV (path, label, confidence, face_found, error, "
+                                                   "one column per class) instead of printing JSON")
     pr.add_argument("--threads", type=int, default=1)
     pr.set_defaults(func=cmd_predict)
 
@@ -240,12 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="the rates and probabilities as JSON")
     c.set_defaults(func=cmd_cta_stats)
 
-    s = sub.add_parser("serve", help="the facial-expression web demo and JSON API")
-    s.add_argument("--model", default="fer2013", help="zoo name, .onnx, .safetensors or checkpoint (default fer2013)")
+    s = sub.add_parser("serve", help="the web demo and JSON API for a model (default: the FER2013 expressions)")
+    s.add_argument("--model", default="fer2013",
+                   help="zoo name, run directory, checkpoint .pt, .safetensors or .onnx (default fer2013)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1, help="gunicorn worker processes (1 = Flask's own server)")
-    s.add_argument("--rate-limit", default="60/minute", help='per-client limit, e.g. "60/minute", or "off"')
+    s.add_argument("--workers", type=int, default=1, help="worker processes, about one per CPU core (gunicorn)")
+    s.add_argument("--rate-limit", default="60/minute",
+                   help='per-client limit over all workers, e.g. "60/minute", or "off"')
+    s.add_argument("--read-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a whole request (headers and upload), else 408")
     s.set_defaults(func=cmd_serve)
     return p
 

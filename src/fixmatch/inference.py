@@ -14,12 +14,12 @@ import torch.nn as nn
 from fixmatch.checkpoint import load_checkpoint
 from fixmatch.errors import UserError
 from fixmatch.evaluate import Normalizer
+from fixmatch.model_files import ZOO, ZOO_DIR, check_meta, resolve_source  # noqa: F401 (re-exported)
 from fixmatch.models import build_model
 from fixmatch.models.layers import LEGACY_WIRING
 
-ZOO_DIR = Path(__file__).parent / "zoo"
-ZOO = {"fer2013": "fer2013.safetensors"}  # released models, shipped inside the package
-META_KEYS = ("dataset", "class_names", "image_shape", "mean", "std", "model_name", "num_classes", "arch_variant")
+META_KEYS = ("dataset", "class_names", "image_shape", "mean", "std", "model_name", "num_classes", "arch_variant",
+             "preprocess")
 
 
 @dataclass
@@ -38,21 +38,17 @@ class LoadedModel:
         return self.model(self.normalize(images)).float().softmax(dim=1)
 
 
-def resolve_source(source: str) -> Path:
-    if source in ZOO:
-        path = ZOO_DIR / ZOO[source]
-        if not path.exists():
-            raise UserError(f"the zoo model {source!r} is not installed (expected {path})")
-        return path
-    path = Path(source)
-    if not path.exists():
-        raise UserError(f"model not found: {source} (give a checkpoint .pt, a run directory, "
-                        f"an exported .safetensors, or a zoo name: {', '.join(ZOO)})")
-    return path
-
-
 def load_model(source: str, device: str | torch.device = "cpu") -> LoadedModel:
+    """A model ready for inference; a file whose metadata and weights disagree is one UserError."""
     path = resolve_source(source)
+    try:
+        return build_loaded(path, device)
+    except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as e:
+        what = f"no {e} entry" if isinstance(e, KeyError) else str(e).strip().splitlines()[0][:300]
+        raise UserError(f"cannot use {path} as a model: its metadata does not match its weights ({what})") from None
+
+
+def build_loaded(path: Path, device) -> LoadedModel:
     if path.suffix == ".safetensors":
         state, meta = read_safetensors(path)
     else:
@@ -68,13 +64,18 @@ def load_model(source: str, device: str | torch.device = "cpu") -> LoadedModel:
 
 
 def evaluate_on_dataset(loaded: LoadedModel, dataset: str, data_dir=None, fer_test: str = "private",
-                        batch_size: int = 512) -> dict:
-    """Accuracy, per-class accuracy and confusion matrix of `loaded` on a dataset's test split."""
-    from fixmatch.config import from_dict
+                        batch_size: int = 512, run_config: dict | None = None) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix of `loaded` on a dataset's test split.
+    run_config: the training run's saved config, for how its data was read (folders: image size,
+    channels, held-out images); dataset, data_dir and fer_test given here take precedence."""
+    from fixmatch.config import FIELD_NAMES, from_dict
     from fixmatch.evaluate import classification_report, predict_logits
     from fixmatch.train import load_data
 
-    data = load_data(from_dict({"dataset": dataset, "data_dir": data_dir, "fer_test": fer_test}))
+    base = {k: v for k, v in (run_config or {}).items() if k in FIELD_NAMES and k != "out"}
+    if base.get("dataset") != dataset:  # another dataset: nothing of the run's data settings applies
+        base = {}
+    data = load_data(from_dict({**base, "dataset": dataset, "data_dir": data_dir, "fer_test": fer_test}))
     if list(data.image_shape) != list(loaded.meta["image_shape"]) or data.num_classes != loaded.meta["num_classes"]:
         raise UserError(f"the model expects {loaded.meta['image_shape']} images and {loaded.meta['num_classes']} "
                         f"classes; {dataset} has {list(data.image_shape)} and {data.num_classes}")
@@ -85,11 +86,31 @@ def evaluate_on_dataset(loaded: LoadedModel, dataset: str, data_dir=None, fer_te
             "class_names": data.class_names}
 
 
+def format_report(report: dict) -> str:
+    """evaluate_on_dataset's result as a table: accuracy per class by name, then the confusion matrix."""
+    names = report["class_names"]
+    width = max(8, *(len(n) for n in names))
+    confusion = report["confusion_matrix"]
+    lines = [f"{report['dataset']} ({report['test_split']}): {report['num_test']:,} images, "
+             f"accuracy {100 * report['accuracy']:.2f}%", "",
+             f"{'class':<{width}} {'images':>7} {'accuracy':>9}"]
+    for name, row, acc in zip(names, confusion, report["per_class_accuracy"]):
+        lines.append(f"{name:<{width}} {sum(row):>7,} {100 * acc:>8.1f}%")
+    cell = max(6, *(len(str(v)) for row in confusion for v in row)) + 1
+    short = [n[:cell - 1] for n in names]
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)",
+              " " * width + "".join(f"{n:>{cell}}" for n in short)]
+    lines += [f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row) for name, row in zip(names, confusion)]
+    return "\n".join(lines)
+
+
 def write_safetensors(loaded: LoadedModel, path, extra_meta: dict | None = None) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.model.state_dict().items()}
-    meta = {**loaded.meta, **(extra_meta or {})}
+    from fixmatch.serve.preprocess import framing
+
+    meta = {**loaded.meta, "preprocess": framing(loaded.meta), **(extra_meta or {})}  # the framing travels
     save_file(state, str(path), metadata={"fixmatch": json.dumps(meta)})
 
 
@@ -106,27 +127,9 @@ def read_safetensors(path: Path) -> tuple[dict, dict]:
 
 
 def image_to_tensor(image, image_shape) -> torch.Tensor:
-    """A PIL image -> uint8 (C, H, W) at the model's input size: EXIF orientation applied, converted
-    to grey or RGB as the model expects, resized with area averaging (PIL's BOX filter)."""
-    from PIL import Image, ImageOps
+    """A PIL image -> uint8 (C, H, W): the whole image at the model's input size, the way `fixmatch
+    predict` and the server prepare a non-face model's input (EXIF, 8 bits, grey/RGB, area-averaged)."""
+    from fixmatch.serve.preprocess import resize_whole, upright
 
     c, h, w = image_shape
-    image = ImageOps.exif_transpose(image).convert("L" if c == 1 else "RGB")
-    if image.size != (w, h):
-        image = image.resize((w, h), Image.BOX)
-    arr = np.array(image, dtype=np.uint8)  # a writable copy (torch warns about read-only arrays)
-    arr = arr[None] if c == 1 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def open_image(path):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(path)
-        image.load()
-        return image
-    except FileNotFoundError:
-        raise UserError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+    return torch.from_numpy(resize_whole(upright(image, c), h, w).copy())

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from fixmatch.errors import UserError
+from fixmatch.model_files import META_KEY, read_onnx_meta  # noqa: F401 (read_onnx_meta re-exported)
 
-META_KEY = "fixmatch"
 INPUT, OUTPUTS = "pixels", ("probabilities", "logits")
 OPSET = 17
 
@@ -47,23 +45,11 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
                           input_names=[INPUT], output_names=list(OUTPUTS),
                           dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)})
     model = onnx.load(str(path))
-    meta = {**loaded.meta, **(extra_meta or {}), "input": {"name": INPUT, "dtype": "float32", "range": [0, 255],
+    from fixmatch.serve.preprocess import framing
+
+    meta = {**loaded.meta, "preprocess": framing(loaded.meta), **(extra_meta or {}), "input": {"name": INPUT, "dtype": "float32", "range": [0, 255],
                                                             "layout": "NCHW", "normalized_inside": True}}
     onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
     model.doc_string = f"fixmatch {meta.get('model_name')} on {meta.get('dataset')}: pixels 0..255 -> probabilities"
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-
-
-def read_onnx_meta(path) -> dict:
-    """The fixmatch metadata of an exported .onnx (raises UserError for any other file)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-        props = {p.key: p.value for p in model.metadata_props}
-        return json.loads(props[META_KEY])
-    except (KeyError, ValueError) as e:  # no/odd metadata: an ONNX file from elsewhere
-        raise UserError(f"{Path(path)} is not a fixmatch ONNX export (no valid {META_KEY!r} metadata: {e})") from None
-    except Exception as e:  # protobuf's DecodeError has no stable import path
-        raise UserError(f"{Path(path)} is not a readable ONNX file ({type(e).__name__})") from None

@@ -1,27 +1,61 @@
-"""`fixmatch serve`: the facial-expression demo page and JSON API (Flask; gunicorn for --workers > 1)."""
+"""`fixmatch serve`: the demo page and JSON API (Flask app, served by gunicorn's threaded workers).
+
+One server model for one worker or many: gunicorn, N processes (each loads the model once, no
+preload, so no onnxruntime session is ever shared across a fork), each with a few threads, a
+read clock on every request (worker.py) and a rate limit shared by all processes (ratelimit.py).
+"""
 
 from __future__ import annotations
 
-from fixmatch.serve.app import create_app, parse_rate_limit
+import errno
+import socket
+
+from fixmatch.errors import UserError
 
 __all__ = ["create_app", "run_server"]
 
+THREADS = 4  # per worker: requests being read or answered at once (2 of them decode, see app.py)
+CONNECTIONS = 100  # per worker: open connections, idle ones included; beyond, the kernel's backlog waits
+KEEPALIVE = 5  # seconds an idle connection is kept (in the poller, no thread)
 
-def run_gunicorn(args, rate_limit: str | None) -> None:
-    """N worker processes, each importing the app and loading the model once (no preload, so no
-    onnxruntime session is ever shared across a fork)."""
+
+def __getattr__(name):  # `from fixmatch.serve import create_app` without importing Flask for predict
+    if name == "create_app":
+        from fixmatch.serve.app import create_app
+
+        return create_app
+    raise AttributeError(name)
+
+
+def gunicorn_settings(args) -> dict:
+    return {"bind": f"{format_host(args.host)}:{args.port}", "workers": args.workers,
+            "worker_class": "fixmatch.serve.worker.ClockedThreadWorker", "threads": THREADS,
+            "worker_connections": CONNECTIONS, "keepalive": KEEPALIVE, "timeout": 30, "graceful_timeout": 10,
+            "limit_request_line": 4094, "limit_request_fields": 50, "limit_request_field_size": 8190,
+            "accesslog": "-", "control_socket_disable": True}
+
+
+def format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def run_gunicorn(args, rate_limit) -> None:
     from gunicorn.app.base import BaseApplication
+
+    from fixmatch.serve.worker import ClockedThreadWorker
+
+    ClockedThreadWorker.read_seconds = args.read_timeout  # inherited by the forked workers
 
     class Server(BaseApplication):
         def load_config(self):
-            for key, value in {"bind": f"{args.host}:{args.port}", "workers": args.workers,
-                               "worker_class": "sync", "timeout": 30, "accesslog": "-",
-                               "control_socket_disable": True}.items():
+            for key, value in gunicorn_settings(args).items():
                 if key in self.cfg.settings:  # control_socket_disable is new in gunicorn 25.1
                     self.cfg.set(key, value)
 
         def load(self):
             import cv2
+
+            from fixmatch.serve.app import create_app
 
             cv2.setNumThreads(1)  # one process per core already; OpenCV's own pool would oversubscribe
             return create_app(args.model, rate_limit)
@@ -29,20 +63,43 @@ def run_gunicorn(args, rate_limit: str | None) -> None:
     Server().run()
 
 
+def check_address(host: str, port: int) -> None:
+    """The port is free and the host is an address of this machine: one clear error now, not
+    gunicorn's retries for 9 s and exit 1 (the socket is closed again at once; gunicorn binds it)."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port must be 1..65535 (got {port})")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UserError(f"--host {host!r} is not an address or a known name ({e.strerror})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is already in use: stop the other server or pick "
+                                "another --port") from None
+            if e.errno == errno.EACCES:
+                raise UserError(f"no permission to listen on port {port} (ports below 1024 need root): "
+                                "pick another --port") from None
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
 def run_server(args) -> int:
-    from fixmatch.errors import UserError
-    from fixmatch.serve.model import resolve_model
+    from fixmatch.serve.model import check_model
+    from fixmatch.serve.ratelimit import SharedRateLimit
 
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
-    rate_limit = parse_rate_limit(args.rate_limit)
-    if args.workers > 1:
-        # fail here with the clear message, not in every worker; loading the model stays in the
-        # workers, since a session created before the fork leaves its thread pools' locks behind
-        resolve_model(args.model)
-        run_gunicorn(args, rate_limit)
-    else:
-        app = create_app(args.model, rate_limit)
-        print(f"fixmatch demo on http://{args.host}:{args.port}/ (model {args.model})")
-        app.run(host=args.host, port=args.port, threaded=True)
+    if not args.read_timeout > 0:
+        raise UserError("--read-timeout must be a positive number of seconds")
+    rate_limit = SharedRateLimit.from_text(args.rate_limit)  # made before the fork: shared by all workers
+    check_address(args.host, args.port)
+    # every worker would fail the same way: say it once, here (the workers load the model themselves)
+    meta = check_model(args.model)
+    print(f"fixmatch serve: http://{format_host(args.host)}:{args.port}/ model {args.model} "
+          f"({len(meta['class_names'])} classes), {args.workers} worker(s) x {THREADS} threads", flush=True)
+    run_gunicorn(args, rate_limit)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 from pathlib import Path
 
@@ -10,34 +11,30 @@ import numpy as np
 from flask import Flask, Request, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from fixmatch.serve.face import frame_face, warm_up
 from fixmatch.serve.model import load_predictor
-from fixmatch.serve.upload import MAX_FILE_BYTES, ApiError, open_checked, read_upload, too_large
+from fixmatch.serve.preprocess import draft, framing, prepare
+from fixmatch.serve.ratelimit import SharedRateLimit, parse_rate_limit
+from fixmatch.serve.upload import (MAX_FILE_BYTES, ApiError, RequestReadTimeout, open_checked, read_upload,
+                                   too_large)
+
+__all__ = ["create_app", "parse_rate_limit"]
 
 ENVELOPE = 64 * 1024  # multipart overhead allowed on top of the file's own 1 MB
-CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'"
+MAX_FORM_PARTS = 8  # the API takes one field; werkzeug's default allows 1,000
+CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; "
+       "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+# Decoding and inference at once per process: each holds up to ~150 MB for a 40 MP PNG (JPEGs are
+# decoded downscaled), and one core per worker gains nothing from more. Others queue this long:
+CONCURRENT_DECODES, QUEUE_SECONDS = 2, 10.0
 
 
 class MemoryRequest(Request):
     """Uploads stay in memory: werkzeug would spool files over 500 KB to a temporary file."""
 
+    max_form_parts = MAX_FORM_PARTS
+
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
-
-
-def parse_rate_limit(rate_limit: str | None) -> str | None:
-    """'off'/''/None -> None; else a Flask-Limiter string such as '60/minute' (checked here, not at first request)."""
-    if not rate_limit or rate_limit.strip().lower() in ("off", "none", "0"):
-        return None
-    from limits import parse_many
-
-    from fixmatch.errors import UserError
-
-    try:
-        parse_many(rate_limit)
-    except ValueError:
-        raise UserError(f"bad --rate-limit {rate_limit!r}: use e.g. '60/minute', '5/second' or 'off'") from None
-    return rate_limit
 
 
 def model_info(predictor) -> dict:
@@ -45,36 +42,41 @@ def model_info(predictor) -> dict:
     c, h, w = meta["image_shape"]
     return {"classes": meta["class_names"], "input": {"channels": c, "height": h, "width": w},
             "normalization": {"mean": meta.get("mean"), "std": meta.get("std"), "inside_model": True},
-            "model_name": meta.get("model_name"), "dataset": meta.get("dataset"),
+            "preprocess": framing(meta), "model_name": meta.get("model_name"), "dataset": meta.get("dataset"),
             "file": Path(predictor.path).name, "card": meta.get("card")}
 
 
 def predict(predictor, data: bytes) -> dict:
+    """Upload bytes -> the API's answer (the same preprocessing as `fixmatch predict`)."""
+    meta = predictor.meta
     t0 = time.perf_counter()
-    image = open_checked(data)
+    image = open_checked(data, draft=lambda im: draft(im, meta["image_shape"][0]))
     t1 = time.perf_counter()
-    crop, box, size = frame_face(image, predictor.meta["image_shape"])
+    prepared = prepare(image, meta)
     t2 = time.perf_counter()
-    probs = predictor.probabilities(crop[None])[0]
+    probs = predictor.probabilities(prepared["pixels"][None])[0]
     t3 = time.perf_counter()
-    names = predictor.meta["class_names"]
-    return {"label": names[int(np.argmax(probs))],
-            "probabilities": {c: round(float(p), 5) for c, p in zip(names, probs)},
-            "box": box, "face_found": box is not None, "image_size": list(size),
-            "ms": {"decode": ms(t1 - t0), "face": ms(t2 - t1), "model": ms(t3 - t2), "total": ms(t3 - t0)}}
+    return {**summarise(probs, meta["class_names"]),
+            **{k: prepared[k] for k in ("framing", "face_found", "box", "image_size")},
+            "ms": {"decode": ms(t1 - t0), "preprocess": ms(t2 - t1), "model": ms(t3 - t2), "total": ms(t3 - t0)}}
+
+
+def summarise(probs: np.ndarray, names: list[str]) -> dict:
+    top = int(np.argmax(probs))
+    return {"label": names[top], "confidence": round(float(probs[top]), 5),
+            "probabilities": {c: round(float(p), 5) for c, p in zip(names, probs)}}
 
 
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def install_limiter(app: Flask, rate_limit: str | None):
-    """Per-client (remote address) limit on the API, in memory (so per worker process); 429 + Retry-After."""
-    from flask_limiter import Limiter
-    from flask_limiter.util import get_remote_address
-
-    return Limiter(get_remote_address, app=app, storage_uri="memory://", headers_enabled=True,
-                   enabled=rate_limit is not None)
+def http_error_message(e: HTTPException) -> str:
+    if e.code == 413 and (request.content_length or 0) <= MAX_FILE_BYTES + ENVELOPE:
+        # werkzeug says 413 for a form with too many parts too, whatever its size
+        return f"the form has too many parts (at most {MAX_FORM_PARTS}); send one field, 'file'"
+    return {413: too_large().message, 404: "not found", 405: "method not allowed",
+            408: "the request took too long to arrive"}.get(e.code, e.name.lower())
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -82,11 +84,14 @@ def install_error_handlers(app: Flask) -> None:
     def api_error(e: ApiError):
         return jsonify(error=e.message), e.status
 
+    @app.errorhandler(RequestReadTimeout)
+    def read_timeout(e: RequestReadTimeout):
+        return jsonify(error=str(e)), 408, {"Connection": "close"}
+
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
-        messages = {413: too_large().message, 429: f"too many requests ({e.description}); wait and try again",
-                    404: "not found", 405: "method not allowed"}
-        return jsonify(error=messages.get(e.code, e.name)), e.code
+        allow = [(k, v) for k, v in e.get_headers() if k.lower() == "allow"]  # 405 says what is allowed
+        return jsonify(error=http_error_message(e)), e.code, allow
 
     @app.errorhandler(Exception)
     def internal_error(e: Exception):
@@ -96,28 +101,42 @@ def install_error_handlers(app: Flask) -> None:
 
 def security_headers(response):
     response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
 
 
-def create_app(model_source: str = "fer2013", rate_limit: str | None = "60/minute", predictor=None) -> Flask:
-    """One app per worker process; the model is loaded here, once (or passed in, for tests)."""
-    rate_limit = parse_rate_limit(rate_limit)
+def create_app(model_source: str = "fer2013", rate_limit: str | SharedRateLimit | None = "60/minute",
+               predictor=None) -> Flask:
+    """One app per worker process; the model is loaded here, once (or passed in, for tests).
+    rate_limit: a text such as '60/minute', or a SharedRateLimit made before the workers forked."""
+    limiter = SharedRateLimit.from_text(rate_limit) if rate_limit is None or isinstance(rate_limit, str) else rate_limit
     app = Flask(__name__)
     app.request_class = MemoryRequest
+    app.url_map.merge_slashes = False  # '//x' is a 404, not a redirect built from the Host header
     app.json.sort_keys = False  # probabilities keep the model's class order
     app.config["MAX_CONTENT_LENGTH"] = MAX_FILE_BYTES + ENVELOPE
     predictor = predictor or load_predictor(model_source)
     info = model_info(predictor)
-    warm_up()
+    if info["preprocess"] == "face":
+        from fixmatch.serve.face import warm_up
+
+        warm_up()
     predictor.probabilities(np.zeros((1, *info["input"].values()), np.uint8))  # first run allocates; not a user's
-    limiter = install_limiter(app, rate_limit)
+    busy = threading.BoundedSemaphore(CONCURRENT_DECODES)
     install_error_handlers(app)
     app.after_request(security_headers)
 
-    def api_limit(view):
-        return limiter.limit(rate_limit)(view) if rate_limit else view
+    @app.before_request
+    def rate_limit_api():
+        if limiter is None or not request.path.startswith("/api/"):
+            return None  # the page, static files and /healthz are never limited
+        allowed, left, retry = limiter.hit(request.remote_addr or "")
+        if not allowed:
+            return (jsonify(error=f"too many requests (at most {limiter.text} per client); try again in "
+                                  f"{retry} s"), 429, {"Retry-After": str(retry)})
+        return None
 
     @app.get("/")
     def index():
@@ -128,15 +147,18 @@ def create_app(model_source: str = "fer2013", rate_limit: str | None = "60/minut
         return jsonify(status="ok", model=info["file"])
 
     @app.get("/api/model")
-    @api_limit
     def api_model():
         return jsonify(info)
 
     @app.post("/api/predict")
-    @api_limit
     def api_predict():
-        return jsonify(predict(predictor, read_upload(request.files)))
+        data = read_upload(request.files)
+        if not busy.acquire(timeout=QUEUE_SECONDS):
+            raise ApiError(503, "the server is busy; try again in a few seconds")
+        try:
+            return jsonify(predict(predictor, data))
+        finally:
+            busy.release()
 
-    # strong references: Flask-Limiter only keeps a weak one, and the decorators need it alive
     app.extensions["fixmatch"] = {"predictor": predictor, "limiter": limiter}
     return app

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
 
 DETECT_SIDE = 640  # detection runs on a copy whose longest side is at most this
 COARSE_SIDE = 160  # first pass: finds faces of at least MIN_FACE / COARSE_SIDE = 15% of the longest side
@@ -47,12 +46,6 @@ def warm_up() -> None:
     """Load one detector now, so the first request does not pay for it."""
     if _idle.empty():
         _idle.put(load_cascade())
-
-
-def upright(image: Image.Image, channels: int) -> np.ndarray:
-    """EXIF rotation applied, then grey (H, W) or RGB (H, W, 3) uint8."""
-    image = ImageOps.exif_transpose(image)
-    return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
 
 
 def shrink(grey: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
@@ -123,11 +116,9 @@ def crop_to_input(pixels: np.ndarray, box: list[int], size: tuple[int, int]) -> 
     return crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)
 
 
-def frame_face(image: Image.Image, image_shape) -> tuple[np.ndarray, list[int] | None, tuple[int, int]]:
-    """-> (model input uint8 (C, H, W), face box or None, (width, height) of the upright image)."""
-    c, h, w = image_shape
-    pixels = upright(image, c)
-    grey = pixels if c == 1 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+def frame_face(pixels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, list[int] | None]:
+    """Upright grey (H, W) or RGB (H, W, 3) uint8 -> (model input uint8 (C, height, width) of the
+    face, or of the centre square when none is found; the face box or None)."""
+    grey = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
     box = detect_face(grey)
-    crop = crop_to_input(pixels, box or centre_square(*grey.shape), (h, w))
-    return crop, box, (grey.shape[1], grey.shape[0])
+    return crop_to_input(pixels, box or centre_square(*grey.shape), size), box

@@ -1,7 +1,8 @@
 """The served model: one object per worker process, exported .onnx (onnxruntime) or .pt/.safetensors (torch).
 
 Both backends take uint8 pixels (N, C, H, W) at the model's input size and return softmax
-probabilities as numpy, so the web app does not care which one it holds.
+probabilities as numpy, so the web app does not care which one it holds. The ONNX path never
+imports torch.
 """
 
 from __future__ import annotations
@@ -15,31 +16,50 @@ from fixmatch.errors import UserError
 SUFFIXES = (".onnx", ".safetensors")  # zoo files, best first: onnx needs no torch at inference
 
 
-def resolve_model(source: str) -> Path:
+def resolve_model(source: str, suffixes=SUFFIXES) -> Path:
     """A zoo name (its .onnx, else its .safetensors) or a path; a clear error when neither exists."""
-    from fixmatch.inference import ZOO, ZOO_DIR, resolve_source
+    from fixmatch import model_files
 
-    if source not in ZOO:
-        return resolve_source(source)
-    stem = Path(ZOO[source]).stem
-    for path in (ZOO_DIR / (stem + s) for s in SUFFIXES):
+    if source not in model_files.ZOO:
+        return model_files.resolve_source(source)
+    stem = Path(model_files.ZOO[source]).stem
+    for path in (model_files.ZOO_DIR / (stem + s) for s in suffixes):
         if path.is_file():
             return path
-    raise UserError(f"the {source} model is not installed: expected {ZOO_DIR / (stem + '.onnx')}. Train and "
-                    f"export one (fixmatch export --checkpoint RUN --onnx {stem}.onnx) and pass --model PATH")
+    raise UserError(f"the {source} model is not installed: expected {model_files.ZOO_DIR / (stem + '.onnx')}. "
+                    f"Train and export one (fixmatch export --checkpoint RUN --onnx {stem}.onnx) and pass --model PATH")
+
+
+def check_model(source: str) -> dict:
+    """Everything a worker would find wrong with the model, found once, up front (the server's
+    parent process runs this before forking workers): -> the model's metadata. Exported files are
+    checked from their metadata (no onnxruntime session before the fork); checkpoints are loaded."""
+    from fixmatch.model_files import read_onnx_meta, read_safetensors_meta
+
+    path = resolve_model(source)
+    if path.suffix == ".onnx":
+        return read_onnx_meta(path)
+    if path.suffix == ".safetensors":
+        return read_safetensors_meta(path)
+    from fixmatch.inference import load_model
+
+    return load_model(str(path)).meta
 
 
 class OnnxPredictor:
     def __init__(self, path: Path):
         import onnxruntime as ort
 
-        from fixmatch.onnx_export import read_onnx_meta
+        from fixmatch.model_files import read_onnx_meta
 
         self.meta = read_onnx_meta(path)
         opts = ort.SessionOptions()
         # one thread each: gunicorn runs one process per core, more threads would only fight
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's errors have no stable import path
+            raise UserError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
         self.input = self.session.get_inputs()[0].name
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
@@ -62,8 +82,8 @@ class TorchPredictor:
         return self.loaded.probabilities(torch.from_numpy(np.ascontiguousarray(pixels))).numpy()
 
 
-def load_predictor(source: str):
-    path = resolve_model(source)
+def load_predictor(source: str, suffixes=SUFFIXES):
+    path = resolve_model(source, suffixes)
     predictor = (OnnxPredictor if path.suffix == ".onnx" else TorchPredictor)(path)
     predictor.path = path
     return predictor

@@ -1,0 +1,126 @@
+"""`fixmatch predict`: label images from files and folders with the same preprocessing as the web
+page (serve/preprocess.py), as JSON or CSV; an unreadable file is a row with an error."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fixmatch.errors import UserError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+BATCH = 64
+
+
+def collect(paths: list[str]) -> list[Path]:
+    """Files as given, folders searched recursively for images (sorted); missing paths kept, so
+    they become error rows."""
+    found = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(p)
+    return found
+
+
+def load(source: str):
+    """The model as the server loads it (ONNX first for a zoo name, when onnxruntime is installed)."""
+    from fixmatch.serve import model
+
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    return model.load_predictor(source, model.SUFFIXES if has_ort else (".safetensors",))
+
+
+def prepare_file(path: Path, meta: dict) -> dict:
+    from PIL import Image, UnidentifiedImageError
+
+    from fixmatch.serve.preprocess import framing, open_file, prepare
+
+    if framing(meta) == "face" and importlib.util.find_spec("cv2") is None:
+        raise UserError("this model frames faces with OpenCV: pip install 'fixmatch[serve]'")
+    try:
+        return prepare(open_file(path, meta["image_shape"][0]), meta)
+    except FileNotFoundError:
+        return {"error": "file not found"}
+    except IsADirectoryError:
+        return {"error": "a folder with no images"}
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        return {"error": f"cannot read image: {type(e).__name__}: {str(e)[:200]}"}
+
+
+def predict_paths(predictor, paths: list[Path]) -> list[dict]:
+    meta, names = predictor.meta, predictor.meta["class_names"]
+    rows = [{"path": str(p), **prepare_file(p, meta)} for p in paths]
+    ok = [r for r in rows if "error" not in r]
+    for i in range(0, len(ok), BATCH):
+        chunk = ok[i:i + BATCH]
+        probs = predictor.probabilities(np.stack([r.pop("pixels") for r in chunk]))
+        for row, p in zip(chunk, probs):
+            top = int(np.argmax(p))
+            row.update(label=names[top], confidence=round(float(p[top]), 5),
+                       probabilities={c: round(float(v), 5) for c, v in zip(names, p)})
+    return [order(r) for r in rows]
+
+
+def order(row: dict) -> dict:
+    keys = ("path", "label", "confidence", "probabilities", "framing", "face_found", "box", "image_size", "error")
+    return {k: row[k] for k in keys if k in row}
+
+
+def write_csv(rows: list[dict], class_names: list[str], out) -> None:
+    writer = csv.writer(out)
+    writer.writerow(["path", "label", "confidence", "face_found", "error", *class_names])
+    for r in rows:
+        probs = r.get("probabilities", {})
+        face = r.get("face_found")
+        writer.writerow([r["path"], r.get("label", ""), r.get("confidence", ""),
+                         "" if face is None else str(face).lower(), r.get("error", ""),
+                         *(probs.get(c, "") for c in class_names)])
+
+
+def run(args) -> int:
+    import torch
+
+    if args.threads < 1:
+        raise UserError("--threads must be at least 1")
+    paths = collect(args.images)
+    if not paths:
+        raise UserError(f"no images found in {', '.join(args.images)} ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if args.csv:
+        check_output_file(args.csv, "--csv")
+    predictor = load(args.checkpoint or args.model)
+    torch.set_num_threads(args.threads)
+    rows = predict_paths(predictor, paths)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            write_csv(rows, predictor.meta["class_names"], f)
+    else:
+        single = len(rows) == 1 and not Path(args.images[0]).is_dir()
+        print(json.dumps(rows[0] if single else rows))
+    errors = sum("error" in r for r in rows)
+    if args.csv:
+        print(f"wrote {len(rows)} rows to {args.csv} ({errors} unreadable)", file=sys.stderr)
+    if errors == len(rows):
+        raise UserError(f"none of the {len(rows)} images could be read"
+                        + (f": {rows[0]['error']}" if len(rows) == 1 else ""))
+    return 0
+
+
+def check_output_file(path, flag: str) -> None:
+    """An output file can be written there: not a folder, its folder exists and is writable."""
+    import os
+
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UserError(f"{flag} {path}: no permission to write there")

@@ -64,6 +64,26 @@ def fer_model(tmp_path_factory, fer_slice):
             "safetensors": root / "model.safetensors", "loaded": loaded}
 
 
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory):
+    """A model that is not about faces (scikit-learn's 8x8 digits, ~2 s of training), exported to
+    ONNX: {'onnx', 'class_names', 'x_test', 'y_test'}."""
+    from fixmatch.config import TrainConfig
+    from fixmatch.inference import load_model
+    from fixmatch.onnx_export import export_onnx
+    from fixmatch.train import load_data, train
+
+    root = tmp_path_factory.mktemp("digits_model")
+    cfg = TrainConfig(dataset="digits", num_labels=200, algorithm="supervised", model="cnn_small", steps=80,
+                      batch_size=32, eval_every=80, median_of=1, out=str(root / "run"), progress=False,
+                      threads=1, device="cpu")
+    train(cfg, log=lambda *a: None)
+    data = load_data(cfg)
+    export_onnx(load_model(str(root / "run" / "last.pt")), root / "digits.onnx")
+    return {"onnx": root / "digits.onnx", "run": root / "run", "class_names": list(data.class_names),
+            "x_test": data.x_test.numpy(), "y_test": data.y_test.numpy()}
+
+
 def face_jpeg(face: np.ndarray, side: int = 200, quality: int = 90) -> bytes:
     """A 48x48 FER face upscaled to a side x side JPEG, like a small photo of a face."""
     from PIL import Image

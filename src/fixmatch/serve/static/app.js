@@ -3,6 +3,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const MAX_BYTES = 1024 * 1024;  // the server's limit
+const SEND_SIDE = 1280;  // a photo over the limit is sent at this longest side: the server decodes no more
+const FACES = document.body.dataset.preprocess === "face";
+const NOUN = document.body.dataset.noun || "Prediction";
 
 function showError(message) {
   $("error").textContent = message.charAt(0).toUpperCase() + message.slice(1);
@@ -14,9 +18,34 @@ function clearError() {
   $("error").textContent = "";
 }
 
-async function predict(file) {
+// A file over the server's limit (a phone photo: 4000x3000, 3-5 MB) is redrawn at SEND_SIDE and
+// sent as a JPEG of a few hundred KB. The browser applies the EXIF orientation when drawing, so the
+// copy is upright. Anything the browser cannot draw is sent as it is, for the server to judge.
+async function shrinkIfTooLarge(file) {
+  if (file.size <= MAX_BYTES) return file;
+  let img;
+  try {
+    img = await loadImage(file);
+  } catch (e) {
+    return file;
+  }
+  const scale = Math.min(1, SEND_SIDE / Math.max(img.naturalWidth, img.naturalHeight));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(img.naturalWidth * scale));
+  canvas.height = Math.max(1, Math.round(img.naturalHeight * scale));
+  canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
+  URL.revokeObjectURL(img.src);
+  for (const quality of [0.9, 0.8, 0.6]) {
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", quality));
+    if (blob && blob.size <= MAX_BYTES) return new File([blob], "photo.jpg", { type: "image/jpeg" });
+  }
+  return file;
+}
+
+async function predict(original) {
   clearError();
   $("result").hidden = true;
+  const file = await shrinkIfTooLarge(original);
   const body = new FormData();
   body.append("file", file);
   let response;
@@ -85,18 +114,43 @@ function drawBars(probabilities, label) {
     track.append(fill);
     const value = document.createElement("span");
     value.className = "value";
-    value.textContent = (100 * p).toFixed(1) + "%";
+    value.textContent = percent(p);
     item.append(title, track, value);
     list.append(item);
   }
 }
 
-async function showResult(file, data) {
-  $("label").textContent = data.label;
-  $("face-note").textContent = data.face_found
+function percent(p) {
+  return (100 * p).toFixed(1) + "%";
+}
+
+// The headline is the model's answer only when its input is what it was trained on: for a face
+// model, a face. Without one the headline says so and the centre crop's scores are shown dimmed.
+function showHeadline(data) {
+  const headline = $("headline");
+  const noFace = FACES && !data.face_found;
+  headline.replaceChildren();
+  headline.className = noFace ? "label none" : "label";
+  if (noFace) {
+    headline.textContent = "No face found";
+  } else {
+    const strong = document.createElement("strong");
+    strong.id = "label";
+    strong.textContent = data.label;
+    headline.append(NOUN + ": ", strong, " (" + percent(data.confidence) + ")");
+  }
+  const note = $("face-note");
+  note.hidden = !FACES;
+  note.textContent = !FACES ? "" : data.face_found
     ? "Face found (green box)."
-    : "No face found: the centre of the photo was classified instead, so the result is unreliable.";
-  $("face-note").className = data.face_found ? "note" : "note warn";
+    : "Try a photo with a clear, frontal face. Below, for reference only: the scores of the centre of " +
+      "the photo (top: " + data.label + ", " + percent(data.confidence) + "), which is not a face and says little.";
+  note.className = data.face_found ? "note" : "note warn";
+  $("bars").className = noFace ? "bars secondary" : "bars";
+}
+
+async function showResult(file, data) {
+  showHeadline(data);
   drawBars(data.probabilities, data.label);
   $("timing").textContent = "Server time: " + data.ms.total.toFixed(1) + " ms";
   $("result").hidden = false;

@@ -363,3 +363,30 @@ def test_two_ranks_apply_the_single_process_update(tmp_path):
     one = torch.load(tmp_path / "one" / "last.pt", weights_only=False)["cta"]["rates"]
     assert (one[CTAugment().valid] != 1).sum() > 20
     assert torch.allclose(two, one, rtol=0, atol=1e-6)
+
+
+@cuda
+def test_cuda_graph_captures_views_that_follow_the_rates(images):
+    """As GraphedAugment does: the strong and probe views captured once; a replay draws fresh random
+    numbers and reads the rates tensor as it is at replay time (updated in place)."""
+    x = _nchw(images["cifar"]).repeat(4, 1, 1, 1).cuda()
+    cta, g = CTAugment(device="cuda"), torch.Generator("cuda").manual_seed(0)
+    fn = lambda: (cta.strong_view(x, flip=True, generator=g), *cta.sample(len(x), g))  # noqa: E731
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn(), fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    graph.register_generator_state(g)
+    with torch.cuda.graph(graph):
+        out = fn()
+    graph.replay()
+    first = [t.clone() for t in out]
+    graph.replay()
+    assert not torch.equal(first[0], out[0])
+    cta.rates[:, :, 1:] = 0.0  # only bin 0 left above the threshold
+    graph.replay()
+    ops, args = out[1], out[2]
+    nb = cta.nbins[ops]
+    assert ((args * nb).floor()[nb > 0] == 0).all()

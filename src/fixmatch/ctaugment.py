@@ -69,9 +69,11 @@ NBINS = _nbins_table()  # (19, 2): bins per op and argument, 0 where the op has 
 
 def _is(op: Tensor, names) -> Tensor:
     """(N,) bool: op is one of ``names`` (a name or a set of names)."""
-    names = (names,) if isinstance(names, str) else tuple(names)
-    ids = torch.tensor([_IDX[n] for n in names], device=op.device)
-    return torch.isin(op, ids)
+    names = (names,) if isinstance(names, str) else sorted(names)
+    mask = op == _IDX[names[0]]
+    for name in names[1:]:  # comparisons with Python ints: no host-to-device copy (CUDA-graph safe)
+        mask = mask | (op == _IDX[name])
+    return mask
 
 
 def _b(v: Tensor) -> Tensor:
@@ -388,7 +390,7 @@ CTA_OPS: dict[str, Callable[..., Tensor]] = {name: _make_op(name) for name in CT
 
 def proximity(probs: Tensor, labels: Tensor) -> Tensor:
     """1 - 0.5 * sum |p - onehot(y)|: 1 for a confident correct prediction, 0 for a confident wrong one."""
-    onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).to(probs.dtype)
+    onehot = (torch.arange(probs.shape[1], device=probs.device) == labels.unsqueeze(1)).to(probs.dtype)  # no sync
     return 1 - 0.5 * (probs - onehot).abs().sum(1)
 
 

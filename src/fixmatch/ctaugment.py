@@ -11,6 +11,15 @@ fixmatch.py) does, and this module reproduces:
   prediction p on it gives ``proximity = 1 - 0.5 * |p - onehot(y)|_1`` and each (op, argument, bin)
   the probe used moves ``rate <- decay * rate + (1 - decay) * proximity``.
 
+Read from the official code: FixMatch constructs CTAugment with ``--ath`` (default 0.80), so 0.80 is
+the threshold in force, not the class default 0.85. The strong view is CTA on the *second*
+independent TF weak view (flip + reflect shift) of the pair the unlabeled pipeline makes, the weak
+view being the first. The probe prediction is ``classify_op``: the EMA getter, ``training=False``,
+run in the same ``session.run`` as ``train_op`` with no control dependency between them; the EMA
+assignment waits for the gradient step, and the probe forward (64 images, inference) is ordinarily
+done long before, so it reads the EMA weights from before the step's update (formally a race). Here:
+the EMA model in eval mode, before the step's update.
+
 Every op equals the official ``OPS[name].f`` on a PIL image bit for bit (Pillow 10-13 arithmetic:
 16.16 fixed-point affine, float32 blends, float 3x3/5x5 kernels, 22-bit fixed-point resampling
 coefficients), per sample and batched; the rates live on the device and are updated there without

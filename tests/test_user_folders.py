@@ -265,6 +265,9 @@ def test_cache_hit_and_per_file_invalidation(tmp_path, rgb, monkeypatch):
     calls.clear()
     load(tmp_path)  # the 32 px cache is still there
     assert calls == []
+    for f in (tmp_path / ".fixmatch-cache").glob("images-32px-*.npy"):  # damaged cache: rebuilt, not trusted
+        f.write_bytes(f.read_bytes()[:100])
+    assert torch.equal(load(tmp_path).x_unlabeled, d.x_unlabeled) and len(calls) == 15
 
 
 def test_cache_outside_a_read_only_folder(tmp_path, rgb, monkeypatch):
@@ -273,7 +276,7 @@ def test_cache_outside_a_read_only_folder(tmp_path, rgb, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "usercache"))
     d = load(root)
     assert d.x_train.shape[0] == 6
-    assert list((tmp_path / "usercache" / "fixmatch").glob("data-*/images-32px-3ch-v1.npz"))
+    assert list((tmp_path / "usercache" / "fixmatch").glob("data-*/index-32px-3ch-v1.npz"))
 
 
 def test_parallel_decode_equals_serial(tmp_path, rgb, faces, monkeypatch):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -215,62 +216,96 @@ class Decoded:
     """The images of the files given, in their order, minus the unreadable ones."""
 
     images: np.ndarray  # (len(kept), C, S, S) uint8
-    kept: np.ndarray  # indices into the file list of the rows of `images`
+    kept: np.ndarray  # indices into the file list of the rows of `images` (ascending)
     skipped: list = field(default_factory=list)  # (index into the file list, reason)
     decoded: int = 0  # files decoded this time (0: everything came from the cache)
     seconds: float = 0.0  # time spent decoding
     load_seconds: float = 0.0  # time spent reading the cache
 
 
-def stat_files(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    sizes, mtimes = np.zeros(len(paths), np.int64), np.zeros(len(paths), np.int64)
-    for i, p in enumerate(paths):
-        try:
-            st = os.stat(p)
-            sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
-        except OSError:
-            sizes[i] = mtimes[i] = -1  # vanished or unreadable: decoding will say why
-    return sizes, mtimes
+def walk(root: Path, sub: str) -> list[tuple[str, int, int]]:
+    """(name relative to root, byte size, mtime_ns) of every file under root/sub, any depth, sorted;
+    hidden files and folders (.DS_Store, .git, our own cache) left out. One scandir pass: a
+    DirEntry knows whether it is a file without another system call."""
+    found, stack = [], [sub]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(root / rel) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                name = f"{rel}/{e.name}"
+                if e.is_dir():
+                    stack.append(name)
+                elif e.is_file():
+                    st = e.stat()
+                    found.append((name, st.st_size, st.st_mtime_ns))
+    found.sort()
+    return found
 
 
-def cache_file(cache_dir: Path, size: int, channels: int) -> Path:
-    return cache_dir / f"images-{size}px-{channels}ch-v{CACHE_VERSION}.npz"
+# The cache of one (size, channels) setting: a small index (.npz: names, sizes, mtimes, ok flags,
+# reasons, and the token of its pixel file) and the pixels of the readable files as a plain .npy
+# (read at disk speed; a zip member would be CRC-checked byte by byte). Each is replaced atomically
+# and the index names its pixel file, so a reader never pairs an index with other pixels.
+INDEX_KEYS = ("names", "sizes", "mtimes", "ok", "reasons", "token")
 
 
-def read_cache(path: Path) -> dict | None:
+def cache_paths(cache_dir: Path, size: int, channels: int, token: str = "*") -> tuple[Path, Path]:
+    stem = f"{size}px-{channels}ch-v{CACHE_VERSION}"
+    return cache_dir / f"index-{stem}.npz", cache_dir / f"images-{stem}-{token}.npy"
+
+
+def read_cache(cache_dir: Path, size: int, channels: int) -> dict | None:
+    index, _ = cache_paths(cache_dir, size, channels)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in ("names", "sizes", "mtimes", "ok", "reasons", "images")}
+        with np.load(index, allow_pickle=False) as z:
+            entry = {k: z[k] for k in INDEX_KEYS}
+        entry["images"] = np.load(cache_paths(cache_dir, size, channels, str(entry["token"]))[1],
+                                  allow_pickle=False)
+        if entry["images"].shape[0] != int(entry["ok"].sum()):
+            return None
+        return entry
     except Exception:  # missing, partly written by a killed run, or from another version: rebuild
         return None
 
 
-def write_cache(path: Path, entry: dict) -> bool:
-    """Atomically (a killed run never leaves half a cache under the real name)."""
+def atomic_save(path: Path, save) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            np.savez(f, **entry)
+            save(f)
         os.replace(tmp, path)
-        return True
-    except OSError as e:
-        print(f"warning: could not write the image cache {path} ({e}); the next run decodes again",
-              file=sys.stderr)
+    finally:
         tmp.unlink(missing_ok=True)
-        return False
 
 
-def cached_decode(root: Path, paths: list[Path], size: int, channels: int, cache_dir: Path,
+def write_cache(cache_dir: Path, size: int, channels: int, images: np.ndarray, index: dict) -> None:
+    token = secrets.token_hex(8)
+    index_path, images_path = cache_paths(cache_dir, size, channels, token)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save(images_path, lambda f: np.save(f, images))
+        atomic_save(index_path, lambda f: np.savez(f, token=np.array(token), **index))
+        for old in cache_dir.glob(cache_paths(cache_dir, size, channels)[1].name):
+            if old != images_path:
+                old.unlink(missing_ok=True)
+    except OSError as e:
+        print(f"warning: could not write the image cache in {cache_dir} ({e}); the next run decodes again",
+              file=sys.stderr)
+
+
+def cached_decode(root: Path, files: list[tuple[str, int, int]], size: int, channels: int, cache_dir: Path,
                   workers: int | None = None) -> Decoded:
-    """Images of `paths` (files under root), from the cache where path, size and mtime still match."""
-    names = np.array([p.relative_to(root).as_posix() for p in paths], dtype=str)
-    sizes, mtimes = stat_files(paths)
-    path = cache_file(cache_dir, size, channels)
+    """Images of `files` ((name under root, size, mtime_ns), as walk() lists them), from the cache
+    where name, size and mtime still match; the rest decoded."""
+    n = len(files)
+    names = np.array([f[0] for f in files], dtype=str)
+    sizes = np.array([f[1] for f in files], dtype=np.int64)
+    mtimes = np.array([f[2] for f in files], dtype=np.int64)
     t0 = time.perf_counter()
-    old = read_cache(path)
+    old = read_cache(cache_dir, size, channels)
     load_seconds = time.perf_counter() - t0
-    n = len(paths)
 
     if (old is not None and len(old["names"]) == n and (old["names"] == names).all()
             and (old["sizes"] == sizes).all() and (old["mtimes"] == mtimes).all()):
@@ -283,27 +318,28 @@ def cached_decode(root: Path, paths: list[Path], size: int, channels: int, cache
     images = np.zeros((n, channels, size, size), np.uint8)
     todo = np.ones(n, bool)
     if old is not None:
-        row_of = {(nm, s, m): i for i, (nm, s, m) in enumerate(zip(old["names"].tolist(), old["sizes"].tolist(),
-                                                                    old["mtimes"].tolist()))}
-        old_rows = np.cumsum(old["ok"]) - 1  # entry i's row in the stored (readable-only) array
-        for i, key in enumerate(zip(names.tolist(), sizes.tolist(), mtimes.tolist())):
-            j = row_of.get(key)
-            if j is not None:
-                todo[i] = False
-                ok[i], reasons[i] = old["ok"][j], old["reasons"][j]
-                if ok[i]:
-                    images[i] = old["images"][old_rows[j]]
+        row_of = {key: j for j, key in enumerate(zip(old["names"].tolist(), old["sizes"].tolist(),
+                                                     old["mtimes"].tolist()))}
+        pairs = [(i, row_of[key]) for i, key in enumerate(zip(names.tolist(), sizes.tolist(), mtimes.tolist()))
+                 if key in row_of]
+        if pairs:
+            new, was = (np.array(v, dtype=np.int64) for v in zip(*pairs))
+            todo[new], ok[new], reasons[new] = False, old["ok"][was], old["reasons"][was]
+            stored_row = np.cumsum(old["ok"]) - 1  # entry j's row in the stored (readable-only) array
+            readable = old["ok"][was]
+            images[new[readable]] = old["images"][stored_row[was[readable]]]
         del old
     idx = np.flatnonzero(todo)
     t1 = time.perf_counter()
     if len(idx):
-        imgs, flags, why = decode_many([str(paths[i]) for i in idx], size, channels, workers)
+        imgs, flags, why = decode_many([str(root / names[i]) for i in idx], size, channels, workers)
         images[idx], ok[idx], reasons[idx] = imgs, flags, why
     seconds = time.perf_counter() - t1
     kept = np.flatnonzero(ok)
     images = images[kept] if len(kept) < n else images
     reasons = reasons.astype(str) if n else np.array([], dtype=str)
-    write_cache(path, dict(names=names, sizes=sizes, mtimes=mtimes, ok=ok, reasons=reasons, images=images))
+    write_cache(cache_dir, size, channels, images,
+                dict(names=names, sizes=sizes, mtimes=mtimes, ok=ok, reasons=reasons))
     return Decoded(images, kept, skipped_of(ok, reasons), int(len(idx)), seconds, load_seconds)
 
 

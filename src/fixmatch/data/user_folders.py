@@ -23,7 +23,7 @@ import torch
 from fixmatch.data.base import ImageDataset, register
 from fixmatch.data.download import missing_error, resolve_data_dir
 from fixmatch.data.image_cache import (available_ram, cache_location, cached_decode, header_size, human_bytes,
-                                       is_grey, largest_fitting_size, uint8_bytes)
+                                       is_grey, largest_fitting_size, uint8_bytes, walk)
 from fixmatch.errors import DataError, UserError
 
 SPLIT_DIRS = ("labeled", "unlabeled", "test")
@@ -36,28 +36,21 @@ def log(msg: str) -> None:
     print(f"folders: {msg}", file=sys.stderr, flush=True)
 
 
-def visible_files(folder: Path) -> list[Path]:
-    """Every file under folder (any depth), sorted, skipping hidden files and folders (.DS_Store,
-    .git, our own .fixmatch-cache). Non-image files are kept: decoding lists them as skipped."""
-    found = []
-    for p in folder.rglob("*"):
-        rel = p.relative_to(folder).parts
-        if any(part.startswith(".") for part in rel) or not p.is_file():
-            continue
-        found.append(p)
-    return sorted(found)
-
-
-def class_files(split_dir: Path) -> dict[str, list[Path]]:
-    return {d.name: visible_files(d) for d in sorted(split_dir.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+def class_files(root: Path, split: str) -> dict[str, list]:
+    """{class folder name: its files (walk() entries, any depth)} for the visible folders of root/split.
+    Non-image files are kept: decoding lists them as skipped."""
+    return {d.name: walk(root, f"{split}/{d.name}") for d in sorted((root / split).iterdir())
+            if d.is_dir() and not d.name.startswith(".")}
 
 
 @dataclass
 class Layout:
+    """The files of each part, as walk() entries (name under root, size, mtime)."""
+
     root: Path
-    labeled: dict[str, list[Path]]
-    test: dict[str, list[Path]] | None
-    unlabeled: list[Path]
+    labeled: dict[str, list]
+    test: dict[str, list] | None
+    unlabeled: list
 
     @property
     def classes(self) -> list[str]:
@@ -76,7 +69,7 @@ def scan(root: Path, val_per_class: int) -> Layout:
     if loose:
         raise DataError(f"folders: {root / 'labeled'} holds files outside any class folder ({', '.join(loose[:3])}"
                         f"{'...' if len(loose) > 3 else ''}); put each image in labeled/<class>/")
-    labeled = class_files(root / "labeled")
+    labeled = class_files(root, "labeled")
     if not labeled:
         raise DataError(f"folders: {root / 'labeled'} has no class folders; create labeled/<class>/ "
                         "with a few images each")
@@ -87,7 +80,7 @@ def scan(root: Path, val_per_class: int) -> Layout:
     if len(labeled) < 2:
         raise DataError(f"folders: {root / 'labeled'} has one class folder ({next(iter(labeled))}); "
                         "a classifier needs at least two")
-    test = class_files(root / "test") if (root / "test").is_dir() else None
+    test = class_files(root, "test") if (root / "test").is_dir() else None
     if test is not None:
         unknown = sorted(set(test) - set(labeled))
         if unknown:
@@ -103,14 +96,14 @@ def scan(root: Path, val_per_class: int) -> Layout:
         if short:
             raise UserError(f"--val-per-class {val_per_class} leaves no labeled image to train on in: "
                             f"{', '.join(short)}; lower it or add images")
-    unlabeled = visible_files(root / "unlabeled") if (root / "unlabeled").is_dir() else []
+    unlabeled = walk(root, "unlabeled") if (root / "unlabeled").is_dir() else []
     return Layout(root, labeled, test, unlabeled)
 
 
 def choose_format(layout: Layout, image_size, channels) -> tuple[int, int, str]:
     """--image-size and --channels, or defaults from the labeled images' headers (no decoding):
     the median shorter side (at most 32), and 1 channel when every labeled image is grey."""
-    files = [p for c in layout.classes for p in layout.labeled[c]]
+    files = [layout.root / name for c in layout.classes for name, _, _ in layout.labeled[c]]
     notes = []
     if image_size is None:
         sides = []
@@ -187,37 +180,36 @@ def load_folders(data_dir=None, image_size=None, channels=None, val_per_class=0,
     if why:
         log(why)
 
-    # One file list for all three parts, so one cache covers the whole folder.
-    lab = [(p, i) for i, c in enumerate(classes) for p in layout.labeled[c]]
-    tst = [(p, classes.index(c)) for c in sorted(layout.test or {}) for p in layout.test[c]]
-    paths = [p for p, _ in lab] + [p for p, _ in tst] + layout.unlabeled
+    # One file list for all three parts, in this order, so one cache covers the whole folder.
+    lab = [(f, i) for i, c in enumerate(classes) for f in layout.labeled[c]]
+    tst = [(f, classes.index(c)) for c in sorted(layout.test or {}) for f in layout.test[c]]
+    files = [f for f, _ in lab] + [f for f, _ in tst] + layout.unlabeled
     labels = np.array([y for _, y in lab] + [y for _, y in tst] + [-1] * len(layout.unlabeled), np.int64)
     part = np.repeat([0, 1, 2], [len(lab), len(tst), len(layout.unlabeled)])
-    check_memory(len(paths), channels, size)
+    check_memory(len(files), channels, size)
     if not layout.unlabeled:
         log(f"no files in {root / 'unlabeled'}: the unlabeled pool is the labeled images only")
 
     cache_dir, where = cache_location(root)
     t0 = time.perf_counter()
-    got = cached_decode(root, paths, size, channels, cache_dir, workers)
+    got = cached_decode(root, files, size, channels, cache_dir, workers)
     if got.decoded:
-        log(f"decoded {got.decoded:,} of {len(paths):,} images in {got.seconds:.1f} s "
+        log(f"decoded {got.decoded:,} of {len(files):,} images in {got.seconds:.1f} s "
             f"({got.decoded / max(got.seconds, 1e-9):,.0f} images/s); cache {cache_dir} ({where})")
     else:
-        log(f"{len(paths):,} images from the cache in {time.perf_counter() - t0:.2f} s ({cache_dir}, {where})")
-    skipped = [(str(paths[i]), reason) for i, reason in got.skipped]
+        log(f"{len(files):,} images from the cache in {time.perf_counter() - t0:.2f} s ({cache_dir}, {where})")
+    skipped = [(str(root / files[i][0]), reason) for i, reason in got.skipped]
     if skipped:
         log(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} "
             f"(listed in skipped.txt of the run): " + "; ".join(f"{p} ({r})" for p, r in skipped[:3])
             + (" ..." if len(skipped) > 3 else ""))
 
+    # The kept rows are in file order, so each part is one contiguous slice (no copy of the pixels).
     x = torch.from_numpy(got.images)
-    y, where_part = labels[got.kept], part[got.kept]
-
-    def rows(mask):  # the images of a numpy mask over the kept files
-        return x[torch.from_numpy(np.ascontiguousarray(mask))]
-
-    x_lab, y_lab = rows(where_part == 0), y[where_part == 0]
+    y, kept_part = labels[got.kept], part[got.kept]
+    bounds = np.searchsorted(kept_part, [0, 1, 2, 3])
+    x_lab, x_tst, x_unl = (x[bounds[k]:bounds[k + 1]] for k in range(3))
+    y_lab, y_tst = y[bounds[0]:bounds[1]], y[bounds[1]:bounds[2]]
     counts = np.bincount(y_lab, minlength=len(classes))
     unreadable = [c for c, n in zip(classes, counts) if n <= val_per_class]
     if unreadable:
@@ -225,7 +217,7 @@ def load_folders(data_dir=None, image_size=None, channels=None, val_per_class=0,
                         f"{', '.join(unreadable)} of {root / 'labeled'} (see the skipped files above)")
 
     if layout.test is not None:
-        x_test, y_test = rows(where_part == 1), y[where_part == 1]
+        x_test, y_test = x_tst, y_tst
         note = f"test/ folder ({len(y_test)} images)"
     elif val_per_class:
         held = hold_out(y_lab, val_per_class)
@@ -237,7 +229,6 @@ def load_folders(data_dir=None, image_size=None, channels=None, val_per_class=0,
         x_test, y_test = x_lab, y_lab
         note = (f"no held-out images: accuracy is on the {len(y_lab)} labeled training images "
                 "(add ROOT/test/<class>/ or pass --val-per-class K for a real estimate)")
-    x_unl = rows(where_part == 2)
     log(f"{len(classes)} classes ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}), "
         f"{len(y_lab)} labeled, {len(x_unl):,} unlabeled (+ the labeled ones in the pool), "
         f"{size}x{size}x{channels}; evaluation: {note}")

@@ -26,23 +26,32 @@ REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
 
 
 class ClockedSocket:
-    """The parser's view of a client socket: recv() gives up at the request's deadline."""
+    """The parser's view of a client socket: recv() gives up at the request's deadline.
+    While the answer's leftovers are drained (quiet), running out of time just closes."""
 
     def __init__(self, sock: socket.socket, seconds: float):
-        self.sock, self.seconds, self.deadline = sock, seconds, time.monotonic() + seconds
+        self.sock, self.seconds, self.deadline, self.quiet = sock, seconds, 0.0, False
 
-    def restart(self) -> None:
-        self.deadline = time.monotonic() + self.seconds
+    def restart(self, since: float) -> None:
+        self.deadline = since + self.seconds
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def timeout(self) -> Exception:
+        if self.quiet:
+            return TimeoutError("drain abandoned")
+        return RequestReadTimeout(f"the request did not arrive within {self.seconds:g} s")
 
     def recv(self, size: int) -> bytes:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise RequestReadTimeout(f"the request did not arrive within {self.seconds:g} s")
+            raise self.timeout()
         self.sock.settimeout(left)
         try:
             return self.sock.recv(size)
         except TimeoutError:  # socket.timeout
-            raise RequestReadTimeout(f"the request did not arrive within {self.seconds:g} s") from None
+            raise self.timeout() from None
         finally:
             self.sock.settimeout(None)
 
@@ -65,6 +74,12 @@ def describe(exc: Exception) -> tuple[int, str]:
 class ClockedThreadWorker(gthread.ThreadWorker):
     read_seconds = DEFAULT_READ_SECONDS  # set by the server from --read-timeout
 
+    def enqueue_req(self, conn):
+        # the clock starts when the request is first seen (accepted, or readable again), not when
+        # a thread is free: requests queued behind stalled ones must not get fresh time
+        conn.clock_start = time.monotonic()
+        super().enqueue_req(conn)
+
     def handle(self, conn):
         wait = getattr(conn, "wait_for_data", None)  # gunicorn >= 24 hands threads unread connections
         if wait is not None and not conn.initialized and not conn.data_ready:
@@ -81,7 +96,21 @@ class ClockedThreadWorker(gthread.ThreadWorker):
             return  # not an HTTP/1 socket parser (HTTP/2 is off by default)
         if not isinstance(unreader.sock, ClockedSocket):
             unreader.sock = ClockedSocket(unreader.sock, self.read_seconds)
-        unreader.sock.restart()  # a new request on this connection: a new deadline
+        unreader.sock.restart(getattr(conn, "clock_start", time.monotonic()))  # each request: its own time
+
+    def _keepalive_after(self, conn, keepalive):
+        """After the answer: a request that ran out of time closes its connection; otherwise
+        gunicorn drains the unread body (bounded) and keeps the connection."""
+        sock = getattr(getattr(conn.parser, "unreader", None), "sock", None)
+        if not isinstance(sock, ClockedSocket):
+            return super()._keepalive_after(conn, keepalive)
+        if sock.expired():
+            return False
+        sock.quiet = True
+        try:
+            return super()._keepalive_after(conn, keepalive)
+        finally:
+            sock.quiet = False
 
     def handle_error(self, req, client, addr, exc):
         status, message = describe(exc)

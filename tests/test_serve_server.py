@@ -1,0 +1,244 @@
+"""`fixmatch serve` as a real server (gunicorn, 2 workers, 127.0.0.1): stalled clients, the server's
+own errors in JSON, a rate limit over all workers, and start-up mistakes as one clear error."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from serve_fixtures import face_jpeg
+
+pytest.importorskip("gunicorn", reason="gunicorn is in the serve extra")
+from fixmatch.cli import main  # noqa: E402
+
+READ_TIMEOUT = 2.0
+STALLED = 16  # twice the threads of 2 workers x 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(model, *extra) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fixmatch", "serve", "--model", str(model), "--port", str(port),
+                             "--workers", "2", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=2)
+            return proc, base
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise AssertionError(proc.stdout.read().decode()[-3000:])
+            time.sleep(0.3)
+
+
+def stop(proc) -> None:
+    proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown (SIGTERM waits for idle connections)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def served(fer_model):
+    """One 2-worker server for the module. Its rate limit (10 a day per client) is tested from
+    127.0.0.2 (any 127.x address reaches a server on 127.0.0.1); the other tests, from 127.0.0.1,
+    send fewer than 10 API requests in all."""
+    proc, base = start(fer_model["onnx"], "--rate-limit", "10/day", "--read-timeout", str(READ_TIMEOUT))
+    yield proc, base
+    stop(proc)
+
+
+@pytest.fixture
+def server(served):
+    return served[1]
+
+
+def multipart(data: bytes) -> tuple[bytes, str]:
+    boundary = "fixmatchboundary7MA4YWxkTrZu0gW"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
+
+
+def predict(base: str, data: bytes, timeout: float = 15) -> dict:
+    body, boundary = multipart(data)
+    req = urllib.request.Request(base + "/api/predict", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def raw(base: str, request: bytes, timeout: float = 10) -> tuple[int, dict, bytes]:
+    """Send bytes as they are; -> (status, headers, body) of the answer."""
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        return read_response(s)
+
+
+def read_response(s: socket.socket) -> tuple[int, dict, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed without an answer: {data[:200]!r}")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_stalled_clients_do_not_stop_the_server(server, fer_slice):
+    """STALLED connections each send half a request and wait (half the headers, or the headers and
+    part of the upload): a normal prediction is still answered, every stalled client gets a JSON
+    408 when its time is up, and the server is fine afterwards."""
+    port = int(server.rsplit(":", 1)[1])
+    body_head, boundary = multipart(b"\xff\xd8\xff" + bytes(50_000))
+    half_headers = b"GET /api/model HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+    half_body = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                 f"boundary={boundary}\r\nContent-Length: {len(body_head)}\r\n\r\n").encode() + body_head[:3000]
+    stalled = []
+    try:
+        for i in range(STALLED):
+            s = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT + 8)
+            s.sendall(half_headers if i % 2 else half_body)
+            stalled.append(s)
+        time.sleep(0.3)  # every stalled request has reached the server
+        t0 = time.perf_counter()
+        answer = predict(server, face_jpeg(fer_slice["x_test"][2]))
+        waited = time.perf_counter() - t0
+        assert "label" in answer
+        assert waited < READ_TIMEOUT + 2.5, f"a normal request waited {waited:.1f} s behind stalled clients"
+        for s in stalled:
+            status, headers, body = read_response(s)
+            assert status == 408 and headers["content-type"] == "application/json", (status, body[:200])
+            assert "did not arrive" in json.loads(body)["error"]
+    finally:
+        for s in stalled:
+            s.close()
+    assert "label" in predict(server, face_jpeg(fer_slice["x_test"][3]), timeout=5)
+
+
+def test_idle_connections_hold_no_thread(server, fer_slice):
+    """Connections that send nothing wait without a thread: a prediction is answered at once."""
+    port = int(server.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(STALLED)]
+    try:
+        time.sleep(1.0)  # past the moment a thread gives an idle connection back
+        t0 = time.perf_counter()
+        assert "label" in predict(server, face_jpeg(fer_slice["x_test"][4]))
+        assert time.perf_counter() - t0 < 1.5
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_server_errors_are_json(server):
+    for request, status, words in [
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "too long"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(60)) + b"\r\n", 431, "headers"),
+        (b"NOT-HTTP at all\r\n\r\n", 400, "malformed"),
+    ]:
+        got, headers, body = raw(server, request)
+        assert got == status and headers["content-type"] == "application/json", (got, body[:200])
+        assert words in json.loads(body)["error"]
+
+
+def test_response_headers(server):
+    status, headers, body = raw(server, b"GET //evil.example/x HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+    assert status == 404 and "location" not in headers  # no redirect built from the Host header
+    status, headers, _ = raw(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200 and headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    server_header = headers.get("server", "")
+    assert "werkzeug" not in server_header.lower() and "python" not in server_header.lower()
+
+
+def worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children")
+    if children.exists():
+        return [int(p) for p in children.read_text().split()]
+    return [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat")
+            if p.read_text().rsplit(")", 1)[1].split()[1] == str(master)]
+
+
+def test_rate_limit_holds_across_workers_and_restarts(served):
+    """10 per day for one client: 10 answers over 2 workers in all, even after every worker is
+    killed and replaced (the count lives in the server, not in a worker)."""
+    proc, base = served
+    port = int(base.rsplit(":", 1)[1])
+
+    def statuses(n):
+        out = []
+        for _ in range(n):  # a new connection each time: the kernel spreads them over the workers
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=("127.0.0.2", 0))
+            try:
+                conn.request("GET", "/api/model")
+                r = conn.getresponse()
+                body = r.read()
+                out.append(r.status)
+                if r.status == 429:
+                    assert int(r.headers["Retry-After"]) > 0 and "too many" in json.loads(body)["error"]
+            finally:
+                conn.close()
+        return out
+
+    first = statuses(6)
+    old = worker_pids(proc.pid)
+    assert len(old) == 2
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    while not (len(new := worker_pids(proc.pid)) == 2 and not set(new) & set(old)):
+        assert time.time() < deadline, "the workers were not replaced"
+        time.sleep(0.2)
+    urllib.request.urlopen(base + "/healthz", timeout=20)  # replaced workers are up (never limited)
+    time.sleep(1.0)  # both have loaded the model
+    rest = statuses(14)
+    assert first == [200] * 6 and rest.count(200) == 4 and rest.count(429) == 10, (first, rest)
+
+
+def test_start_up_mistakes_exit_2_at_once(fer_model, tmp_path, capsys):
+    port = free_port()
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port must be 1..65535" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        t0 = time.perf_counter()
+        assert main(["serve", "--model", str(fer_model["onnx"]), "--port", str(port)]) == 2
+        assert time.perf_counter() - t0 < 5
+    assert "already in use" in capsys.readouterr().err
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    assert main(["serve", "--workers", "2", "--model", str(junk), "--port", str(port)]) == 2
+    assert "not a readable ONNX file" in capsys.readouterr().err
+    text = tmp_path / "model.safetensors"
+    text.write_text("hello")
+    assert main(["serve", "--workers", "2", "--model", str(text), "--port", str(port)]) == 2
+    assert "not a fixmatch .safetensors export" in capsys.readouterr().err
+    assert main(["serve", "--read-timeout", "0", "--port", str(port)]) == 2

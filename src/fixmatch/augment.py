@@ -7,8 +7,9 @@ syncs with the host (no ``.item()``, no data-dependent shapes), so it never wait
 Every op reproduces its PIL counterpart (Pillow 10-13) on uint8 images:
 
 * geometric ops use PIL's own nearest-neighbour affine arithmetic (16.16 fixed point for
-  rotate/shear, floating point for pure translations, ``Image.NEAREST`` as kekmodel uses),
-  the uncovered area filled with grey 128 (kekmodel's ``fillcolor``);
+  rotate/shear, floating point for pure translations, ``Image.NEAREST``), the uncovered area
+  filled with grey 128: the official code works on RGBA images whose uncovered pixels are
+  transparent and become 0 in its [-1, 1] space, i.e. grey 127.5, which uint8 cannot hold;
 * enhancers (Color/Contrast/Brightness/Sharpness) use PIL's float32 ``Image.blend`` formula
   ``trunc(clip(D + f * (x - D)))`` against PIL's degenerate image ``D``;
 * AutoContrast/Equalize/Solarize/Posterize build PIL's per-image, per-channel 256-entry
@@ -41,7 +42,7 @@ _LUT = frozenset({"AutoContrast", "Equalize", "Solarize", "Posterize"})
 _ALL = frozenset(OP_NAMES)
 
 POLICIES: tuple[str, ...] = ("official", "paper", "usb")
-GEOM_FILL = 128    # kekmodel's fillcolor for rotate/shear/translate
+GEOM_FILL = 128    # official: 127.5 (0 in [-1, 1]); the nearest uint8 above it
 CUTOUT_FILL = 127  # official FixMatch cutout grey
 
 
@@ -69,7 +70,7 @@ def _pil_affine(op: Tensor, mag: Tensor, h: int, w: int, present: frozenset = _G
     cos, sin = torch.round(torch.cos(ang), decimals=15), torch.round(torch.sin(ang), decimals=15)
     cx, cy = w / 2.0, h / 2.0
     rot = (cos, sin, cos * -cx + sin * -cy + cx, -sin, cos, -sin * -cx + cos * -cy + cy)
-    table = {  # kekmodel: transform(size, AFFINE, (1, v, 0, 0, 1, 0)) etc.
+    table = {  # PIL: transform(size, AFFINE, (1, v, 0, 0, 1, 0)) etc.
         "Rotate": rot,
         "ShearX": (one, m, zero, zero, one, zero),
         "ShearY": (one, zero, zero, m, one, zero),

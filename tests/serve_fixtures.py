@@ -120,3 +120,18 @@ def skimage_photo(name: str) -> Path:
     if spec is None:
         pytest.skip("scikit-image is not installed (it is in the dev extra): no non-FER photo available")
     return Path(spec.submodule_search_locations[0]) / "data" / name
+
+
+def progressive_jpeg_bomb(side: int = 6324, size: int = 1_048_000) -> bytes:
+    """A ~1 MB progressive JPEG of side x side pixels whose last scan is repeated until the file is
+    `size` bytes (~10,000 scans): each scan walks the whole image, minutes of CPU to decode."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (side, side), 128).save(buf, "JPEG", progressive=True, quality=90)
+    data = buf.getvalue()
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xDA]
+    last, end = starts[-1], data.rindex(b"\xff\xd9")
+    scan = data[last:end]
+    head, tail = data[:end], data[end:]
+    return head + scan * ((size - len(head) - len(tail)) // len(scan)) + tail

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_fixtures import encode, face_jpeg, png_bomb, skimage_photo
+from serve_fixtures import encode, face_jpeg, png_bomb, progressive_jpeg_bomb, skimage_photo
 
 pytest.importorskip("flask", reason="the serve extra is not installed")
 from fixmatch.errors import UserError  # noqa: E402
@@ -198,6 +198,53 @@ def test_pixel_bomb_refused_before_decoding(client):
     assert "megapixels" in error(post(client, png_bomb(8000, 6000), "b.png", mimetype="image/png"), 413)
 
 
+def test_progressive_jpeg_cpu_bomb_refused_at_once(client):
+    """~1 MB, 6324x6324, ~10,000 scans: minutes of CPU to decode; refused in well under a second."""
+    bomb = progressive_jpeg_bomb()
+    assert 1_000_000 < len(bomb) <= 1024 * 1024
+    t0 = time.perf_counter()
+    r = post(client, bomb)
+    assert "scans" in error(r, 422)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_decode_deadline(client, monkeypatch):
+    """A decode that passes the checks but runs long is abandoned at the deadline (checks loosened
+    here so that the bomb reaches the decoder)."""
+    import fixmatch.serve.upload as upload
+
+    monkeypatch.setattr(upload, "MAX_SCANS", 10**6)
+    monkeypatch.setattr(upload, "MAX_SCAN_MEGAPIXELS", 10**9)
+    monkeypatch.setattr(upload, "DECODE_SECONDS", 0.5)
+    t0 = time.perf_counter()
+    assert "to decode" in error(post(client, progressive_jpeg_bomb()), 422)
+    assert time.perf_counter() - t0 < 2.5
+
+
+def test_ordinary_progressive_and_big_jpegs_still_pass(client):
+    rng = np.random.default_rng(2)
+    photo = rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
+    for kw in ({"progressive": True, "quality": 40}, {"quality": 30}):
+        data = encode(photo, "JPEG", **kw)
+        assert len(data) < 1024 * 1024
+        r = post(client, data)
+        assert r.status_code == 200 and r.json["image_size"] == [2000, 1500], r.json
+
+
+def test_http_details(client, fer_slice):
+    r = client.get("//evil.example/x", headers={"Host": "evil.example"})
+    assert r.status_code == 404 and "Location" not in r.headers
+    r = client.get("/api/predict")
+    assert r.status_code == 405 and "POST" in r.headers["Allow"]
+    assert r.headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+    over = b"\xff\xd8\xff\xe0" + bytes(1024 * 1024 - 3)  # one byte over the limit
+    assert "1,048,577 bytes" in error(post(client, over), 413)
+    jpg = face_jpeg(fer_slice["x_test"][0])
+    fields = {f"f{i}": "x" for i in range(20)}
+    many = post(client, jpg, extra=fields)
+    assert "too many parts" in error(many, 400)
+
+
 def test_filename_is_never_reflected(client):
     evil = '<script>alert("x")</script>.jpg'
     r = post(client, b"plain text", evil)
@@ -207,6 +254,7 @@ def test_filename_is_never_reflected(client):
 def test_unknown_routes_and_methods_are_json(client):
     assert error(client.get("/nope"), 404) == "not found"
     assert error(client.get("/api/predict"), 405) == "method not allowed"
+    assert error(client.get("/static/../../etc/passwd"), 404) == "not found"
 
 
 def test_server_survives_bad_input(client, fer_slice):

@@ -71,12 +71,12 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def http_error_message(e: HTTPException) -> str:
+def http_error_answer(e: HTTPException) -> tuple[str, int]:
     if e.code == 413 and (request.content_length or 0) <= MAX_FILE_BYTES + ENVELOPE:
         # werkzeug says 413 for a form with too many parts too, whatever its size
-        return f"the form has too many parts (at most {MAX_FORM_PARTS}); send one field, 'file'"
+        return f"the form has too many parts (at most {MAX_FORM_PARTS}); send one field, 'file'", 400
     return {413: too_large().message, 404: "not found", 405: "method not allowed",
-            408: "the request took too long to arrive"}.get(e.code, e.name.lower())
+            408: "the request took too long to arrive"}.get(e.code, e.name.lower()), e.code
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -91,7 +91,8 @@ def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
         allow = [(k, v) for k, v in e.get_headers() if k.lower() == "allow"]  # 405 says what is allowed
-        return jsonify(error=http_error_message(e)), e.code, allow
+        message, status = http_error_answer(e)
+        return jsonify(error=message), status, allow
 
     @app.errorhandler(Exception)
     def internal_error(e: Exception):

@@ -124,10 +124,11 @@ class DeadlineReader(io.BytesIO):
         return super().read(size)
 
 
-def open_checked(data: bytes, draft=None, seconds: float = DECODE_SECONDS) -> Image.Image:
+def open_checked(data: bytes, draft=None, seconds: float | None = None) -> Image.Image:
     """Header checks, then a full, timed decode; truncated or corrupt data is a 400, too many pixels
     a 413, too costly a decode a 422. `draft(image)` may ask the decoder for a smaller size first."""
     kind = sniff(data)
+    seconds = seconds or DECODE_SECONDS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -1,0 +1,80 @@
+"""Hostile or broken model files and bad options: one clear error and exit 2, never a traceback,
+and never code from inside a checkpoint."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from serve_fixtures import encode
+
+from fixmatch.cli import main
+
+
+class CreatesAFile:
+    """Unpickling this calls os.system: a checkpoint holding it would run a shell command when loaded."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+@pytest.fixture
+def evil_run(tmp_path):
+    proof = tmp_path / "owned"
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": CreatesAFile(proof), "meta": {"config": {}}, "ema": {}}, run / "last.pt")
+    return run, proof
+
+
+def test_crafted_checkpoint_never_runs_code(evil_run, tmp_path, capsys):
+    run, proof = evil_run
+    image = tmp_path / "x.png"
+    image.write_bytes(encode(np.zeros((48, 48), np.uint8), "PNG"))
+    commands = [["predict", "--checkpoint", str(run), str(image)],
+                ["predict", "--checkpoint", str(run / "last.pt"), str(image)],
+                ["evaluate", "--checkpoint", str(run)],
+                ["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")],
+                ["train", "--resume", str(run)]]
+    for argv in commands:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "refusing to load" in err and "could run code" in err, (argv, err)
+        assert not proof.exists(), f"{argv} ran the checkpoint's code"
+    pytest.importorskip("flask", reason="the serve extra is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["serve", "--workers", "2", "--model", str(run / "last.pt"), "--port", str(port)]) == 2
+    assert "refusing to load" in capsys.readouterr().err and not proof.exists()
+
+
+def test_checkpoint_whose_metadata_does_not_match_its_weights(fer_model, tmp_path, capsys):
+    ckpt = torch.load(fer_model["checkpoint"], weights_only=True)  # real checkpoints load weights-only
+    wrong = {**ckpt, "meta": {**ckpt["meta"], "num_classes": 5, "class_names": list("abcde")}}
+    torch.save(wrong, tmp_path / "wrong.pt")
+    no_ema = {k: v for k, v in ckpt.items() if k != "ema"}
+    torch.save(no_ema, tmp_path / "no_ema.pt")
+    image = tmp_path / "x.png"
+    image.write_bytes(encode(np.zeros((48, 48), np.uint8), "PNG"))
+    for name, words in (("wrong.pt", "does not match its weights"), ("no_ema.pt", "no 'ema' entry")):
+        assert main(["predict", "--checkpoint", str(tmp_path / name), str(image)]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+
+
+def test_export_refuses_outputs_it_cannot_write(fer_model, tmp_path, capsys):
+    for target, words in ((tmp_path / "no" / "such" / "m.onnx", "does not exist"), (tmp_path, "is a folder")):
+        assert main(["export", "--checkpoint", str(fer_model["checkpoint"]), "--onnx", str(target)]) == 2
+        assert words in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(fer_model["checkpoint"]), "--onnx", str(tmp_path / "m.onnx"),
+                 "--card-json", str(tmp_path / "missing.json")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    assert main(["predict", "--model", str(fer_model["onnx"]), str(tmp_path), "--csv", str(tmp_path)]) == 2

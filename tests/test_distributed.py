@@ -46,6 +46,7 @@ TINY = ["--dataset", "digits", "--algorithm", "fixmatch", "--batch-size", "8", "
 def torchrun(tmp_path, *args, env=None, nproc=2):
     """Launch this file under torchrun with 2 CPU ranks; returns the completed process."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "--log-dir", str(tmp_path / "torchrun-logs"), "--tee", "3",  # each rank's output, prefixed
            __file__, "train", *TINY, *map(str, args)]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=180)
@@ -151,7 +152,11 @@ def test_a_failing_rank_fails_the_job_quickly_with_the_rank_named(tmp_path, how)
 
 # ---- torchrun entry point --------------------------------------------------------------------------------
 def _script_main() -> int:
+    import faulthandler
+
     from fixmatch import engine
+
+    faulthandler.enable()  # a rank that aborts prints where every thread of it was
     from fixmatch.cli import main
 
     rank = int(os.environ.get("RANK", 0))

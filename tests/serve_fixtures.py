@@ -57,7 +57,7 @@ def fer_model(tmp_path_factory, fer_slice):
                       threads=1, device="cpu", ema_warmup=True), log=lambda *a: None)
     checkpoint = next(p for p in (root / "run" / n for n in ("best.pt", "last.pt")) if p.exists())
     loaded = load_model(str(checkpoint))
-    loaded.meta["preprocess"] = "face"  # FER2013 faces, read from an .npz: frame uploads like fer2013
+    loaded.meta.update(dataset="fer2013", preprocess="face")  # FER2013 faces, read from an .npz slice
     export_onnx(loaded, root / "model.onnx", {"card": {"test_accuracy": 0.5, "note": "test model"}})
     write_safetensors(loaded, root / "model.safetensors")
     return {"run": root / "run", "checkpoint": checkpoint, "onnx": root / "model.onnx",

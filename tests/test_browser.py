@@ -29,25 +29,34 @@ def chromium_browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def live_server(fer_model):
-    """The app on a random free port of 127.0.0.1, served from a thread for the module."""
+def serve_in_thread(model):
+    """The app on a random free port of 127.0.0.1, served from a thread -> (base URL, server)."""
     from werkzeug.serving import make_server
 
     from fixmatch.serve import create_app
 
-    server = make_server("127.0.0.1", 0, create_app(str(fer_model["onnx"]), rate_limit="off"), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    server = make_server("127.0.0.1", 0, create_app(str(model), rate_limit="off"), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server
+
+
+@pytest.fixture(scope="module")
+def live_server(fer_model):
+    base, server = serve_in_thread(fer_model["onnx"])
+    yield base
     server.shutdown()
+
+
+def open_page(browser, base):
+    page = browser.new_page(viewport={"width": 1000, "height": 760})
+    page.set_default_timeout(15_000)
+    page.goto(base + "/")
+    return page
 
 
 @pytest.fixture
 def demo_page(chromium_browser, live_server):
-    page = chromium_browser.new_page(viewport={"width": 1000, "height": 760})
-    page.set_default_timeout(15_000)
-    page.goto(live_server + "/")
+    page = open_page(chromium_browser, live_server)
     yield page
     page.close()
 
@@ -60,6 +69,7 @@ def test_upload_face_then_too_large_file(demo_page, fer_slice, tmp_path):
     assert demo_page.text_content("#label") in {"Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"}
     assert demo_page.locator("#bars li").count() == 7
     assert "Face found" in demo_page.text_content("#face-note")
+    assert demo_page.text_content("#headline").startswith("Expression: ")
     assert demo_page.evaluate("document.getElementById('preview').width") > 0
     shot = tmp_path / "demo.png"
     demo_page.screenshot(path=str(shot), full_page=True)
@@ -87,8 +97,31 @@ def test_not_an_image_and_no_face(demo_page, tmp_path):
     demo_page.set_input_files("#file", str(flat))
     demo_page.wait_for_selector("#result:not([hidden])")
     assert demo_page.is_hidden("#error")
-    assert "No face found" in demo_page.text_content("#face-note")
+    # no face: the headline says so, and names no expression; the centre crop's bars are dimmed
+    assert demo_page.text_content("#headline") == "No face found"
+    assert demo_page.locator("#label").count() == 0
+    assert "for reference only" in demo_page.text_content("#face-note")
+    assert "secondary" in demo_page.get_attribute("#bars", "class")
     assert demo_page.locator("#bars li").count() == 7
+
+
+def test_phone_photo_is_scaled_down_in_the_browser(demo_page, tmp_path):
+    """A 4000x3000, >3 MB photo: the page sends a smaller copy (the server's limit stays 1 MB)."""
+    rng = np.random.default_rng(0)
+    face = Image.open(skimage_photo("astronaut.png")).convert("RGB").resize((3000, 3000), Image.BICUBIC)
+    canvas = Image.new("RGB", (4000, 3000), (90, 110, 130))
+    canvas.paste(face, (500, 0))
+    noisy = np.clip(np.asarray(canvas, np.int16) + rng.normal(0, 10, (3000, 4000, 3)), 0, 255).astype(np.uint8)
+    photo = tmp_path / "phone.jpg"
+    Image.fromarray(noisy).save(photo, quality=92)
+    assert photo.stat().st_size > 3 * 1024 * 1024
+    sent = []
+    demo_page.on("request", lambda r: sent.append(len(r.post_data_buffer or b"")) if r.url.endswith("/api/predict") else None)
+    demo_page.set_input_files("#file", str(photo))
+    demo_page.wait_for_selector("#result:not([hidden])")
+    assert demo_page.is_hidden("#error")
+    assert "Face found" in demo_page.text_content("#face-note")
+    assert sent and max(sent) < 1024 * 1024
 
 
 def test_fer_face_by_drag_and_drop(demo_page, fer_slice):
@@ -102,3 +135,22 @@ def test_fer_face_by_drag_and_drop(demo_page, fer_slice):
     }""", data)
     demo_page.wait_for_selector("#result:not([hidden])")
     assert demo_page.locator("#bars li").count() == 7
+
+
+def test_a_model_that_is_not_about_faces(chromium_browser, digits_model, tmp_path):
+    """The page of any served model: its title and classes, its prediction as the headline, no face talk."""
+    base, server = serve_in_thread(digits_model["onnx"])
+    page = open_page(chromium_browser, base)
+    try:
+        assert page.text_content("h1") == "Image classification"
+        assert "0, 1, 2, 3" in page.text_content("footer") and "face" not in page.text_content("main").lower()
+        digit = tmp_path / "digit.png"
+        Image.fromarray(np.kron(digits_model["x_test"][0, 0], np.ones((12, 12), np.uint8))).save(digit)
+        page.set_input_files("#file", str(digit))
+        page.wait_for_selector("#result:not([hidden])")
+        assert page.text_content("#headline").startswith("Prediction: ")
+        assert page.text_content("#label") in digits_model["class_names"]
+        assert page.is_hidden("#face-note") and page.locator("#bars li").count() == 10
+    finally:
+        page.close()
+        server.shutdown()

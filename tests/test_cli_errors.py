@@ -78,3 +78,12 @@ def test_export_refuses_outputs_it_cannot_write(fer_model, tmp_path, capsys):
                  "--card-json", str(tmp_path / "missing.json")]) == 2
     assert "file not found" in capsys.readouterr().err
     assert main(["predict", "--model", str(fer_model["onnx"]), str(tmp_path), "--csv", str(tmp_path)]) == 2
+
+
+def test_random_bytes_npz_is_named_plainly(fer_model, tmp_path, capsys):
+    junk = tmp_path / "data.npz"
+    junk.write_bytes(np.random.default_rng(0).bytes(4000))
+    assert main(["evaluate", "--checkpoint", str(fer_model["safetensors"]),
+                 "--dataset", "npz", "--data-dir", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable .npz archive" in err and "allow_pickle" not in err

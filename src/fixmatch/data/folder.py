@@ -40,7 +40,9 @@ def read_npz(source, label=None) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise DataError(f"file not found: {label}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise DataError(f"{label} is not a readable .npz archive ({e}); replace the file") from None
+        # numpy takes any file that is neither zip nor .npy for a pickle, and advises allow_pickle: never
+        why = "its bytes are not a zip archive of arrays" if "allow_pickle" in str(e) else str(e)
+        raise DataError(f"{label} is not a readable .npz archive ({why}); replace the file") from None
 
 
 def read_npz_xz(path: Path) -> dict[str, np.ndarray]:

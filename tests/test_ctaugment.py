@@ -252,6 +252,20 @@ def test_strong_view_is_deterministic_and_has_cutout(images):
     assert (torch.nn.functional.avg_pool2d(grey, 8, stride=1).amax((1, 2, 3)) == 1).all()
 
 
+def test_views_returns_the_probes_of_the_policies_it_reports(images):
+    """The trainer's one-pass call: probes are the labeled images under the returned probe policies
+    (checked on the probes without a cutout op, whose random centre comes from the shared stream)."""
+    x = _nchw(images["cifar"])
+    unl, lab = x.repeat(3, 1, 1, 1), x.flip(0)
+    cta = CTAugment()
+    strong, probes, ops, args = cta.views(unl, lab, flip=True, generator=torch.Generator().manual_seed(0))
+    assert strong.shape == unl.shape and probes.shape == lab.shape and ops.shape == (len(lab), 2)
+    again = apply_ops(lab, ops, args, torch.Generator().manual_seed(1))
+    plain = (ops != CTA_OP_NAMES.index("cutout")).all(1)
+    assert plain.sum() > 20 and torch.equal(again[plain], probes[plain])
+    assert (args[..., 0] < 1).all() and not torch.equal(probes, lab)
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

@@ -446,18 +446,33 @@ class CTAugment:
         then the CTA policy, then the cutout op at level 1."""
         x = weak_augment(x, flip=flip, generator=generator)
         ops, args = self.sample(x.shape[0], generator)
-        x = apply_ops(x, ops, args, generator, grouped)
-        n, _, h, w = x.shape
-        cx = torch.randint(0, w, (n,), device=x.device, generator=generator)
-        cy = torch.randint(0, h, (n,), device=x.device, generator=generator)
-        cut = torch.full((n,), _IDX["cutout"], device=x.device)
-        return _cutout_stage(x, cut, torch.ones(n, dtype=torch.float64, device=x.device), cy, cx)
+        return self._final_cutout(apply_ops(x, ops, args, generator, grouped), generator)
 
     def probe_view(self, x: Tensor, generator: torch.Generator,
                    grouped: bool | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The probe of each (weakly augmented) labeled image: images, ops, args."""
         ops, args = self.sample(x.shape[0], generator, probe=True)
         return apply_ops(x, ops, args, generator, grouped), ops, args
+
+    def views(self, unlabeled: Tensor, labeled_weak: Tensor, *, flip: bool, generator: torch.Generator,
+              grouped: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One step's CTA images: the unlabeled strong views (as ``strong_view``) and the probes of the
+        labeled weak views (as ``probe_view``), their policies applied in one batched pass (on the
+        CPU the cost is per op group, not per image). Returns strong, probes, probe ops, probe args."""
+        n = unlabeled.shape[0]
+        x = torch.cat([weak_augment(unlabeled, flip=flip, generator=generator), labeled_weak])
+        ops, args = self.sample(n, generator)
+        p_ops, p_args = self.sample(labeled_weak.shape[0], generator, probe=True)
+        x = apply_ops(x, torch.cat([ops, p_ops]), torch.cat([args, p_args]), generator, grouped)
+        return self._final_cutout(x[:n], generator), x[n:], p_ops, p_args
+
+    def _final_cutout(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The ``cutout`` op at level 1 that fixmatch.py appends to every strong policy."""
+        n, _, h, w = x.shape
+        cx = torch.randint(0, w, (n,), device=x.device, generator=generator)
+        cy = torch.randint(0, h, (n,), device=x.device, generator=generator)
+        cut = torch.full((n,), _IDX["cutout"], device=x.device)
+        return _cutout_stage(x, cut, torch.ones(n, dtype=torch.float64, device=x.device), cy, cx)
 
     # ---- the update
     @torch.no_grad()

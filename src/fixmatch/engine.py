@@ -74,14 +74,16 @@ class Trainer:
     def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None):
         flip, g = self.cfg.flip, self.generator
         parts = [weak_augment(self.x_lab[li], flip=flip, generator=g)]
-        if self.cta is not None:  # probes of the labeled weak views, classified in step()
-            self.cta_probe = (*self.cta.probe_view(parts[0], g), self.y_lab[li])
         y_u = None
         if ui is not None:
             raw = self.x_unl[ui]
-            parts += [weak_augment(raw, flip=flip, generator=g),
-                      self.cta.strong_view(raw, flip=flip, generator=g) if self.cta is not None
-                      else strong_augment(raw, flip=flip, generator=g, policy=self.cfg.randaugment)]
+            parts.append(weak_augment(raw, flip=flip, generator=g))
+            if self.cta is not None:  # strong views, and probes of the labeled weak views (classified in step())
+                strong, *probe = self.cta.views(raw, parts[0], flip=flip, generator=g)
+                self.cta_probe = (*probe, self.y_lab[li])
+            else:
+                strong = strong_augment(raw, flip=flip, generator=g, policy=self.cfg.randaugment)
+            parts.append(strong)
             y_u = self.y_unl[ui]
         return torch.cat(parts), self.y_lab[li], y_u
 

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Prepare the data that travels with a results call to the GPU machine (`benchmarks/gpu_results.py`).
+
+A call carries at most 64 MiB, the working tree (~12.2 MiB) included, so the two datasets go in two
+calls:
+
+  .gpu/cifar/cifar10_device.npz.xz   a copy of ../shared/data/cifar10_device.npz.xz (49.7 MiB):
+                                     CIFAR-10's full test set + a 21,000-image train pool
+  .gpu/fer/fer2013.npz.xz            FER2013 Training (28,709) + PrivateTest (3,589), PublicTest
+                                     left out (~47 MiB; the whole file is 53 MiB and does not fit)
+
+Both are read by `fixmatch train --data-dir .gpu/<name>` as they are (the FER extract keeps the
+keys and the test_usage flag the loader selects PrivateTest by). `.gpu/` is gitignored.
+
+    python benchmarks/gpu_results_data.py --shared ../shared/data --dest .gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import lzma
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+PRIVATE_TEST = 1  # test_usage: 0 = PublicTest, 1 = PrivateTest
+FER_KEYS_TRAIN = ("x_train", "y_train")
+FER_KEYS_TEST = ("x_test", "y_test", "test_usage")
+
+
+def read_npz_xz(path: Path) -> dict[str, np.ndarray]:
+    with lzma.open(path) as f:
+        return dict(np.load(io.BytesIO(f.read()), allow_pickle=False))
+
+
+def write_npz_xz(arrays: dict[str, np.ndarray], path: Path, width: int, channels: int) -> None:
+    """The shared copies' format: a plain .npz, xz-compressed with the pixel-difference filters
+    (up, then left) that halve the size of image arrays; lzma undoes them by itself."""
+    raw = io.BytesIO()
+    np.savez(raw, **arrays)
+    filters = [{"id": lzma.FILTER_DELTA, "dist": width * channels},
+               {"id": lzma.FILTER_DELTA, "dist": channels},
+               {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 4, "lp": 0, "pb": 0}]
+    tmp = path.with_name(path.name + ".tmp")
+    with lzma.open(tmp, "wb", format=lzma.FORMAT_XZ, filters=filters) as f:
+        f.write(raw.getbuffer())
+    tmp.replace(path)
+
+
+def fer_private_extract(src: Path, dest: Path) -> dict:
+    """FER2013 without PublicTest: the training set and the test split the results are reported on."""
+    d = read_npz_xz(src)
+    keep = d["test_usage"] == PRIVATE_TEST
+    out = {k: d[k] for k in FER_KEYS_TRAIN}
+    out.update({k: d[k][keep] for k in FER_KEYS_TEST})
+    if "class_names" in d:
+        out["class_names"] = d["class_names"]
+    _, h, w, c = out["x_train"].shape
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_npz_xz(out, dest, w, c)
+    return {"train": int(len(out["y_train"])), "private_test": int(keep.sum()), "bytes": dest.stat().st_size}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shared", default="../shared/data", help="folder with the shared offline copies")
+    p.add_argument("--dest", default=".gpu", help="where cifar/ and fer/ are written (gitignored)")
+    p.add_argument("--only", choices=["cifar", "fer"], help="prepare one of the two")
+    a = p.parse_args()
+    shared, dest = Path(a.shared), Path(a.dest)
+    if a.only in (None, "cifar"):
+        target = dest / "cifar" / "cifar10_device.npz.xz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared / "cifar10_device.npz.xz", target)
+        print(f"{target}: {target.stat().st_size:,} bytes")
+    if a.only in (None, "fer"):
+        info = fer_private_extract(shared / "fer2013.npz.xz", dest / "fer" / "fer2013.npz.xz")
+        print(f"{dest / 'fer' / 'fer2013.npz.xz'}: {info}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""benchmarks/gpu_results.py end to end on CPU with --tiny settings: stages in child processes with
+time limits, a stage killed at its limit while later stages still run, a stage skipped for lack of
+data, and what lands in $OUT. Plus the plan's arithmetic and the FER2013 extract for the carry."""
+
+from __future__ import annotations
+
+import io
+import json
+import lzma
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import gpu_results  # noqa: E402
+import gpu_results_data  # noqa: E402
+
+
+def write_npz_xz(path: Path, **arrays) -> None:
+    raw = io.BytesIO()
+    np.savez(raw, **arrays)
+    path.write_bytes(lzma.compress(raw.getvalue(), preset=0))
+
+
+def tiny_cifar(folder: Path) -> None:
+    """A stand-in for cifar10_device.npz.xz: 10 classes, 20 train and 5 test images each, whose
+    brightness depends on the class (something to learn), in the shared copy's layout."""
+    rng = np.random.default_rng(0)
+
+    def part(per_class):
+        y = np.repeat(np.arange(10), per_class)
+        x = (rng.integers(0, 128, (len(y), 32, 32, 3)) + 12 * y[:, None, None, None]).astype(np.uint8)
+        return x, y
+
+    (x, y), (xt, yt) = part(20), part(5)
+    write_npz_xz(folder / "cifar10_device.npz.xz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    """One tiny results call: compare, a CIFAR stage that overruns (no budget) and is killed, a CIFAR
+    stage under --time-budget, and a FER stage without its data."""
+    root = tmp_path_factory.mktemp("gpu_results")
+    data, out = root / "data", root / "out"
+    data.mkdir()
+    tiny_cifar(data)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gpu_results.py"), "--tiny", "--device", "cpu",
+           "--data", str(data), "--out", str(out), "--minutes", "3",
+           "--stages", "compare,cifar10_4000,cifar10_250,fer_70",
+           "--stage-seconds", "compare=45", "cifar10_4000=8", "cifar10_250=30",
+           "--ignore-budget", "cifar10_4000"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "gpu_results.json").read_text())
+    return proc, out, {s["stage"]: s for s in results["stages"]}, results
+
+
+def run_of(stage: dict) -> dict:
+    (run,) = stage["runs"]
+    return run
+
+
+def members(tar_path: Path) -> dict[str, bytes]:
+    with tarfile.open(tar_path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
+def test_stages_run_in_child_processes(session):
+    _, _, stages, results = session
+    pids = [run_of(stages[name])["pid"] for name in ("compare", "cifar10_4000", "cifar10_250")]
+    assert len(set(pids)) == 3 and results["pid"] not in pids
+
+
+def test_a_stage_past_its_limit_is_killed_and_the_next_still_runs(session):
+    proc, out, stages, _ = session
+    killed = run_of(stages["cifar10_4000"])
+    assert killed["status"] == "killed at its 8 s limit" and killed["returncode"] is None
+    assert 8 <= killed["wall_s"] < 8 + 25  # the group is killed promptly (SIGTERM, then SIGKILL)
+    assert "killed at its 8 s limit" in (out / "gpu_results.md").read_text()
+    later = run_of(stages["cifar10_250"])
+    assert later["status"] == "finished" and later["summary"]  # its --time-budget ended it in time
+    assert later["wall_s"] < 30
+
+
+def test_a_stage_without_its_data_is_skipped_with_a_line(session):
+    proc, _, stages, _ = session
+    assert stages["fer_70"]["skipped"].startswith("skipped: fer2013.npz.xz is not in")
+    assert "fer_70: skipped: fer2013.npz.xz is not in" in proc.stdout
+
+
+def test_out_holds_a_tar_per_stage_and_the_result_files(session):
+    _, out, _, _ = session
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["cifar10_250.tar", "cifar10_4000.tar", "compare.tar", "gpu_results.json",
+                     "gpu_results.log", "gpu_results.md"]  # no run directories left, <= 8 files
+    files = members(out / "cifar10_250.tar")
+    for name in ("summary.json", "metrics.jsonl", "config.yaml", "requested.yaml", "split.json",
+                 "train.log", "model.safetensors"):
+        assert f"cifar10_250/fixmatch/{name}" in files
+    assert not any(n.endswith(".pt") for n in files)
+    summary = json.loads(files["cifar10_250/fixmatch/summary.json"])
+    assert summary["time_budget_minutes"] == pytest.approx((30 - gpu_results.TINY_MARGIN_S) / 60, abs=1e-3)
+    assert summary["planned_steps"] and summary["steps"] >= 1
+    log = (out / "gpu_results.log").read_text()
+    assert "== compare" in log and "== cifar10_250" in log
+
+
+def test_the_exported_model_loads_and_matches_its_metrics(session, tmp_path):
+    from fixmatch.inference import load_model
+
+    _, out, stages, _ = session
+    files = members(out / "cifar10_250.tar")
+    (tmp_path / "m.safetensors").write_bytes(files["cifar10_250/fixmatch/model.safetensors"])
+    loaded = load_model(str(tmp_path / "m.safetensors"))
+    assert loaded.meta["num_classes"] == 10 and loaded.meta["image_shape"] == [3, 32, 32]
+    history = [json.loads(line) for line in files["cifar10_250/fixmatch/metrics.jsonl"].decode().splitlines()]
+    row = run_of(stages["cifar10_250"])
+    assert row["accuracy"] == history[-1]["accuracy"] and row["steps"] == history[-1]["step"]
+    assert row["command"].startswith("fixmatch train ") and "--time-budget" in row["command"]
+
+
+def test_the_killed_run_still_returns_its_last_evaluation(session):
+    _, out, stages, _ = session
+    files = members(out / "cifar10_4000.tar")
+    assert "cifar10_4000/fixmatch/train.log" in files
+    row = run_of(stages["cifar10_4000"])
+    if row["evaluations"]:  # a loaded machine may not reach step 10 in 8 s
+        assert "cifar10_4000/fixmatch/model.safetensors" in files and row["accuracy"] is not None
+
+
+def test_compare_reports_both_paths_from_the_same_start(session):
+    _, out, stages, _ = session
+    report = run_of(stages["compare"])
+    assert report["status"] == "finished"
+    paths = report["paths"]
+    assert set(paths) == {"exact_fp32", "fast"} and paths["exact_fp32"]["speedups"] == "plain"
+    for p in paths.values():
+        assert len(p["loss"]) == gpu_results.TINY_COMPARE_STEPS and p["ms_per_step"]["median"] > 0
+    # same weights, labels and batches: the first step's loss differs only by bf16 rounding
+    first = [paths[k]["loss"][0] for k in ("exact_fp32", "fast")]
+    assert abs(first[0] - first[1]) / first[0] < 0.05
+    assert -1 <= report["difference"]["update_cosine"] <= 1
+    assert "compare/compare/compare.json" in members(out / "compare.tar")
+
+
+# ---- the plan, without running anything --------------------------------------------------------------
+def opts_for(data: Path, stages: str, minutes=9.0, seconds=()):
+    return gpu_results.parse_args(["--data", str(data), "--stages", stages, "--minutes", str(minutes),
+                                   "--stage-seconds", *seconds])
+
+
+def test_the_plan_skips_absent_data_and_shares_the_rest(tmp_path):
+    tiny_cifar(tmp_path)
+    stages = gpu_results.plan(opts_for(tmp_path, "compare,cifar10_4000,cifar10_250,cifar10_250_cta,fer_70"))
+    limits = {s.name: limit for s, limit, _ in stages}
+    assert limits["fer_70"] is None and limits["cifar10_250_cta"] == 0.0  # share stage
+    assert limits["cifar10_4000"] == 210 and limits["cifar10_250"] == 150
+    left = 9 * 60 - gpu_results.RESERVE_S
+    assert gpu_results.share(stages, left) == pytest.approx(left - gpu_results.compare_seconds() - 360)
+    # with the FER data instead, its two stages split the whole call
+    fer = tmp_path / "fer"
+    fer.mkdir()
+    (fer / "fer2013.npz.xz").write_bytes(b"")
+    stages = gpu_results.plan(opts_for(fer, "compare,fer_70,fer_700", minutes=4))
+    assert [limit for _, limit, _ in stages] == [None, 0.0, 0.0]
+    assert gpu_results.share(stages[1:], 225.0) == pytest.approx(112.5)
+
+
+def test_limits_come_from_the_measured_figures():
+    m = gpu_results.MEASURED
+    assert gpu_results.compare_seconds() == round(
+        m["eager_start_s"] + m["graph_start_s"] + 340 * (m["ms_32_plain"] + m["ms_32_graph"]) / 1000
+        + gpu_results.MARGIN_S)
+    # CUDA graphs pay ~37 s of compilation: worth it for a long run, not for a minute at 48x48
+    assert gpu_results.speed_switches(gpu_results.FER_FILE, 300) == gpu_results.FAST
+    assert gpu_results.speed_switches(gpu_results.FER_FILE, 60) == gpu_results.EAGER
+    assert gpu_results.speed_switches(gpu_results.CIFAR_FILE, 195) == gpu_results.FAST
+
+
+def test_fer_extract_keeps_training_and_private_test(tmp_path):
+    from fixmatch.data import load_dataset
+
+    rng = np.random.default_rng(1)
+    usage = np.array([0, 1, 1, 0, 1], dtype=np.uint8)
+    write_npz_xz(tmp_path / "fer2013.npz.xz",
+                 x_train=rng.integers(0, 256, (12, 48, 48, 1), dtype=np.uint8), y_train=np.arange(12) % 7,
+                 x_test=rng.integers(0, 256, (5, 48, 48, 1), dtype=np.uint8), y_test=np.arange(5),
+                 test_usage=usage, class_names=np.array(["a"] * 7))
+    dest = tmp_path / "extract" / "fer2013.npz.xz"
+    info = gpu_results_data.fer_private_extract(tmp_path / "fer2013.npz.xz", dest)
+    assert info["train"] == 12 and info["private_test"] == 3
+    full = load_dataset("fer2013", str(tmp_path))
+    part = load_dataset("fer2013", str(dest.parent))
+    assert np.array_equal(full.x_train.numpy(), part.x_train.numpy())
+    assert np.array_equal(full.x_test.numpy(), part.x_test.numpy())  # PrivateTest, the same images
+    assert part.y_test.tolist() == [1, 2, 4]

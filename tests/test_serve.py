@@ -205,7 +205,7 @@ def test_progressive_jpeg_cpu_bomb_refused_at_once(client):
     t0 = time.perf_counter()
     r = post(client, bomb)
     assert "scans" in error(r, 422)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0  # counted from the headers, never decoded
 
 
 def test_decode_deadline(client, monkeypatch):
@@ -216,9 +216,10 @@ def test_decode_deadline(client, monkeypatch):
     monkeypatch.setattr(upload, "MAX_SCANS", 10**6)
     monkeypatch.setattr(upload, "MAX_SCAN_MEGAPIXELS", 10**9)
     monkeypatch.setattr(upload, "DECODE_SECONDS", 0.5)
+    bomb = progressive_jpeg_bomb()
     t0 = time.perf_counter()
-    assert "to decode" in error(post(client, progressive_jpeg_bomb()), 422)
-    assert time.perf_counter() - t0 < 2.5
+    assert "to decode" in error(post(client, bomb), 422)
+    assert time.perf_counter() - t0 < 5.0  # undefended: minutes (slack for a busy shared machine)
 
 
 def test_ordinary_progressive_and_big_jpegs_still_pass(client):

@@ -348,3 +348,14 @@ def multipart(data: bytes, name="face.jpg") -> tuple[bytes, str]:
     head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
             "Content-Type: image/jpeg\r\n\r\n").encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
+
+
+def test_serving_an_onnx_model_never_imports_torch(fer_model):
+    import subprocess
+    import sys
+
+    code = ("import sys; from fixmatch.serve.model import check_model; from fixmatch.serve.app import create_app; "
+            f"check_model({str(fer_model['onnx'])!r}); create_app({str(fer_model['onnx'])!r}); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]

@@ -250,6 +250,7 @@ def run_training(stage: Stage, name: str, fields: dict, run_dir: Path, limit: fl
     # the paper's figure for the stage's setting (a --tiny run trains other label counts: none)
     row["paper"] = None if opts.tiny else PAPER.get((fields["dataset"], fields["num_labels"], row["augmentation"]))
     row["export"] = export_model(run_dir, row)
+    row["curve"] = draw_curve(run_dir, f"{stage.name}/{name}")
     log(f"{stage.name}/{name}: {ended['status']} after {ended['wall_s']} s; " + brief(row))
     left = limit - ended["wall_s"]
     if ended["status"].startswith("failed") and not row["evaluations"] and switches != EAGER \
@@ -315,6 +316,20 @@ def export_model(run_dir: Path, row: dict) -> str:
         write_safetensors(load_model(str(run_dir / "last.pt")), run_dir / "model.safetensors", {"training": training})
         return "model.safetensors"
     except Exception as e:  # noqa: BLE001 - the figures matter more than the file
+        return f"failed: {type(e).__name__}: {e}"
+
+
+def draw_curve(run_dir: Path, name: str) -> str:
+    """curve.png (accuracy vs training time) beside the run's metrics, so it travels in the tar."""
+    try:
+        import plot_curves  # benchmarks/plot_curves.py, beside this script
+
+        (_, recs, summary), = plot_curves.curves(run_dir)
+        if not recs:
+            return "no evaluations"
+        plot_curves.plot(name, recs, plot_curves.title_of(name, summary), run_dir / "curve.png")
+        return "curve.png"
+    except Exception as e:  # noqa: BLE001 - e.g. no matplotlib: the curve can be drawn later from metrics.jsonl
         return f"failed: {type(e).__name__}: {e}"
 
 

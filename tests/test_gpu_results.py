@@ -103,7 +103,7 @@ def test_out_holds_a_tar_per_stage_and_the_result_files(session):
                      "gpu_results.log", "gpu_results.md"]  # no run directories left, <= 8 files
     files = members(out / "cifar10_250.tar")
     for name in ("summary.json", "metrics.jsonl", "config.yaml", "requested.yaml", "split.json",
-                 "train.log", "model.safetensors"):
+                 "train.log", "model.safetensors", "curve.png"):
         assert f"cifar10_250/fixmatch/{name}" in files
     assert not any(n.endswith(".pt") for n in files)
     summary = json.loads(files["cifar10_250/fixmatch/summary.json"])
@@ -149,6 +149,18 @@ def test_compare_reports_both_paths_from_the_same_start(session):
     assert abs(first[0] - first[1]) / first[0] < 0.05
     assert -1 <= report["difference"]["update_cosine"] <= 1
     assert "compare/compare/compare.json" in members(out / "compare.tar")
+
+
+def test_plot_curves_reads_a_stage_archive_and_a_log(session, tmp_path):
+    import plot_curves
+
+    _, out, _, _ = session
+    assert plot_curves.main([str(out / "cifar10_250.tar"), "--out-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "cifar10_250-fixmatch.png").read_bytes()[:4] == b"\x89PNG"
+    log = '[ 200.5s] {"step": 921, "accuracy": 0.16, "raw_accuracy": 0.18, "seconds": 42.3}\nnoise {"a": 1}\n'
+    (tmp_path / "run.log").write_text(log)
+    (name, recs, _), = plot_curves.curves(tmp_path / "run.log")
+    assert [r["step"] for r in recs] == [921] and name == "run"
 
 
 # ---- the plan, without running anything --------------------------------------------------------------

@@ -1,12 +1,15 @@
 """Load test for `fixmatch serve`: N predictions at concurrency C against a server on this machine.
 
 Prints p50/p95/p99 latency, requests per second and the error count (JSON on the last line).
-Bounded: at most 20,000 requests, 64 concurrent, and --max-seconds of wall time; loopback only.
+Bounded: at most 20,000 requests, 64 concurrent, 64 stalled connections, and --max-seconds of wall
+time; loopback only. --stalled N keeps N slowloris-style connections open meanwhile (each sends half
+its headers and waits; one the server closes is opened again), to measure serving under them.
 
     # against a running server (start it with --rate-limit off, or the limiter answers 429s)
     python benchmarks/load_test.py --url http://127.0.0.1:8000 --image face.jpg -n 2000 -c 1
     # or let the script start and stop the server itself
     python benchmarks/load_test.py --serve model.onnx --workers 2 --image face.jpg -n 2000 -c 4
+    python benchmarks/load_test.py --serve fer2013 --workers 2 --image face.jpg -n 500 -c 4 --stalled 16
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
-MAX_REQUESTS, MAX_CONCURRENCY = 20_000, 64
+MAX_REQUESTS, MAX_CONCURRENCY, MAX_STALLED = 20_000, 64, 64
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 BOUNDARY = "fixmatchloadtest0123456789"
 
@@ -47,6 +50,49 @@ def one_request(url: str, body: bytes) -> tuple[float, str | None]:
         return time.perf_counter() - t0, f"HTTP {e.code}"
     except (OSError, ValueError) as e:
         return time.perf_counter() - t0, type(e).__name__
+
+
+class Stallers:
+    """N connections that each send half a request and never finish it, reopened when closed."""
+
+    def __init__(self, base: str, n: int):
+        url = urlparse(base)
+        self.address, self.n = (url.hostname, url.port), n
+        self.stop, self.opened = threading.Event(), 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def open_one(self) -> socket.socket:
+        s = socket.create_connection(self.address, timeout=5)
+        s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Stalled: ")
+        s.setblocking(False)
+        self.opened += 1
+        return s
+
+    def run(self) -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        for _ in range(self.n):
+            sel.register(self.open_one(), selectors.EVENT_READ)
+        while not self.stop.is_set():
+            for key, _ in sel.select(timeout=0.2):  # readable: the server answered (408) or closed
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                if not self.stop.is_set():
+                    sel.register(self.open_one(), selectors.EVENT_READ)
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+
+    def __enter__(self):
+        if self.n:
+            self.thread.start()
+            time.sleep(1.0)  # all of them connected and sent their half request
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.n:
+            self.thread.join(timeout=5)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -112,22 +158,26 @@ def main() -> None:
     p.add_argument("-n", "--requests", type=int, default=2000)
     p.add_argument("-c", "--concurrency", type=int, default=1)
     p.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long")
+    p.add_argument("--stalled", type=int, default=0, help="half-sent connections kept open meanwhile")
     args = p.parse_args()
-    if not (1 <= args.requests <= MAX_REQUESTS and 1 <= args.concurrency <= MAX_CONCURRENCY):
-        sys.exit(f"--requests must be 1..{MAX_REQUESTS} and --concurrency 1..{MAX_CONCURRENCY}")
+    if not (1 <= args.requests <= MAX_REQUESTS and 1 <= args.concurrency <= MAX_CONCURRENCY
+            and 0 <= args.stalled <= MAX_STALLED):
+        sys.exit(f"--requests must be 1..{MAX_REQUESTS}, --concurrency 1..{MAX_CONCURRENCY}, --stalled 0..{MAX_STALLED}")
     proc, base = start_server(args.serve, args.workers) if args.serve else (None, args.url.rstrip("/"))
     if urlparse(base).hostname not in LOOPBACK:
         sys.exit("refusing to load-test a server that is not on this machine (127.0.0.1 / localhost)")
     body = multipart(open(args.image, "rb").read())
     try:
-        result = run(base + "/api/predict", body, args.requests, args.concurrency, args.max_seconds)
+        with Stallers(base, args.stalled) as stallers:
+            result = run(base + "/api/predict", body, args.requests, args.concurrency, args.max_seconds)
+        result.update(stalled=args.stalled, stalled_connections_opened=stallers.opened)
     finally:
         if proc:
             proc.terminate()
             proc.wait(timeout=30)
     print(f"{result['requests']} requests, concurrency {result['concurrency']}: p50 {result['p50_ms']} ms, "
           f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, {result['req_per_s']} req/s, "
-          f"{result['errors']} errors")
+          f"{result['errors']} errors" + (f", {args.stalled} stalled connections open" if args.stalled else ""))
     print(json.dumps(result))
 
 

@@ -169,7 +169,7 @@ def test_server_errors_are_json(server):
 
 
 def test_response_headers(server):
-    status, headers, body = raw(server, b"GET //evil.example/x HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+    status, headers, _ = raw(server, b"GET //evil.example/x HTTP/1.1\r\nHost: evil.example\r\n\r\n")
     assert status == 404 and "location" not in headers  # no redirect built from the Host header
     status, headers, _ = raw(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 200 and headers["x-frame-options"] == "DENY"

@@ -12,57 +12,6 @@ from fixmatch.errors import UserError
 
 EXIT_USER_ERROR = 2
 
-# One help line per TrainConfig field; flags are generated from the dataclass, so they never drift.
-HELP = {
-    "dataset": "dataset name (see `fixmatch datasets`)",
-    "data_dir": "folder holding the dataset files (default: $FIXMATCH_DATA or ./data)",
-    "num_labels": "labeled images, spread like the training set (official create_split; default: cifar10 4000, digits 20, ...)",
-    "fold": "label split: the official `<dataset>.<fold>@<labels>` (0 = first images of each class, "
-            "1..5 the seeded shuffles; STL-10: its predefined folds 0..9)",
-    "image_size": "folders: resize images to this side (shorter side, then centre crop; default from the data)",
-    "channels": "folders: 1 (grey) or 3 (RGB); default 1 if every labeled image is grey",
-    "val_per_class": "folders without test/: hold out this many labeled images per class for evaluation",
-    "input_scaling": "official (pixels/127.5 - 1, as the official code) or mean_std (per-channel standardisation)",
-    "time_budget": "minutes of wall clock: measure the step time, then fit --steps and the cosine to the budget",
-    "split_file": "reuse the labeled indices of a split.json from an earlier run",
-    "algorithm": "fixmatch, supervised (labeled loss only) or both (supervised baseline, then fixmatch)",
-    "model": "network (wrn28_2, wrn28_8, wrn37_2, wrn10_1, cnn_small, cnn_medium)",
-    "steps": "training steps (official: 2^20)",
-    "batch_size": "labeled images per step, B (official 64)",
-    "mu": "unlabeled images per labeled one (official 7)",
-    "threshold": "pseudo-label confidence threshold tau (official 0.95)",
-    "lambda_u": "weight of the unlabeled loss (official 1)",
-    "lr": "base learning rate (official 0.03)",
-    "weight_decay": "on conv/linear weights only (official 5e-4; 1e-3 for cifar100)",
-    "lr_schedule_steps": "K of the cosine lr*cos(7*pi*k/16K) (default: --steps)",
-    "ema_decay": "EMA decay of the evaluated model (official 0.999)",
-    "ema_warmup": "EMA decay min(decay,(1+k)/(10+k)) for short schedules (not official)",
-    "bn_momentum": "BatchNorm momentum (official 0.001)",
-    "flip": "random horizontal flip in the weak view",
-    "randaugment": "strong augmentation policy: official, paper or usb",
-    "strong_augment": "strong view: ra (RandAugment, default) or cta (CTAugment with learned bin weights, as the official FixMatch code)",
-    "eval_every": "steps between evaluations/checkpoints (official 1024)",
-    "median_of": "final figure = median accuracy of the last N evaluations (official 20)",
-    "out": "run directory (default runs/<dataset>-<labels>-<algorithm>-<time>)",
-    "device": "auto, cpu or cuda",
-    "threads": "CPU threads for torch (default 1: on a shared 2-core machine more threads are slower)",
-    "fast": "auto (speedups on CUDA only), on (all, CPU too) or off (plain eager fp32)",
-    "cuda_graph": "CUDA graphs of the augmentation and of forward+backward (compile mode=reduce-overhead)",
-    "amp": "bf16 autocast; BatchNorm parameters and statistics stay fp32 (auto/on/off)",
-    "channels_last": "channels-last memory format (auto/on/off)",
-    "compile": "torch.compile of normalize + model + loss (auto/on/off)",
-    "fused_optimizer": "fused SGD kernel instead of foreach (auto/on/off)",
-    "sync_bn": "under torchrun: BatchNorm statistics over the global batch (default: per GPU, as the official code)",
-    "dist_timeout": "under torchrun: minutes a collective waits for a missing rank before the job fails",
-    "eval_batch_size": "images per forward when evaluating",
-    "svhn_extra": "add SVHN's 531k 'extra' images to the training set",
-    "fer_test": "FER2013 test split: private (PrivateTest, default) or public",
-    "download": "fetch CIFAR/SVHN from the official URLs (checksums verified)",
-    "seed": "seed of the weights, the sampling and the augmentation (the labels come from --fold)",
-    "progress": "show the progress bar (--no-progress prints one JSON line per evaluation)",
-    "momentum": "SGD momentum (official 0.9)",
-    "nesterov": "Nesterov momentum (official on)",
-}
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +23,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = hints[f.name]
         base = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
         base = base[0]
-        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=HELP.get(f.name, f.name.replace("_", " ")))
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=f.metadata["help"])
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:

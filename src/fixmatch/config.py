@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -24,61 +24,66 @@ INPUT_SCALINGS = ("official", "mean_std")
 STRONG_AUGMENTS = ("ra", "cta")
 
 
+def opt(default, help: str):
+    """A TrainConfig field and its one description: `fixmatch train --help` is generated from it."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     # what to train on
-    dataset: str = "digits"
-    data_dir: str | None = None
-    num_labels: int | None = None
-    fold: int = 1  # the official split `<dataset>.<fold>@<num_labels>` (0 = no shuffle)
-    split_file: str | None = None
-    svhn_extra: bool = False
-    fer_test: str = "private"
-    download: bool = False
-    image_size: int | None = None  # folders: side the images are resized to (default from the data)
-    channels: int | None = None  # folders: 1 or 3 (default: 1 if every labeled image is grey)
-    val_per_class: int = 0  # folders without test/: labeled images per class held out for evaluation
+    dataset: str = opt("digits", 'dataset name (see `fixmatch datasets`)')
+    data_dir: str | None = opt(None, 'folder holding the dataset files (default: $FIXMATCH_DATA or ./data)')
+    num_labels: int | None = opt(None, 'labeled images, spread like the training set (official create_split; default: cifar10 4000, digits 20, ...)')
+    fold: int = opt(1, 'label split: the official `<dataset>.<fold>@<labels>` (0 = first images of each class, 1..5 the seeded shuffles; STL-10: its predefined folds 0..9)')
+    split_file: str | None = opt(None, 'reuse the labeled indices of a split.json from an earlier run')
+    svhn_extra: bool = opt(False, "add SVHN's 531k 'extra' images to the training set")
+    fer_test: str = opt("private", 'FER2013 test split: private (PrivateTest, default) or public')
+    download: bool = opt(False, 'fetch CIFAR/SVHN from the official URLs (checksums verified)')
+    image_size: int | None = opt(None, 'folders: resize images to this side (shorter side, then centre crop; default from the data)')
+    channels: int | None = opt(None, 'folders: 1 (grey) or 3 (RGB); default 1 if every labeled image is grey')
+    val_per_class: int = opt(0, 'folders without test/: hold out this many labeled images per class for evaluation')
     # what to train
-    algorithm: str | None = None  # fixmatch | supervised | both (both: supervised baseline, then fixmatch)
-    model: str | None = None
+    algorithm: str | None = opt(None, 'fixmatch, supervised (labeled loss only) or both (supervised baseline, then fixmatch)')
+    model: str | None = opt(None, "network: wrn28_2, wrn28_8, wrn37_2 (the paper's), wrn10_1, cnn_small, cnn_medium (an unknown name lists the registry)")
     # the FixMatch recipe
-    steps: int | None = None
-    batch_size: int | None = None
-    mu: int = 7
-    threshold: float = 0.95
-    lambda_u: float = 1.0
-    lr: float | None = None
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float | None = None
-    lr_schedule_steps: int | None = None  # K in lr*cos(7*pi*k/(16*K)); None = steps
-    ema_decay: float = 0.999
-    ema_warmup: bool | None = None  # decay = min(ema_decay, (1+k)/(10+k)); off in the paper recipe
-    bn_momentum: float | None = None  # official 0.001 (TF decay 0.999); short schedules need more
-    flip: bool | None = None  # random horizontal flip in the weak view (not for SVHN/digits)
-    randaugment: str = "official"  # official | paper | usb
-    strong_augment: str = "ra"  # ra (RandAugment) | cta (CTAugment, fixmatch.ctaugment)
-    input_scaling: str = "official"  # official: x/127.5 - 1; mean_std: per-channel standardisation
+    steps: int | None = opt(None, 'training steps (official: 2^20)')
+    batch_size: int | None = opt(None, 'labeled images per step, B (official 64)')
+    mu: int = opt(7, 'unlabeled images per labeled one (official 7)')
+    threshold: float = opt(0.95, 'pseudo-label confidence threshold tau (official 0.95)')
+    lambda_u: float = opt(1.0, 'weight of the unlabeled loss (official 1)')
+    lr: float | None = opt(None, 'base learning rate (official 0.03)')
+    momentum: float = opt(0.9, 'SGD momentum (official 0.9)')
+    nesterov: bool = opt(True, 'Nesterov momentum (official on)')
+    weight_decay: float | None = opt(None, 'on conv/linear weights only (official 5e-4; 1e-3 for cifar100)')
+    lr_schedule_steps: int | None = opt(None, 'K of the cosine lr*cos(7*pi*k/16K) (default: --steps)')
+    ema_decay: float = opt(0.999, 'EMA decay of the evaluated model (official 0.999)')
+    ema_warmup: bool | None = opt(None, 'EMA decay min(decay,(1+k)/(10+k)) for short schedules (not official)')
+    bn_momentum: float | None = opt(None, 'BatchNorm momentum (official 0.001)')
+    flip: bool | None = opt(None, 'random horizontal flip in the weak view')
+    randaugment: str = opt("official", 'strong augmentation policy: official, paper or usb')
+    strong_augment: str = opt("ra", 'strong view: ra (RandAugment, default) or cta (CTAugment with learned bin weights, as the official FixMatch code)')
+    input_scaling: str = opt("official", 'official (pixels/127.5 - 1, as the official code) or mean_std (per-channel standardisation)')
     # evaluation and bookkeeping
-    eval_every: int | None = None
-    eval_batch_size: int = 1024
-    median_of: int = 20  # the final figure is the median of the last `median_of` evaluations
-    time_budget: float | None = None  # minutes: fit steps and the cosine to this wall-clock budget
-    seed: int = 0
-    out: str | None = None
-    progress: bool = True
+    eval_every: int | None = opt(None, 'steps between evaluations/checkpoints (official 1024)')
+    eval_batch_size: int = opt(1024, 'images per forward when evaluating')
+    median_of: int = opt(20, 'final figure = median accuracy of the last N evaluations (official 20)')
+    time_budget: float | None = opt(None, 'minutes of wall clock: measure the step time, then fit --steps and the cosine to the budget')
+    seed: int = opt(0, 'seed of the weights, the sampling and the augmentation (the labels come from --fold)')
+    out: str | None = opt(None, 'run directory (default runs/<dataset>-<labels>-<algorithm>-<time>)')
+    progress: bool = opt(True, 'show the progress bar (--no-progress prints one JSON line per evaluation)')
     # hardware and speed (each optimization a switch: auto = on for CUDA, off for CPU)
-    device: str = "auto"
-    threads: int = 1
-    fast: str = "auto"  # off = plain eager fp32 everywhere; on = every optimization, also on CPU
-    amp: str = "auto"  # bf16 autocast (BatchNorm stays fp32)
-    channels_last: str = "auto"
-    compile: str = "auto"
-    fused_optimizer: str = "auto"
-    cuda_graph: str = "off"  # torch.compile mode="reduce-overhead" (CUDA graphs of fwd+bwd)
-    # multi-GPU (torchrun): see docs/multi_gpu.md
-    sync_bn: bool = False  # BN statistics over the global batch (default: per rank, like the official towers)
-    dist_timeout: float = 10.0  # minutes a collective may wait for a missing rank before the job fails
+    device: str = opt("auto", 'auto, cpu or cuda')
+    threads: int = opt(1, 'CPU threads for torch (default 1: on a shared 2-core machine more threads are slower)')
+    fast: str = opt("auto", 'auto (speedups on CUDA only), on (all, CPU too) or off (plain eager fp32)')
+    amp: str = opt("auto", 'bf16 autocast; BatchNorm parameters and statistics stay fp32 (auto/on/off)')
+    channels_last: str = opt("auto", 'channels-last memory format (auto/on/off)')
+    compile: str = opt("auto", 'torch.compile of normalize + model + loss (auto/on/off)')
+    fused_optimizer: str = opt("auto", 'fused SGD kernel instead of foreach (auto/on/off)')
+    cuda_graph: str = opt("off", 'CUDA graphs of the augmentation and of forward+backward (compile mode=reduce-overhead)')
+    # multi-GPU (torchrun): see the README's multi-GPU section
+    sync_bn: bool = opt(False, 'under torchrun: BatchNorm statistics over the global batch (default: per GPU, as the official code)')
+    dist_timeout: float = opt(10.0, 'under torchrun: minutes a collective waits for a missing rank before the job fails')
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -118,8 +118,7 @@ def main() -> None:
                                 "decode_images_per_s": round(got.decoded / got.seconds),
                                 "processes": image_cache.default_workers(),
                                 "skipped": len(data.skipped), "unlabeled": len(data.x_unlabeled)}
-        cache = next((args.root / ".fixmatch-cache").glob("*.npz"))
-        result["cache_bytes"] = cache.stat().st_size
+        result["cache_bytes"] = sum(f.stat().st_size for f in (args.root / ".fixmatch-cache").iterdir())
         seconds, data, got = timed_load(args.root, image_size=args.image_size, channels=3)
         result["cache_hit_load"] = {"seconds": round(seconds, 2), "read_cache_seconds": round(got.load_seconds, 2),
                                     "decoded": got.decoded}

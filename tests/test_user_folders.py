@@ -306,7 +306,7 @@ def test_memory_helpers_and_check(tmp_path, rgb, monkeypatch):
 
 def test_registry_entry():
     spec = DATASETS["folders"]
-    assert "num_labels" not in spec.defaults  # every labeled image is used
+    assert spec.defaults["num_labels"] is None  # every labeled image is used
     assert spec.defaults["ema_warmup"] is True and spec.defaults["model"] == "cnn_small"
 
 

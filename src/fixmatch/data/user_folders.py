@@ -163,9 +163,10 @@ def hold_out(y: np.ndarray, per_class: int) -> np.ndarray:
     "your own images: labeled/<class>/, unlabeled/** (no labels), optional test/<class>/; any sizes, "
     "RGB or grey, decoded once and cached",
     # A CPU-sized short schedule for a folder of some hundreds of images (no paper recipe applies):
-    # the digits demo's small CNN and batch, every labeled image used, and the two options a short
-    # schedule needs (EMA warm-up; BatchNorm statistics that follow the weights within 1,000 steps).
-    defaults=dict(algorithm="fixmatch", model="cnn_small", steps=1000, eval_every=100, batch_size=16,
+    # the digits demo's small CNN and batch, every labeled image used (num_labels None = all), and the
+    # two options a short schedule needs (EMA warm-up; BatchNorm statistics that follow the weights
+    # within 1,000 steps).
+    defaults=dict(algorithm="fixmatch", model="cnn_small", num_labels=None, steps=1000, eval_every=100, batch_size=16,
                   lr=0.05, weight_decay=5e-4, flip=True, ema_warmup=True, bn_momentum=0.1),
     files="labeled/<class>/<images>, optional unlabeled/**/<images> and test/<class>/<images>",
 )

@@ -135,7 +135,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
 
 def test_evaluate_and_predict_cli(tmp_path, capsys):
     train(tiny(tmp_path), log=lambda *_: None)
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "run")]) == 0
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["confusion_matrix"]) == 10 and sum(map(sum, report["confusion_matrix"])) == 500
     from PIL import Image

@@ -329,3 +329,28 @@ def test_worked_example_script(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "examples" / "own_images.py"), str(other)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and (other / "keep.txt").exists()  # never deletes a folder it did not write
+
+
+# ---------------------------------------------------------------- end to end through train()
+
+def test_training_on_a_folder_with_broken_files_and_no_test(tmp_path, rgb):
+    """A few steps through the real trainer: skipped files listed in the run, the evaluation named,
+    class names in the checkpoint, every labeled image used."""
+    from fixmatch.checkpoint import load_checkpoint
+    from fixmatch.config import TrainConfig
+    from fixmatch.train import train
+
+    root = simple_folder(tmp_path / "data", rgb, test=False)
+    (root / "unlabeled" / "zero.jpg").write_bytes(b"")
+    (root / "unlabeled" / "notes.txt").write_text("no picture")
+    lines = []
+    s = train(TrainConfig(dataset="folders", data_dir=str(root), steps=4, eval_every=2, mu=2, batch_size=4,
+                          progress=False, out=str(tmp_path / "run")), log=lines.append)
+    run = tmp_path / "run"
+    listed = (run / "skipped.txt").read_text().splitlines()
+    assert sorted(Path(line.split("\t")[0]).name for line in listed) == ["notes.txt", "zero.jpg"]
+    assert s["skipped_images"] == 2 and s["num_labels"] == 6
+    assert s["evaluated_on"].startswith("no held-out images")
+    assert any("no held-out images" in line for line in lines)
+    meta = load_checkpoint(run / "last.pt")["meta"]
+    assert meta["class_names"] == ["cat", "dog"] and meta["image_shape"] == [3, 32, 32]

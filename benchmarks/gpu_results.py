@@ -31,7 +31,6 @@ CPU dry run (what tests/test_gpu_results.py does):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -83,7 +82,6 @@ class Stage:
     needs: str  # the file in --data it reads
     seconds: float | None  # its time limit; None = an equal share of the time left
     runs: dict = field(default_factory=dict)  # run name -> TrainConfig fields (empty: the compare child)
-    why: str = ""
 
 
 def compare_seconds() -> float:
@@ -95,7 +93,7 @@ def compare_seconds() -> float:
 
 
 STAGES = {s.name: s for s in [
-    Stage("compare", CIFAR_FILE, compare_seconds(), why="exact fp32 vs the fast path, 300 steps, same seed"),
+    Stage("compare", CIFAR_FILE, compare_seconds()),  # exact fp32 vs the fast path, 300 steps, same seed
     Stage("cifar10_4000", CIFAR_FILE, 210.0, {"fixmatch": dict(CIFAR, num_labels=4000)}),
     Stage("cifar10_250", CIFAR_FILE, 150.0, {"fixmatch": dict(CIFAR, num_labels=250)}),
     Stage("cifar10_250_cta", CIFAR_FILE, None, {"fixmatch": dict(CIFAR, num_labels=250, strong_augment="cta")}),
@@ -165,36 +163,51 @@ def child_env() -> dict:
     return env
 
 
+CURRENT: subprocess.Popen | None = None  # the child running now, for the signal handler
+
+
 def run_child(cmd: list[str], limit: float, log_path: Path) -> dict:
-    """Run cmd in its own process group, output to log_path; kill the whole group (compile workers
-    included) at the limit. Returns how it ended."""
+    """Run cmd in its own process group (same session: the device tool still ends it with the call),
+    output to log_path; kill the whole group (compile workers included) at the limit."""
+    global CURRENT
     t = time.time()
+    group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
     with open(log_path, "ab") as out:
         out.write(("$ " + " ".join(cmd) + "\n").encode())
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=child_env(),
-                                start_new_session=True)
+        CURRENT = proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=child_env(),
+                                          **group)
         try:
             rc = proc.wait(timeout=max(limit, 1.0))
             status = "finished" if rc == 0 else f"failed (exit {rc})"
         except subprocess.TimeoutExpired:
-            kill_group(proc)
             rc, status = None, f"killed at its {limit:.0f} s limit"
+        kill_group(proc)  # at the limit; after an exit, whatever the child left behind in its group
+        CURRENT = None
     return {"status": status, "returncode": rc, "pid": proc.pid, "limit_s": round(limit, 1),
             "wall_s": round(time.time() - t, 1)}
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+    """SIGTERM to the child's group, SIGKILL to what is left 10 s later."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         try:
-            proc.wait(timeout=wait)
-            return
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            continue
+            pass
+        if sig == signal.SIGTERM:
+            time.sleep(0.2)  # the group's other members get the same chance as the child
+
+
+def on_signal(signum, _frame) -> None:
+    """The call is being ended: take the running child's group down with this process."""
+    if CURRENT is not None:
+        kill_group(CURRENT)
+    raise SystemExit(128 + signum)
 
 
 # ---- stages ---------------------------------------------------------------------------------------
@@ -451,8 +464,9 @@ def pct(x) -> str:
 
 def markdown(results: dict) -> str:
     """The rows in RESULTS.md's shape, ready to paste, plus the compare stage's figures."""
-    lines = ["| dataset | labels | fold | augmentation | algorithm | accuracy | median of last 20 | steps | budget "
-             "| GPU | date | paper | paper std | status |", "|" + "---|" * 14]
+    header = ("| dataset | labels | fold | augmentation | algorithm | accuracy | median of last 20 | steps | budget "
+              "| GPU | date | paper | paper std | status |")
+    lines = [header, "|" + "---|" * 14]
     compare = None
     for stage in results["stages"]:
         for r in stage.get("runs", []):
@@ -526,6 +540,8 @@ def main(argv=None) -> int:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     LOG_FILE = out / "gpu_results.log"
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     deadline = T0 + opts.minutes * 60 - RESERVE_S
     env = environment(opts.device)
     log("environment", json.dumps(env))

@@ -57,10 +57,10 @@ def fer_private_extract(src: Path, dest: Path) -> dict:
     out.update({k: d[k][keep] for k in FER_KEYS_TEST})
     if "class_names" in d:
         out["class_names"] = d["class_names"]
-    _, h, w, c = out["x_train"].shape
+    _, _, w, c = out["x_train"].shape
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_npz_xz(out, dest, w, c)
-    return {"train": int(len(out["y_train"])), "private_test": int(keep.sum()), "bytes": dest.stat().st_size}
+    return {"train": int(len(out["y_train"])), "private_test": np.count_nonzero(keep), "bytes": dest.stat().st_size}
 
 
 def main() -> None:

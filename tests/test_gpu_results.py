@@ -19,8 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import gpu_results  # noqa: E402
-import gpu_results_data  # noqa: E402
+import gpu_results
+import gpu_results_data
 
 
 def write_npz_xz(path: Path, **arrays) -> None:
@@ -80,7 +80,7 @@ def test_stages_run_in_child_processes(session):
 
 
 def test_a_stage_past_its_limit_is_killed_and_the_next_still_runs(session):
-    proc, out, stages, _ = session
+    _, out, stages, _ = session
     killed = run_of(stages["cifar10_4000"])
     assert killed["status"] == "killed at its 8 s limit" and killed["returncode"] is None
     assert 8 <= killed["wall_s"] < 8 + 25  # the group is killed promptly (SIGTERM, then SIGKILL)

@@ -214,3 +214,22 @@ def test_fer_extract_keeps_training_and_private_test(tmp_path):
     assert np.array_equal(full.x_train.numpy(), part.x_train.numpy())
     assert np.array_equal(full.x_test.numpy(), part.x_test.numpy())  # PrivateTest, the same images
     assert part.y_test.tolist() == [1, 2, 4]
+
+
+def test_every_training_stage_is_the_official_recipe_under_a_budget(tmp_path):
+    from fixmatch.config import TrainConfig, resolve
+
+    opts = opts_for(tmp_path, "compare")
+    for stage in gpu_results.STAGES.values():
+        for name, fields in stage.runs.items():
+            switches = gpu_results.speed_switches(stage.needs, 200)
+            cfg = resolve(TrainConfig(**gpu_results.train_fields(stage, {**fields, **switches}, tmp_path / name,
+                                                                 215.0, opts)))
+            assert cfg.model == "wrn28_2" and cfg.fold == 1 and cfg.seed == 0 and cfg.num_labels == fields["num_labels"]
+            assert cfg.time_budget == pytest.approx(200 / 60, abs=1e-4)
+            assert (cfg.batch_size, cfg.mu, cfg.lr, cfg.threshold, cfg.lambda_u, cfg.ema_decay) == \
+                (64, 7, 0.03, 0.95, 1.0, 0.999)
+            assert cfg.weight_decay == 5e-4 and cfg.bn_momentum == 0.001 and not cfg.ema_warmup and cfg.flip
+            assert cfg.input_scaling == "official" and cfg.randaugment == "official"
+            assert cfg.strong_augment == ("cta" if stage.name.endswith("cta") else "ra")
+            assert (cfg.fast, cfg.cuda_graph) == ("on", "on") and not cfg.progress

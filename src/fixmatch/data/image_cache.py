@@ -78,7 +78,7 @@ def square(im, size: int):
 
 def decode(path, size: int, channels: int) -> np.ndarray:
     """One file -> uint8 (channels, size, size). Raises on anything unreadable."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     with Image.open(path) as im:
         if im.format == "JPEG":  # decode at a reduced scale when the file is much larger (much faster)
@@ -86,9 +86,17 @@ def decode(path, size: int, channels: int) -> np.ndarray:
             ratio = min(w, h) / size
             im.draft("L" if channels == 1 else "RGB", (math.ceil(w / ratio), math.ceil(h / ratio)))
         im.load()  # truncated or corrupt pixel data fails here
-        im = ImageOps.exif_transpose(im)  # phone photos: the orientation the viewer shows
-        a = np.asarray(square(to_mode(im, channels), size), dtype=np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        return frame(im, size, channels)
+
+
+def frame(im, size: int, channels: int) -> np.ndarray:
+    """A loaded PIL image -> the training input: upright (EXIF), `channels`, shorter side `size`,
+    centre square; uint8 (channels, size, size). Inference must frame images the same way."""
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(im)  # phone photos: the orientation the viewer shows
+    a = np.asarray(square(to_mode(im, channels), size), dtype=np.uint8)
+    return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
 def failure_reason(path, error: BaseException) -> str:

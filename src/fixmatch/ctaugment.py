@@ -63,6 +63,7 @@ _LUT = frozenset({"autocontrast", "equalize", "invert", "posterize", "solarize"}
 _PIXEL = _ENHANCE | _IMAGEOP | _LUT
 # CPU groups: one affine warp for all geometric ops, every other op on its own (identity: nothing)
 _GROUPS = (_GEOM, *(frozenset({n}) for n in BINS if n not in _GEOM and n != "identity"))
+_GROUP_OF = torch.tensor([next((g for g, grp in enumerate(_GROUPS) if n in grp), len(_GROUPS)) for n in BINS])
 _ALL = frozenset(CTA_OP_NAMES)
 
 
@@ -274,45 +275,50 @@ def _lut_images(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor:
     return lut.to(torch.uint8).gather(2, x.reshape(n, c, h * w).long()).view(n, c, h, w)
 
 
+def _pick(op: Tensor, names, present: frozenset, a, b):
+    """``where(op in names, a, b)`` per sample. Every sample's op lies in ``present`` (the whole set on
+    the masked path, one op group on the CPU path), so when ``present`` holds only ``names`` or none of
+    them no mask is built and no full-size select runs."""
+    names = frozenset(names) & present
+    if not names:
+        return b
+    if present <= names:
+        return a
+    ndim = max(t.dim() for t in (a, b) if isinstance(t, Tensor))
+    return torch.where(_is(op, names).view(-1, *[1] * (ndim - 1)), a, b)
+
+
 def _pixel_stage(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor:
     """Every pixel op as one float32 Image.blend, ``trunc(clip(D + f * (X - D)))``:
     enhancers: D = PIL's degenerate, X = x, f = float32(0.1 + 1.9 a);
     autocontrast/blur/equalize/invert/smooth: D = x, X = op(x), f = float32(a);
     posterize/solarize: D = x, X = op(x), f = 1 (exact); any other op: f = 0 (x itself)."""
-    n = x.shape[0]
     xf = x.float()
     big = xf
     if present & _LUT:
-        big = torch.where(_b(_is(op, present & _LUT)), _lut_images(x, op, a, present).float(), big)
+        big = _pick(op, _LUT, present, _lut_images(x, op, a, present).float(), big)
     if "blur" in present:
-        big = torch.where(_b(_is(op, "blur")), _blur(xf), big)
+        big = _pick(op, {"blur"}, present, _blur(xf), big)
     smooth = _smooth(xf) if present & {"smooth", "sharpness"} else None
-    if "smooth" in present:
-        big = torch.where(_b(_is(op, "smooth")), smooth, big)
+    big = _pick(op, {"smooth"}, present, smooth, big)
     base = xf
     if present & _ENHANCE:
-        deg = torch.zeros_like(xf)  # brightness: black
+        deg = torch.zeros_like(xf) if "brightness" in present else None  # black
         if present & {"color", "contrast"}:
             grey = _grey(xf)
-            if "color" in present:
-                deg = torch.where(_b(_is(op, "color")), grey.expand_as(xf), deg)
+            deg = _pick(op, {"color"}, present, grey.expand_as(xf), deg)
             if "contrast" in present:  # int(mean + 0.5), exactly: floor((2 * sum + npix) / (2 * npix))
                 total, npix = grey.sum((1, 2, 3), dtype=torch.float64), grey[0].numel()
                 mean = torch.floor((2 * total + npix) / (2 * npix)).float()
-                deg = torch.where(_b(_is(op, "contrast")), _b(mean).expand_as(xf), deg)
-        if "sharpness" in present:
-            deg = torch.where(_b(_is(op, "sharpness")), smooth, deg)
-        enh = _b(_is(op, present & _ENHANCE))
-        base = torch.where(enh, deg, xf)
-        big = torch.where(enh, xf, big)
-    f = torch.zeros(n, dtype=torch.float64, device=x.device)
-    if present & _ENHANCE:
-        f = torch.where(_is(op, present & _ENHANCE), 0.1 + 1.9 * a, f)
-    if present & _IMAGEOP:
-        f = torch.where(_is(op, present & _IMAGEOP), a, f)
-    if present & {"posterize", "solarize"}:
-        f = torch.where(_is(op, present & {"posterize", "solarize"}), 1.0, f)
-    out = big.sub_(base).mul_(_b(f.float())).add_(base)
+                deg = _pick(op, {"contrast"}, present, _b(mean).expand_as(xf), deg)
+        deg = _pick(op, {"sharpness"}, present, smooth, deg)
+        base = _pick(op, _ENHANCE, present, deg, xf)
+        big = _pick(op, _ENHANCE, present, xf, big)
+    f = torch.zeros_like(a)
+    f = _pick(op, _ENHANCE, present, 0.1 + 1.9 * a, f)
+    f = _pick(op, _IMAGEOP, present, a, f)
+    f = _pick(op, {"posterize", "solarize"}, present, torch.ones_like(a), f)
+    out = torch.sub(big, base).mul_(_b(f.float())).add_(base)
     return out.clamp_(0, 255).to(torch.uint8)
 
 
@@ -349,13 +355,21 @@ def _apply_masked(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor,
 
 
 def _apply_grouped(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor) -> Tensor:
-    """Same result; each op only on its own samples, computing only what it needs (data-dependent
-    sizes: free on CPU only)."""
-    out = x.clone()
-    for group in _GROUPS:
-        idx = _is(op, group).nonzero().squeeze(1)
-        if idx.numel():
-            out[idx] = _apply_masked(x[idx], op[idx], args[idx], cy[idx], cx[idx], group)
+    """Same result; each op group only on its own samples, computing only what it needs. The batch
+    is sorted by group once, so every group is a slice (no per-group gathers); the group sizes are
+    read on the host (free on CPU only)."""
+    gid = _GROUP_OF.to(op.device)[op]
+    order = torch.argsort(gid, stable=True)
+    counts = torch.bincount(gid, minlength=len(_GROUPS) + 1).tolist()
+    xs, ops, a, cys, cxs = x[order], op[order], args[order], cy[order], cx[order]
+    start = 0
+    for group, count in zip(_GROUPS, counts):  # the identity group comes last and is left as it is
+        if count:
+            part = slice(start, start + count)
+            xs[part] = _apply_masked(xs[part], ops[part], a[part], cys[part], cxs[part], group)
+        start += count
+    out = torch.empty_like(x)
+    out[order] = xs
     return out
 
 

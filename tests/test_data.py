@@ -59,11 +59,15 @@ def test_registry_defaults_are_config_fields():
     for name in ("cifar10", "cifar100", "svhn", "fer2013", "npz", "imagefolder"):
         spec = DATASETS[name]
         assert set(spec.defaults) <= fields and spec.files and spec.description
-    assert DATASETS["cifar10"].defaults["num_labels"] == 4000
-    assert DATASETS["cifar100"].defaults["model"] == "wrn28_8"
-    assert DATASETS["svhn"].defaults["flip"] is False
-    assert DATASETS["fer2013"].defaults == dict(model="wrn37_2", num_labels=28709, steps=2**20,
-                                                eval_every=1024, batch_size=64, flip=True)
+    from fixmatch.config import PAPER_DEFAULTS, resolve
+
+    for name, spec in DATASETS.items():  # a dataset states only where it departs from the paper recipe
+        assert all(PAPER_DEFAULTS.get(k, object()) != v for k, v in spec.defaults.items()), name
+    resolved = {name: resolve(TrainConfig(dataset=name)) for name in ("cifar10", "cifar100", "svhn", "fer2013")}
+    assert (resolved["cifar10"].num_labels, resolved["cifar10"].model, resolved["cifar10"].steps) == (4000, "wrn28_2", 2**20)
+    assert (resolved["cifar100"].model, resolved["cifar100"].weight_decay) == ("wrn28_8", 1e-3)
+    assert resolved["svhn"].flip is False and resolved["svhn"].weight_decay == 5e-4
+    assert (resolved["fer2013"].model, resolved["fer2013"].num_labels, resolved["fer2013"].flip) == ("wrn37_2", 28709, True)
 
 
 # ---------------------------------------------------------------- CIFAR

@@ -171,14 +171,9 @@ def shard_indices(n: int, d: Dist) -> torch.Tensor | None:
     return torch.arange(n).tensor_split(d.world)[d.rank] if d.active else None
 
 
-def reduce_report(report: dict, d: Dist, device: torch.device) -> dict:
-    """Sum the per-rank confusion matrices and recompute the accuracies from the total."""
-    if not d.active:
-        return report
-    conf = torch.tensor(report["confusion_matrix"], dtype=torch.long, device=device)
-    dist.all_reduce(conf)
-    conf = conf.cpu()
-    per_class = conf.diag().float() / conf.sum(dim=1).clamp_min(1).float()
-    return {"accuracy": float(conf.diag().sum() / conf.sum().clamp_min(1)),
-            "per_class_accuracy": [round(float(a), 4) for a in per_class],
-            "confusion_matrix": conf.tolist()}
+def sum_over_ranks(counts: torch.Tensor, d: Dist) -> torch.Tensor:
+    """An integer tensor (e.g. a confusion matrix) summed over ranks."""
+    if d.active:
+        counts = counts.clone()
+        dist.all_reduce(counts)
+    return counts

@@ -18,7 +18,7 @@ from fixmatch.augment import strong_augment, weak_augment
 from fixmatch.checkpoint import save_atomic
 from fixmatch.ctaugment import CTAugment
 from fixmatch.ema import EMA
-from fixmatch.evaluate import Normalizer, classification_report, predict_logits
+from fixmatch.evaluate import Normalizer, confusion_matrix, predict_logits, report_from_confusion
 from fixmatch.fast import Speedups, autocast, compile_fn
 from fixmatch.optim import cosine_lr, make_optimizer
 from fixmatch.sampler import EpochSampler
@@ -137,8 +137,8 @@ class Trainer:
         if part is not None:
             images, labels = images[part], labels[part]
         logits = predict_logits(model, self.normalize, images, self.cfg.eval_batch_size, self.device)
-        return distributed.reduce_report(classification_report(logits, labels, self.num_classes), self.dist,
-                                         self.device)
+        confusion = confusion_matrix(logits, labels.to(logits.device), self.num_classes)  # per rank: its slice
+        return report_from_confusion(distributed.sum_over_ranks(confusion, self.dist))
 
     def record_evaluation(self, seconds: float) -> dict:
         # Under torchrun: same BN running statistics and global training statistics on every rank.

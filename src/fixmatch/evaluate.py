@@ -29,13 +29,22 @@ def predict_logits(model: nn.Module, normalize: Normalizer, images: torch.Tensor
     return torch.cat(out)
 
 
-def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
-    pred = logits.argmax(dim=1).cpu()
-    labels = labels.cpu()
-    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
+def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) counts: rows the true class, columns the predicted one."""
+    pred = logits.argmax(dim=1).to(labels.device)
+    return torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
+def report_from_confusion(confusion: torch.Tensor) -> dict:
+    """Accuracy, per-class accuracy and the matrix itself (the one place these figures are computed)."""
+    confusion = confusion.cpu()
     per_class = confusion.diag().float() / confusion.sum(dim=1).clamp_min(1).float()
     return {
-        "accuracy": float((pred == labels).float().mean()),
+        "accuracy": float(confusion.diag().sum() / confusion.sum().clamp_min(1)),
         "per_class_accuracy": [round(float(a), 4) for a in per_class],
         "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted
     }
+
+
+def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    return report_from_confusion(confusion_matrix(logits, labels, num_classes))

@@ -180,8 +180,7 @@ def load_cifar(layout: Layout, data_dir, download: bool):
 @register(
     "cifar10",
     "CIFAR-10, 32x32 RGB, 10 classes, 50,000 train / 10,000 test",
-    defaults=dict(model="wrn28_2", num_labels=4000, steps=2**20, eval_every=1024, batch_size=64,
-                  flip=True, weight_decay=5e-4),
+    defaults={},  # the paper recipe (config.PAPER_DEFAULTS) as it is
     files="cifar-10-batches-py/ or cifar-10-python.tar.gz (--download), or cifar10_device.npz.xz + "
           "cifar10_rest.npz.xz",
 )
@@ -192,8 +191,7 @@ def load_cifar10(data_dir=None, download=False, **_):
 @register(
     "cifar100",
     "CIFAR-100 (fine labels), 32x32 RGB, 100 classes, 50,000 train / 10,000 test",
-    defaults=dict(model="wrn28_8", num_labels=10000, steps=2**20, eval_every=1024, batch_size=64,
-                  flip=True, weight_decay=1e-3),
+    defaults=dict(model="wrn28_8", num_labels=10000, weight_decay=1e-3),  # the paper's CIFAR-100 settings
     files="cifar-100-python/ or cifar-100-python.tar.gz (--download)",
 )
 def load_cifar100(data_dir=None, download=False, **_):

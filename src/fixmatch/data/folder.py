@@ -146,7 +146,7 @@ def find_npz(data_dir) -> Path:
 @register(
     "npz",
     "any .npz with x_train, y_train, x_test, y_test (NHWC or NHW uint8), optional class_names",
-    defaults=dict(model="wrn28_2"),
+    defaults={},
     files="the .npz file itself (or a folder holding exactly one)",
 )
 def load_npz(data_dir=None, **_):
@@ -166,7 +166,7 @@ def load_npz(data_dir=None, **_):
 @register(
     "imagefolder",
     "image files in root/train/<class>/ and root/test/<class>/ (all one size)",
-    defaults=dict(model="wrn28_2"),
+    defaults={},
     files="train/<class>/*.png|jpg and test/<class>/*.png|jpg",
 )
 def load_imagefolder(data_dir=None, **_):

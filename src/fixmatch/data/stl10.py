@@ -130,8 +130,7 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     "STL-10, 96x96 RGB, 10 classes, 5,000 labeled train (10 predefined folds of 1,000) + 100,000 unlabeled "
     "(some outside the 10 classes) / 8,000 test",
     # The paper's STL-10 row: 1,000 labels (an official fold), WRN-37-2 (WRN-var), the CIFAR recipe.
-    defaults=dict(model="wrn37_2", num_labels=1000, steps=2**20, eval_every=1024, batch_size=64,
-                  flip=True, weight_decay=5e-4),
+    defaults=dict(model="wrn37_2", num_labels=1000),  # the paper's STL-10 settings
     files=f"{FOLDER}/ with train_X.bin, train_y.bin, test_X.bin, test_y.bin, unlabeled_X.bin, "
           f"fold_indices.txt, or {ARCHIVE} (--download)",
 )

@@ -166,8 +166,8 @@ def hold_out(y: np.ndarray, per_class: int) -> np.ndarray:
     # the digits demo's small CNN and batch, every labeled image used (num_labels None = all), and the
     # two options a short schedule needs (EMA warm-up; BatchNorm statistics that follow the weights
     # within 1,000 steps).
-    defaults=dict(algorithm="fixmatch", model="cnn_small", num_labels=None, steps=1000, eval_every=100, batch_size=16,
-                  lr=0.05, weight_decay=5e-4, flip=True, ema_warmup=True, bn_momentum=0.1),
+    defaults=dict(model="cnn_small", num_labels=None, steps=1000, eval_every=100, batch_size=16,
+                  lr=0.05, ema_warmup=True, bn_momentum=0.1),
     files="labeled/<class>/<images>, optional unlabeled/**/<images> and test/<class>/<images>",
 )
 def load_folders(data_dir=None, image_size=None, channels=None, val_per_class=0, workers=None, **_):

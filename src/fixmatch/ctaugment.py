@@ -502,13 +502,17 @@ class CTAugment:
         arg_ix = torch.arange(MAX_ARGS, device=ops.device)
         key = ((ops.unsqueeze(-1) * MAX_ARGS + arg_ix) * MAX_BINS + bins).reshape(-1)
         key = torch.where(valid, key, 0)
-        same = (key.unsqueeze(0) == key.unsqueeze(1)) & valid.unsqueeze(0) & valid.unsqueeze(1)
-        later = torch.triu(same, diagonal=1).sum(1)  # later hits of the same bin
+        # same[e, f]: probe event f hits the bin of event e. Sums run as a small dense product and the
+        # result is written, not accumulated: no atomics, so every run and every rank gets the same bits.
+        same = ((key.unsqueeze(1) == key.unsqueeze(0)) & valid.unsqueeze(0)).to(torch.float64)
+        later = torch.triu(same, diagonal=1).sum(1)  # hits of the same bin after this one
         p = prox.to(torch.float64).view(n, 1).expand(n, depth * MAX_ARGS).reshape(-1)
-        gain = torch.where(valid, (1 - self.decay) * self.decay ** later.double() * p, 0.0)
+        gain = torch.where(valid, (1 - self.decay) * self.decay ** later * p, 0.0)
         flat = self.rates.view(-1)
-        count = torch.zeros_like(flat).index_add_(0, key, valid.double())
-        flat.mul_(torch.pow(self.decay, count)).index_add_(0, key, gain)
+        # every event of a bin (and an argument-less event, parked on bin 0) writes the same new value
+        new = flat[key] * torch.pow(self.decay, same.sum(1)) + same @ gain
+        flat.index_put_((key,), new)
+
 
     @torch.no_grad()
     def learn(self, model: torch.nn.Module, normalize: Callable[[Tensor], Tensor], images: Tensor, ops: Tensor,

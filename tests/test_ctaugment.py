@@ -286,7 +286,7 @@ def test_cuda_equals_cpu_and_never_syncs(images):
     try:
         g = torch.Generator("cuda").manual_seed(0)
         gpu.strong_view(x.cuda(), flip=True, generator=g)
-        _, o, a = gpu.probe_view(x.cuda(), g)
+        gpu.views(x.cuda(), x[:64].cuda(), flip=True, generator=g)
         gpu.update(ops.cuda(), args.cuda(), prox.cuda())
     finally:
         torch.cuda.set_sync_debug_mode(0)
@@ -385,7 +385,7 @@ def test_cuda_graph_captures_views_that_follow_the_rates(images):
     numbers and reads the rates tensor as it is at replay time (updated in place)."""
     x = _nchw(images["cifar"]).repeat(4, 1, 1, 1).cuda()
     cta, g = CTAugment(device="cuda"), torch.Generator("cuda").manual_seed(0)
-    fn = lambda: (cta.strong_view(x, flip=True, generator=g), *cta.sample(len(x), g))  # noqa: E731
+    fn = lambda: (cta.strong_view(x, flip=True, generator=g), *cta.sample(len(x), g))
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):

@@ -31,15 +31,15 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
 
-from fixmatch.augment import (_autocontrast_lut, _equalize_lut, _grey, _histogram, _pil_affine, _smooth,
-                              _warp, weak_augment)
 from fixmatch.augment import _IDX as _RA_IDX
+from fixmatch.augment import (_autocontrast_lut, _equalize_lut, _grey, _histogram, _pil_affine, _smooth, _warp,
+                              weak_augment)
 
 __all__ = ["CTA_OPS", "CTA_OP_NAMES", "CTAugment", "proximity"]
 
@@ -219,7 +219,7 @@ def _rescale_stage(x: Tensor, op: Tensor, scale_arg: Tensor, method_arg: Tensor)
     """rescale: ``x.crop((s*W, s*H, W*(1-s), H*(1-s))).resize(x.size, method)``, s = 0.25 * arg,
     crop box rounded half to even (Python round), method = methods[int(arg * 5.99)]. Horizontal pass
     first (rounded to uint8), then vertical, as Pillow does."""
-    n, c, h, w = x.shape
+    h, w = x.shape[2:]
     s = torch.where(_is(op, "rescale"), scale_arg, 0.0) * 0.25
     method = torch.trunc(method_arg * 5.99).long().clamp_(0, len(RESCALE_METHODS) - 1)
     out = x
@@ -256,7 +256,7 @@ def _lut_images(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor:
     n, c, h, w = x.shape
     i = torch.arange(256, device=x.device, dtype=torch.float64).expand(n, c, 256)
     lut = i
-    sel = lambda name: (op == _IDX[name]).view(n, 1, 1)  # noqa: E731
+    sel = lambda name: (op == _IDX[name]).view(n, 1, 1)
     m = a.view(n, 1, 1)
     if present & {"autocontrast", "equalize"}:
         lo = x.amin((2, 3)).double().unsqueeze(-1)

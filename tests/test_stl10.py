@@ -152,7 +152,9 @@ def test_archive_and_download_from_mirror(tmp_path, pictures, monkeypatch):
 
 
 def test_registry_entry_is_the_paper_row():
-    spec = DATASETS["stl10"]
-    assert spec.defaults["model"] == "wrn37_2" and spec.defaults["num_labels"] == 1000
-    assert spec.defaults["steps"] == 2**20
+    from fixmatch.config import TrainConfig, resolve
+
+    assert DATASETS["stl10"].defaults == dict(model="wrn37_2", num_labels=1000)  # the rest: paper recipe
+    cfg = resolve(TrainConfig(dataset="stl10"))
+    assert (cfg.model, cfg.num_labels, cfg.steps, cfg.batch_size) == ("wrn37_2", 1000, 2**20, 64)
     assert download.REMOTES["stl10_binary.tar.gz"].md5 == "91f7769df0f17e558f3565bffb0c7dfb"

@@ -128,6 +128,9 @@ def test_nesting_and_pool(tmp_path, rgb):
     assert d.x_train.shape[0] == 6 and d.x_unlabeled.shape == (7, 3, 32, 32)
     assert torch.equal(d.x_unlabeled[0], chw(rgb[19]))  # a/b/c/d/deep.png sorts first
     assert d.y_test.tolist() == [0, 1] and torch.equal(d.x_test[1], chw(rgb[21]))
+    (tmp_path / "unlabeled" / "a" / "loop").symlink_to(tmp_path / "unlabeled")  # a cycle: listed once
+    assert load(tmp_path).x_unlabeled.shape[0] == 7
+    (tmp_path / "unlabeled" / "a" / "loop").unlink()
     (tmp_path / "unlabeled").rename(tmp_path / "elsewhere")
     d = load(tmp_path)  # no unlabeled/ at all: allowed, the pool is the labeled images
     assert d.x_unlabeled is None
@@ -305,6 +308,12 @@ def test_memory_helpers_and_check(tmp_path, rgb, monkeypatch):
 
 
 def test_registry_entry():
+    import dataclasses
+
+    from fixmatch.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(DATASETS["folders"].defaults) <= fields and set(DATASETS["stl10"].defaults) <= fields
     spec = DATASETS["folders"]
     assert spec.defaults["num_labels"] is None  # every labeled image is used
     assert spec.defaults["ema_warmup"] is True and spec.defaults["model"] == "cnn_small"

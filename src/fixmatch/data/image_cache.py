@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fixmatch.errors import DataError
+
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 CACHE_DIR_NAME = ".fixmatch-cache"
 POOL_MIN = 200  # fewer images than this are decoded in-process (a pool costs more than it saves)
@@ -235,19 +237,26 @@ def walk(root: Path, sub: str) -> list[tuple[str, int, int]]:
     """(name relative to root, byte size, mtime_ns) of every file under root/sub, any depth, sorted;
     hidden files and folders (.DS_Store, .git, our own cache) left out. One scandir pass: a
     DirEntry knows whether it is a file without another system call."""
-    found, stack = [], [sub]
+    found, stack, seen = [], [sub], set()
     while stack:
         rel = stack.pop()
-        with os.scandir(root / rel) as entries:
-            for e in entries:
-                if e.name.startswith("."):
-                    continue
-                name = f"{rel}/{e.name}"
-                if e.is_dir():
-                    stack.append(name)
-                elif e.is_file():
-                    st = e.stat()
-                    found.append((name, st.st_size, st.st_mtime_ns))
+        try:
+            st = os.stat(root / rel)
+            if (st.st_dev, st.st_ino) in seen:  # a symlink back up the tree: list each folder once
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(root / rel) as entries:
+                for e in entries:
+                    if e.name.startswith("."):
+                        continue
+                    name = f"{rel}/{e.name}"
+                    if e.is_dir():  # symlinked folders are followed (unlabeled/ -> /data/photos)
+                        stack.append(name)
+                    elif e.is_file():
+                        st = e.stat()
+                        found.append((name, st.st_size, st.st_mtime_ns))
+        except OSError as e:
+            raise DataError(f"cannot list {root / rel} ({e.strerror or e}); check its permissions") from None
     found.sort()
     return found
 

@@ -305,6 +305,9 @@ def test_memory_helpers_and_check(tmp_path, rgb, monkeypatch):
     # 90% of 40,000 B for 2 x 14 images x 3 channels: side floor(sqrt(36,000 / 84)) = 20
     with pytest.raises(UserError, match=r"need about 84.0 KiB of RAM.*39.1 KiB is available; --image-size 20 would"):
         load(tmp_path)
+    monkeypatch.setattr(user_folders, "available_ram", lambda: 4_000)
+    with pytest.raises(UserError, match=r"not even --image-size 8 fits"):
+        load(tmp_path)
 
 
 def test_registry_entry():

@@ -142,10 +142,11 @@ def check_memory(n_images: int, channels: int, size: int) -> None:
     need = 2 * uint8_bytes(n_images, channels, size)  # the array + the engine's pool (train + unlabeled)
     if ram is not None and need > 0.9 * ram:
         fit = largest_fitting_size(2 * n_images, channels, int(0.9 * ram))
+        advice = (f"--image-size {fit} would fit (or fewer unlabeled images)" if fit >= MIN_SIZE else
+                  f"not even --image-size {MIN_SIZE} fits: move some unlabeled images out")
         raise UserError(f"folders: {n_images:,} images at {size}x{size}x{channels} need about "
                         f"{human_bytes(need)} of RAM (the array and the training pool), but "
-                        f"{human_bytes(ram)} is available; --image-size {fit} would fit "
-                        "(or fewer unlabeled images)")
+                        f"{human_bytes(ram)} is available; {advice}")
 
 
 def hold_out(y: np.ndarray, per_class: int) -> np.ndarray:

@@ -41,16 +41,21 @@ REMOTES[ARCHIVE] = Remote("http://ai.stanford.edu/~acoates/stl10/stl10_binary.ta
 
 
 def read_images(path: Path) -> torch.Tensor:
-    """A *_X.bin file -> uint8 (N, 3, 96, 96), rows in the usual (y, x) order."""
+    """A *_X.bin file -> uint8 (N, 3, 96, 96), rows in the usual (y, x) order. Read through a memory
+    map in chunks, so the 2.8 GB unlabeled file needs its own size in RAM, not twice that."""
     try:
-        raw = np.fromfile(path, dtype=np.uint8)
+        nbytes = path.stat().st_size
     except FileNotFoundError:
         raise DataError(f"stl10: {path} is missing") from None
-    if raw.size == 0 or raw.size % IMAGE_BYTES:
-        raise DataError(f"stl10: {path} holds {raw.size:,} bytes, not a whole number of 3x96x96 images; "
+    if nbytes == 0 or nbytes % IMAGE_BYTES:
+        raise DataError(f"stl10: {path} holds {nbytes:,} bytes, not a whole number of 3x96x96 images; "
                         "the file is truncated or damaged (extract or download it again)")
-    # stored (N, C, x, y): swap the last two axes to get (N, C, y, x)
-    return torch.from_numpy(raw.reshape(-1, 3, SIDE, SIDE)).transpose(2, 3).contiguous()
+    raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, SIDE, SIDE)
+    out = torch.empty((len(raw), 3, SIDE, SIDE), dtype=torch.uint8)
+    for i in range(0, len(raw), 8192):  # stored (N, C, x, y): swap the last two axes for (N, C, y, x)
+        out[i:i + 8192] = torch.from_numpy(np.ascontiguousarray(raw[i:i + 8192].transpose(0, 1, 3, 2)))
+    del raw
+    return out
 
 
 def read_labels(path: Path, n: int) -> torch.Tensor:

@@ -76,14 +76,14 @@ def _nchw(a: np.ndarray) -> torch.Tensor:
 
 
 def _argument_rounds(name: str, n: int) -> list[list[torch.Tensor]]:
-    """A sweep of [0, 1] (both ends included) and 4 rounds of uniform draws, one value per image."""
+    """A sweep of [0, 1] (both ends included) and 3 rounds of uniform draws, one value per image."""
     nargs = len(BINS[name])
     sweep = [torch.linspace(0, 1, n, dtype=torch.float64)] * nargs
     if name == "rescale":  # crop edges landing on .5 (Python rounds half to even), every method
         sweep = [(torch.arange(n, dtype=torch.float64) / (n // 2)).clamp(max=1),
                  (torch.arange(n, dtype=torch.float64) % 6 + 0.5) / 6]
     g = torch.Generator().manual_seed(len(name))
-    return [sweep] + [[torch.rand(n, generator=g, dtype=torch.float64) for _ in range(nargs)] for _ in range(4)]
+    return [sweep] + [[torch.rand(n, generator=g, dtype=torch.float64) for _ in range(nargs)] for _ in range(3)]
 
 
 @pytest.mark.parametrize("dataset", ["cifar", "fer"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import inspect
 import os
 import sys
@@ -86,12 +87,14 @@ def setup(cfg) -> tuple[Dist, torch.device]:
 
 
 def shutdown(clean: bool) -> None:
-    """Leave the process group before the interpreter exits: left to atexit, gloo's threads were
-    sometimes still joinable at teardown and aborted the rank ("terminate called without an active
-    exception"). After a clean run the ranks first meet at a barrier, so none leaves while another
-    still talks to it."""
+    """Leave the process group before the interpreter exits. A finished Trainer sits in reference
+    cycles (its compiled bound methods), so its DDP wrapper and reducer were freed by whichever
+    garbage collection came next, sometimes after the group was destroyed or during interpreter
+    teardown, and the rank aborted ("terminate called without an active exception"). So: collect
+    them now, while the group is alive, then meet at a barrier (after a clean run) and destroy it."""
     if not dist.is_initialized():
         return
+    gc.collect()
     if clean:
         dist.barrier()
     dist.destroy_process_group()

@@ -1,18 +1,24 @@
-"""gunicorn's threaded worker with a clock on every request: a client must send its request line,
-headers and body within READ_SECONDS, or it gets a 408 and its connection is closed.
+"""gunicorn's threaded worker, with requests read in full before a thread is involved, and a clock.
 
-Without a clock, a client that sends half a request and waits holds a thread forever: a handful
-of such connections (slowloris) stop a server of sync workers. Here each worker has a few threads
-for requests whose bytes have begun to arrive; idle connections wait in the worker's poller (no
-thread) for at most `keepalive` seconds; and the clock bounds how long any client can hold a
-thread. Errors gunicorn raises itself (414, 431, 408, malformed requests) are answered in JSON.
+Without either, a client that sends half a request and waits holds a thread forever: a handful of
+such connections (slowloris) stop a server of sync workers. Here the worker's event loop (one
+thread, non-blocking sockets) collects each request's bytes - headers, and a body of up to
+MAX_BUFFERED bytes - and only a complete request is handed to the thread pool, so stalled clients
+cost a little memory, never a thread. A client must deliver its request within `read_seconds` of
+its first appearance, or it gets a JSON 408 and is closed; the same clock guards the rare request
+read by a thread (a chunked body, a declared body too large to buffer, which the app refuses).
+Errors gunicorn raises itself (414, 431, malformed requests) are answered in JSON too.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import re
+import selectors
 import socket
 import time
+from functools import partial
 
 from gunicorn.http import errors as http_errors
 from gunicorn.workers import gthread
@@ -21,6 +27,9 @@ from fixmatch.serve.upload import RequestReadTimeout
 
 FIRST_BYTES_WAIT = 0.5  # a thread waits this long for a new connection's first bytes, then hands it back
 DEFAULT_READ_SECONDS = 10.0
+MAX_HEAD = 4094 + 50 * 8192  # request line and headers within gunicorn's limits (else its 414/431)
+MAX_BUFFERED = 1024 * 1024 + 96 * 1024  # the largest body the app accepts (1 MB file + multipart envelope)
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*(?=\r\n)", re.IGNORECASE)
 REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
            431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented"}
 
@@ -56,6 +65,27 @@ class ClockedSocket:
             self.sock.settimeout(None)
 
 
+def request_arrived(data: bytes) -> bool:
+    """Whether `data` holds a whole request, or as much of one as the event loop should collect
+    (headers over the limit, a chunked or too large body: a thread's parser takes it from there)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return len(data) > MAX_HEAD
+    head = data[:end + 2]
+    if b"transfer-encoding" in head.lower():
+        return True
+    found = CONTENT_LENGTH.search(head)
+    length = int(found.group(1)) if found else 0
+    return length > MAX_BUFFERED or len(data) >= end + 4 + length
+
+
+def json_error(status: int, message: str) -> bytes:
+    body = json.dumps({"error": message}).encode()
+    return (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "X-Content-Type-Options: nosniff\r\n\r\n").encode() + body
+
+
 def describe(exc: Exception) -> tuple[int, str]:
     """gunicorn's own errors -> (status, a message for the client)."""
     if isinstance(exc, RequestReadTimeout):
@@ -74,9 +104,68 @@ def describe(exc: Exception) -> tuple[int, str]:
 class ClockedThreadWorker(gthread.ThreadWorker):
     read_seconds = DEFAULT_READ_SECONDS  # set by the server from --read-timeout
 
+    def init_process(self):
+        self.arriving = {}  # connection -> deadline, for requests the event loop is still reading
+        super().init_process()
+
+    # ---- the event loop collects requests ----------------------------------------------------
+    def accept(self, listener):
+        try:
+            sock, client = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        self.start_arriving(gthread.TConn(self.cfg, sock, client, listener.getsockname()))
+
+    def on_client_socket_readable(self, conn, client):
+        """A kept-alive connection's next request: collected like a new one."""
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self.start_arriving(conn)
+
+    def start_arriving(self, conn) -> None:
+        conn.clock_start, conn.arrived = time.monotonic(), bytearray()
+        conn.sock.setblocking(False)
+        self.arriving[conn] = conn.clock_start + self.read_seconds
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_arriving, conn))
+
+    def on_arriving(self, conn, sock) -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            conn.arrived += data
+            if not request_arrived(conn.arrived):
+                return
+        self.poller.unregister(sock)
+        del self.arriving[conn]
+        if not data:  # the client left before sending a whole request
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.data_ready = True
+        super().enqueue_req(conn)  # the clock keeps running from the request's first appearance
+
+    def murder_pending(self):
+        super().murder_pending()
+        now = time.monotonic()
+        for conn in [c for c, deadline in self.arriving.items() if deadline <= now]:
+            self.poller.unregister(conn.sock)
+            del self.arriving[conn]
+            self.nr_conns -= 1
+            try:  # best effort, never blocking the event loop
+                conn.sock.send(json_error(408, f"the request did not arrive within {self.read_seconds:g} s"))
+            except OSError:
+                pass
+            conn.close()
+
     def enqueue_req(self, conn):
-        # the clock starts when the request is first seen (accepted, or readable again), not when
-        # a thread is free: requests queued behind stalled ones must not get fresh time
+        # a request the thread reads itself (leftover pipelined bytes): its clock starts now
         conn.clock_start = time.monotonic()
         super().enqueue_req(conn)
 
@@ -88,6 +177,10 @@ class ClockedThreadWorker(gthread.ThreadWorker):
         conn.sock.setblocking(True)
         conn.init()
         self.clock(conn)
+        arrived = getattr(conn, "arrived", None)
+        if arrived and hasattr(conn.parser, "unreader"):
+            conn.parser.unreader.unread(bytes(arrived))  # what the event loop collected comes first
+        conn.arrived = None
         return super().handle(conn)
 
     def clock(self, conn) -> None:
@@ -118,12 +211,8 @@ class ClockedThreadWorker(gthread.ThreadWorker):
             self.log.exception("Error handling request")
         else:
             self.log.info("refused a request from %s: %s %s", (addr or ("?",))[0], status, exc)
-        body = json.dumps({"error": message}).encode()
-        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                "X-Content-Type-Options: nosniff\r\n\r\n").encode()
         try:
             client.settimeout(2)
-            client.sendall(head + body)
+            client.sendall(json_error(status, message))
         except OSError:
             pass

@@ -294,6 +294,25 @@ def test_parallel_decode_equals_serial(tmp_path, rgb, faces, monkeypatch):
     assert serial[2] == parallel[2] and not serial[1][7] and serial[2][7] == "empty file (0 bytes)"
 
 
+def test_a_file_that_crashes_the_decoder_is_skipped(tmp_path, rgb, monkeypatch):
+    """A decoder crash (a segfault in an image library) kills a worker process: the run neither hangs
+    nor stops, and exactly that file is reported."""
+    paths = [str(put(tmp_path / f"{i:02d}.png", rgb[i % 24])) for i in range(30)]
+    real = image_cache.decode
+
+    def crashing(path, size, channels):
+        if path.endswith("17.png"):
+            os._exit(1)  # what a segfault looks like to the pool
+        return real(path, size, channels)
+
+    monkeypatch.setattr(image_cache, "decode", crashing)
+    monkeypatch.setattr(image_cache, "POOL_MIN", 0)
+    monkeypatch.setattr(image_cache, "CHUNK", 4)
+    images, ok, reasons = image_cache.decode_many(paths, 32, 3, workers=2)
+    assert ok.tolist() == [i != 17 for i in range(30)] and "crashed the image decoder" in reasons[17]
+    assert np.array_equal(images[3], chw(rgb[3]).numpy()) and np.array_equal(images[29], chw(rgb[5]).numpy())
+
+
 # ---------------------------------------------------------------- memory, registry, worked example
 
 def test_memory_helpers_and_check(tmp_path, rgb, monkeypatch):

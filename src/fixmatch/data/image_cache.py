@@ -161,14 +161,47 @@ def decode_many(paths: list[str], size: int, channels: int, workers: int | None 
             for t in tasks:
                 take(decode_chunk(t))
         else:
-            import multiprocessing as mp
-
-            # fork: workers start instantly and need not re-import torch; they only run PIL/numpy
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
-            with ctx.Pool(workers) as pool:
-                for result in pool.imap_unordered(decode_chunk, tasks):
-                    take(result)
+            run_pool(tasks, workers, take)
     return images, ok, reasons
+
+
+def run_pool(tasks: list, workers: int, take) -> None:
+    """Run decode_chunk over tasks in worker processes. A file that kills its worker (a crash
+    inside an image library) must neither hang nor end the run: when the pool breaks, the chunks
+    not finished are retried one file per task in one worker, in order, so the first one that breaks
+    it again is the culprit; it is reported unreadable and the rest goes on in parallel."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    # fork: workers start at once and need not re-import torch; they only run PIL and numpy
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+    hunting = False  # one worker, one file per task: looking for the file that crashes
+    while tasks:
+        left = {}
+        try:
+            with ProcessPoolExecutor(1 if hunting else workers, mp_context=ctx) as pool:
+                left = {pool.submit(decode_chunk, t): t for t in tasks}
+                for done in as_completed(list(left)):
+                    take(done.result())
+                    del left[done]
+            tasks = []
+        except BrokenProcessPool:
+            unfinished = []
+            for future, task in left.items():  # submission order
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    take(future.result())
+                else:
+                    unfinished.append(task)
+            if hunting:
+                start, _, size, channels = unfinished[0]
+                take((start, np.empty((0, channels, size, size), np.uint8), [False],
+                      ["crashed the image decoder (a damaged or hostile file)"]))
+                tasks, hunting = unfinished[1:], False
+            else:
+                tasks = [(start + k, [p], size, channels) for start, paths, size, channels in unfinished
+                         for k, p in enumerate(paths)]
+                hunting = True
 
 
 # ---------------------------------------------------------------- memory

@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pil_baseline import time_pil_pipeline  # noqa: E402
 
-from fixmatch.bench import bench_args, build_trainer, measure  # noqa: E402
+from fixmatch.bench import build_trainer, measure  # noqa: E402
+from fixmatch.bench_options import bench_args  # noqa: E402
 from fixmatch.data import ImageDataset  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import torch
 
-from fixmatch.bench import bench_args, compare_paths, measure
+from fixmatch.bench import measure
+from fixmatch.bench_options import bench_args
+from fixmatch.equivalence import compare_paths
 
 T0 = time.time()
 REPORT: dict = {"sections": {}}

@@ -368,9 +368,10 @@ def child_compare(spec_path: str) -> None:
     """(child) The exact fp32 path and the fast path: same seed, same labels, same batches, N steps each."""
     import torch
 
-    from fixmatch.bench import flat_params, summarize, timed
+    from fixmatch.bench import summarize, timed
+    from fixmatch.equivalence import flat_params
     from fixmatch.config import TrainConfig, resolve
-    from fixmatch.fast import pick_device
+    from fixmatch.devices import pick_device
     from fixmatch.train import load_data, make_trainer, pick_labels
 
     spec = json.loads(Path(spec_path).read_text())

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from fixmatch.bench import bench_args, compare_paths
+from fixmatch.bench_options import bench_args
+from fixmatch.equivalence import compare_paths
 from fixmatch.cli import main
 from fixmatch.config import TrainConfig, resolve
 from fixmatch.data.splits import official_labeled_indices

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import platform
@@ -14,31 +13,7 @@ import torch
 
 from fixmatch.config import TrainConfig, resolve
 from fixmatch.data import ImageDataset, load_dataset
-from fixmatch.fast import pick_device
-
-
-def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="wrn28_2")
-    p.add_argument("--dataset", default=None, help="time on real data from this dataset (default: synthetic)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--image-size", type=int, default=32, help="synthetic data: side in pixels")
-    p.add_argument("--channels", type=int, default=3, help="synthetic data: 1 or 3")
-    p.add_argument("--num-classes", type=int, default=10, help="synthetic data: classes")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--mu", type=int, default=7)
-    p.add_argument("--algorithm", default="fixmatch", choices=["fixmatch", "supervised"])
-    p.add_argument("--randaugment", default="official")
-    p.add_argument("--strong-augment", default="ra", choices=["ra", "cta"], help="RandAugment or CTAugment")
-    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
-    p.add_argument("--steps", type=int, default=30, help="timed steps")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1)
-    for name in ("fast", "amp", "channels_last", "compile", "fused_optimizer", "cuda_graph"):
-        p.add_argument("--" + name.replace("_", "-"), default="auto" if name != "cuda_graph" else "off",
-                       choices=["auto", "on", "off"])
-    p.add_argument("--augment-only", action="store_true", help="time only producing one step's augmented, "
-                   "normalized batch on the device")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+from fixmatch.devices import pick_device, sync
 
 
 def synthetic_data(n: int, channels: int, size: int, num_classes: int, seed: int = 0) -> ImageDataset:
@@ -83,11 +58,6 @@ def timed(fn, n: int, device: torch.device) -> list[float]:
         sync(device)
         out.append((time.perf_counter() - t) * 1e3)
     return out
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -155,44 +125,3 @@ def run_bench(args) -> int:
     if args.json:
         print(json.dumps(r))
     return 0
-
-
-def flat_params(model) -> torch.Tensor:
-    return torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
-
-
-def bench_args(**overrides) -> argparse.Namespace:
-    """The bench defaults as a Namespace, with overrides (for scripts and tests)."""
-    p = argparse.ArgumentParser()
-    add_bench_arguments(p)
-    args = p.parse_args([])
-    for k, v in overrides.items():
-        if not hasattr(args, k):
-            raise TypeError(f"unknown bench option {k!r}")
-        setattr(args, k, v)
-    return args
-
-
-def compare_paths(plain_args: argparse.Namespace, fast_args: argparse.Namespace, steps: int = 3,
-                  return_trainers: bool = False):
-    """Run `steps` training steps from the same initial weights and batches on two configurations
-    and report how far their losses and parameters drift apart (the fast path must compute the same
-    function up to the rounding of its number formats)."""
-    runs = []
-    for args in (plain_args, fast_args):
-        torch.manual_seed(0)
-        trainer, _, _ = build_trainer(args)
-        start = flat_params(trainer.model)
-        losses = []
-        for _ in range(steps):
-            trainer.step()
-            losses.append(float(trainer.sums["loss"]) - sum(losses))
-        runs.append((trainer, losses, flat_params(trainer.model) - start))
-    (a, la, da), (b, lb, db) = runs
-    report = {"steps": steps, "loss_plain": la, "loss_fast": lb,
-              "max_loss_rel_diff": max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(la, lb)),
-              # how far the fast path's total parameter update strays from the plain one's
-              "update_rel_diff": float((da - db).norm() / da.norm().clamp_min(1e-12)),
-              "update_cosine": float(torch.nn.functional.cosine_similarity(da, db, dim=0)),
-              "fast": b.speedups.describe(), "plain": a.speedups.describe()}
-    return (report, (a, b)) if return_trainers else report

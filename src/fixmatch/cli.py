@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--card-json", metavar="PATH", help="model-card figures to embed (JSON)")
     x.set_defaults(func=cmd_export)
 
-    from fixmatch.bench import add_bench_arguments
+    from fixmatch.bench_options import add_bench_arguments
 
     b = sub.add_parser("bench", help="time the real training step (or just the augmentation)")
     add_bench_arguments(b)

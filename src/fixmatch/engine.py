@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fixmatch import distributed
+from fixmatch import devices, distributed
 from fixmatch.algorithms import ALGORITHMS
 from fixmatch.augment import strong_augment, weak_augment
 from fixmatch.checkpoint import save_atomic
@@ -162,9 +162,7 @@ class Trainer:
         return rec
 
     def sync(self) -> None:
-        """Wait for the device: clock readings around it then measure finished work."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        devices.sync(self.device)
 
     def time_evaluation(self) -> float:
         """Seconds one evaluation (EMA and raw model) takes; nothing is recorded."""

@@ -52,13 +52,3 @@ def compile_fn(fn, speedups: Speedups):
         return fn
     mode = "reduce-overhead" if speedups.cuda_graph else None
     return torch.compile(fn, mode=mode, dynamic=False)
-
-
-def pick_device(name: str) -> torch.device:
-    from fixmatch.errors import UserError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but torch sees no CUDA GPU here; use --device cpu")
-    return torch.device(name)

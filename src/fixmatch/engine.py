@@ -18,7 +18,8 @@ from fixmatch.augment import strong_augment, weak_augment
 from fixmatch.checkpoint import save_atomic
 from fixmatch.ctaugment import CTAugment
 from fixmatch.ema import EMA
-from fixmatch.evaluate import Normalizer, confusion_matrix, predict_logits, report_from_confusion
+from fixmatch.evaluate import confusion_matrix, predict_logits, report_from_confusion
+from fixmatch.input_scaling import Normalizer
 from fixmatch.fast import Speedups, autocast, compile_fn
 from fixmatch.optim import cosine_lr, make_optimizer
 from fixmatch.sampler import EpochSampler

@@ -6,20 +6,8 @@ import torch
 import torch.nn as nn
 
 
-class Normalizer(nn.Module):
-    """uint8 (N, C, H, W) -> float, scaled to 0..1 and standardised per channel."""
-
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / 255.0 - self.mean) / self.std
-
-
 @torch.no_grad()
-def predict_logits(model: nn.Module, normalize: Normalizer, images: torch.Tensor, batch_size: int,
+def predict_logits(model: nn.Module, normalize: nn.Module, images: torch.Tensor, batch_size: int,
                    device: torch.device) -> torch.Tensor:
     was_training = model.training
     model.eval()

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from fixmatch.checkpoint import load_checkpoint
 from fixmatch.errors import UserError
-from fixmatch.evaluate import Normalizer
+from fixmatch.input_scaling import Normalizer
 from fixmatch.model_files import ZOO, ZOO_DIR, check_meta, resolve_source  # noqa: F401 (re-exported)
 from fixmatch.models import build_model
 from fixmatch.models.layers import LEGACY_WIRING

@@ -18,7 +18,7 @@ from fixmatch.data import load_dataset
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.engine import Trainer, run_loop, write_metrics
 from fixmatch.errors import UserError
-from fixmatch.evaluate import Normalizer
+from fixmatch.input_scaling import normalizer_for
 from fixmatch.fast import resolve_speedups
 from fixmatch.models import build_model, count_parameters
 from fixmatch.models.layers import DEFAULT_WIRING
@@ -44,13 +44,6 @@ def pick_labels(cfg: TrainConfig, data) -> np.ndarray:
     return official_labeled_indices(data.y_train.numpy(), cfg.num_labels, seed=cfg.fold)
 
 
-def input_scaling(cfg: TrainConfig, data) -> tuple[list[float], list[float]]:
-    """Mean and std (0..1 units) the Normalizer applies: official = 0.5 and 0.5, i.e. x/127.5 - 1."""
-    if cfg.input_scaling == "official":
-        return [0.5] * data.image_shape[0], [0.5] * data.image_shape[0]
-    return data.channel_stats()
-
-
 def default_out(cfg: TrainConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{cfg.dataset}-{cfg.num_labels}-{cfg.algorithm}-{stamp}"
@@ -69,8 +62,8 @@ def make_trainer(cfg: TrainConfig, data, labeled, device: torch.device, dist=dis
     scaling, inside a Trainer with cfg's speed switches."""
     model = build_model(cfg.model, data.num_classes, data.image_shape[0], wiring=DEFAULT_WIRING,
                         bn_momentum=cfg.bn_momentum)
-    mean, std = input_scaling(cfg, data)
-    return Trainer(cfg, model, data, labeled, device, resolve_speedups(cfg, device), Normalizer(mean, std), dist)
+    normalize = normalizer_for(cfg.input_scaling, data)
+    return Trainer(cfg, model, data, labeled, device, resolve_speedups(cfg, device), normalize, dist)
 
 
 def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=None) -> dict:

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 from fixmatch.config import TrainConfig
-from fixmatch.train import load_data, resolve, train
+from fixmatch.data import load_data
+from fixmatch.train import resolve, train
 
 
 def main():

@@ -372,7 +372,8 @@ def child_compare(spec_path: str) -> None:
     from fixmatch.equivalence import flat_params
     from fixmatch.config import TrainConfig, resolve
     from fixmatch.devices import pick_device
-    from fixmatch.train import load_data, make_trainer, pick_labels
+    from fixmatch.data import load_data
+    from fixmatch.train import make_trainer, pick_labels
 
     spec = json.loads(Path(spec_path).read_text())
     tiny = spec["tiny"]

@@ -71,7 +71,8 @@ def digits_model(tmp_path_factory):
     from fixmatch.config import TrainConfig
     from fixmatch.inference import load_model
     from fixmatch.onnx_export import export_onnx
-    from fixmatch.train import load_data, train
+    from fixmatch.data import load_data
+    from fixmatch.train import train
 
     root = tmp_path_factory.mktemp("digits_model")
     cfg = TrainConfig(dataset="digits", num_labels=200, algorithm="supervised", model="cnn_small", steps=80,

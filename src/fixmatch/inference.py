@@ -69,7 +69,7 @@ def evaluate_on_dataset(loaded: LoadedModel, dataset: str, data_dir=None, fer_te
     channels, held-out images); dataset, data_dir and fer_test given here take precedence."""
     from fixmatch.config import FIELD_NAMES, from_dict
     from fixmatch.evaluate import classification_report, predict_logits
-    from fixmatch.train import load_data
+    from fixmatch.data import load_data
 
     base = {k: v for k, v in (run_config or {}).items() if k in FIELD_NAMES and k != "out"}
     if base.get("dataset") != dataset:  # another dataset: nothing of the run's data settings applies

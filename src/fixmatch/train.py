@@ -14,7 +14,7 @@ import torch
 from fixmatch import distributed
 from fixmatch.checkpoint import load_checkpoint
 from fixmatch.config import PAPER_DEFAULTS, TrainConfig, from_dict, resolve, save_yaml
-from fixmatch.data import load_dataset
+from fixmatch.data import load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.engine import Trainer, run_loop, write_metrics
 from fixmatch.errors import UserError
@@ -23,12 +23,6 @@ from fixmatch.fast import resolve_speedups
 from fixmatch.models import build_model, count_parameters
 from fixmatch.models.layers import DEFAULT_WIRING
 from fixmatch.schedule_planner import StepPlanner
-
-
-def load_data(cfg: TrainConfig):
-    return load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, svhn_extra=cfg.svhn_extra,
-                        fer_test=cfg.fer_test, image_size=cfg.image_size, channels=cfg.channels,
-                        val_per_class=cfg.val_per_class)
 
 
 def pick_labels(cfg: TrainConfig, data) -> np.ndarray:

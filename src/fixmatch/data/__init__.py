@@ -19,4 +19,11 @@ def load_dataset(name: str, data_dir=None, **options) -> ImageDataset:
     return get_spec(name).loader(data_dir, **options)
 
 
-__all__ = ["DATASETS", "DatasetSpec", "ImageDataset", "from_numpy", "register", "get_spec", "load_dataset"]
+def load_data(cfg) -> ImageDataset:
+    """The dataset a TrainConfig names, with the loader options it sets."""
+    return load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, svhn_extra=cfg.svhn_extra,
+                        fer_test=cfg.fer_test, image_size=cfg.image_size, channels=cfg.channels,
+                        val_per_class=cfg.val_per_class)
+
+
+__all__ = ["DATASETS", "DatasetSpec", "ImageDataset", "from_numpy", "register", "get_spec", "load_dataset", "load_data"]

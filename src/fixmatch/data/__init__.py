@@ -3,10 +3,8 @@
 from fixmatch.data.base import DATASETS, DatasetSpec, ImageDataset, from_numpy, register
 from fixmatch.errors import UserError
 
-# Importing a module registers its datasets.
-from fixmatch.data import digits  # noqa: F401,E402
-from fixmatch.data import cifar, svhn, fer2013, folder  # noqa
-from fixmatch.data import user_folders, stl10  # noqa: F401,E402
+# Importing a module registers its datasets (base must come first: they import the registry from it).
+from fixmatch.data import cifar, digits, fer2013, imagefolder, npz, stl10, svhn, user_folders  # noqa: E402,F401,I001
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fixmatch.data.arrays import dataset_from_arrays, integer_labels, require_keys
 from fixmatch.data.base import register
 from fixmatch.data.download import fetch, missing_error, resolve_data_dir
-from fixmatch.data.folder import dataset_from_arrays, integer_labels, read_npz_xz, require_keys
+from fixmatch.data.npz import read_npz_xz
 from fixmatch.errors import DataError
 
 OFFLINE_FILES = ("cifar10_device.npz.xz", "cifar10_rest.npz.xz")

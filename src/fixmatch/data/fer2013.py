@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fixmatch.data.arrays import dataset_from_arrays, integer_labels, require_keys
 from fixmatch.data.base import register
 from fixmatch.data.download import missing_error, resolve_data_dir
-from fixmatch.data.folder import (class_folders, dataset_from_arrays, integer_labels, read_images,
-                                  read_npz_xz, require_keys)
+from fixmatch.data.imagefolder import class_folders, read_images
+from fixmatch.data.npz import read_npz_xz
 from fixmatch.errors import DataError, UserError
 
 CLASS_NAMES = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")

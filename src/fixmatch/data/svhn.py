@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fixmatch.data.arrays import dataset_from_arrays
 from fixmatch.data.base import register
 from fixmatch.data.download import fetch, missing_error, resolve_data_dir
-from fixmatch.data.folder import dataset_from_arrays
 from fixmatch.errors import DataError
 
 

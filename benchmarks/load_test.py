@@ -95,8 +95,10 @@ class Stallers:
             self.thread.join(timeout=5)
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, round(q / 100 * (len(sorted_values) - 1)))]
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None  # nothing was answered
+    return round(sorted_values[min(len(sorted_values) - 1, round(q / 100 * (len(sorted_values) - 1)))], 1)
 
 
 def run(url: str, body: bytes, n: int, concurrency: int, max_seconds: float) -> dict:
@@ -113,6 +115,8 @@ def run(url: str, body: bytes, n: int, concurrency: int, max_seconds: float) -> 
                 errors[err] = errors.get(err, 0) + 1
 
     for _ in range(2 * concurrency):  # warm-up, not counted: first requests load lazy state
+        if time.perf_counter() > deadline:
+            break
         one_request(url, body)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -120,8 +124,8 @@ def run(url: str, body: bytes, n: int, concurrency: int, max_seconds: float) -> 
     wall = time.perf_counter() - t0
     ms = sorted(1000 * s for s in latencies)
     return {"requests": len(ms), "concurrency": concurrency, "seconds": round(wall, 2),
-            "req_per_s": round(len(ms) / wall, 1), "p50_ms": round(percentile(ms, 50), 1),
-            "p95_ms": round(percentile(ms, 95), 1), "p99_ms": round(percentile(ms, 99), 1),
+            "req_per_s": round(len(ms) / wall, 1), "p50_ms": percentile(ms, 50),
+            "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
             "errors": sum(errors.values()), "error_kinds": errors, "stopped_early": len(ms) < n}
 
 

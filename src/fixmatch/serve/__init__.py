@@ -15,7 +15,7 @@ from fixmatch.errors import UserError
 __all__ = ["create_app", "run_server"]
 
 THREADS = 4  # per worker: requests being read or answered at once (2 of them decode, see app.py)
-CONNECTIONS = 100  # per worker: open connections, idle ones included; beyond, the kernel's backlog waits
+CONNECTIONS = 64  # per worker: open connections (each buffers up to ~1.1 MB of request); then the backlog waits
 KEEPALIVE = 5  # seconds an idle connection is kept (in the poller, no thread)
 
 

@@ -150,7 +150,7 @@ def _blend_stage(x: Tensor, op: Tensor, mag: Tensor, present: frozenset) -> Tens
     """
     n = x.shape[0]
     xf = x.float()
-    grey = _grey(xf) if present & {"Color", "Contrast"} else None
+    grey = _grey(xf) if present & {"Color", "Contrast"} else xf[:, :1]  # the fallback is never read
     deg = torch.zeros(n, device=x.device)
     if "Contrast" in present:  # int(mean + 0.5) exactly: floor((2 * sum + npix) / (2 * npix))
         total, npix = grey.sum((1, 2, 3), dtype=torch.float64), grey[0].numel()
@@ -375,11 +375,10 @@ def strong_augment(x: Tensor, *, flip: bool, generator: torch.Generator,
         if policy != "usb":
             op = torch.where(apply, op, _IDX["Identity"])
         x = _apply(x, op, _magnitudes(policy, op, level, sign.double(), u, min(h, w)), grouped)
+    size: int | Tensor = min(h, w) // 2
     if policy == "usb":
         frac = torch.rand(n, device=dev, generator=generator, dtype=torch.float64) * 0.5
         size = torch.trunc(frac * min(h, w)).long()
-    else:
-        size = min(h, w) // 2
     return cutout(x, size, generator)
 
 

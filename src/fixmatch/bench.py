@@ -44,7 +44,7 @@ def build_trainer(args, data: ImageDataset | None = None):
         steps=10**9, eval_every=10**9, progress=False, flip=True))
     torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    trainer = make_trainer(cfg, data, torch.arange(cfg.num_labels), device)
+    trainer = make_trainer(cfg, data, torch.arange(int(cfg.num_labels or 0)), device)
     return trainer, data, device
 
 

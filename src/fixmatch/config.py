@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -89,6 +90,23 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(kw_only=True)
+class RunConfig(TrainConfig):
+    """A TrainConfig after `resolve`: the fields the defaults fill have their final types."""
+
+    algorithm: str
+    model: str
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    lr_schedule_steps: int
+    ema_warmup: bool
+    bn_momentum: float
+    flip: bool
+    eval_every: int
+
+
 FIELD_NAMES = {f.name for f in fields(TrainConfig)}
 
 
@@ -115,23 +133,40 @@ def save_yaml(cfg: TrainConfig, path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def resolve(cfg: TrainConfig) -> TrainConfig:
+def resolve(cfg: TrainConfig) -> RunConfig:
     """Fill unset fields (paper defaults, overridden by the dataset's), then validate."""
     from fixmatch.data import get_spec
 
     spec = get_spec(cfg.dataset)
-    filled = {}
+    values = cfg.to_dict()
     for key, paper_value in PAPER_DEFAULTS.items():
-        if getattr(cfg, key) is None:
-            filled[key] = spec.defaults.get(key, paper_value)
-    cfg = dataclasses.replace(cfg, **filled)
-    if cfg.lr_schedule_steps is None:
-        cfg = dataclasses.replace(cfg, lr_schedule_steps=cfg.steps)
-    validate(cfg)
-    return cfg
+        if values[key] is None:
+            values[key] = spec.defaults.get(key, paper_value)
+    if values["lr_schedule_steps"] is None:
+        values["lr_schedule_steps"] = values["steps"]
+    check_types(values)
+    run = RunConfig(**values)
+    validate(run)
+    return run
 
 
-def validate(cfg: TrainConfig) -> None:
+def check_types(values: dict) -> None:
+    """Each value has its field's type (a YAML file can hold anything): one clear error otherwise."""
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in values.items():
+        allowed = typing.get_args(hints[key]) or (hints[key],)
+        if value is None and type(None) in allowed:
+            continue
+        ok = any(isinstance(value, t) and not (t in (int, float) and isinstance(value, bool))
+                 for t in allowed if t is not type(None))
+        ok = ok or (float in allowed and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            names = " or ".join(t.__name__ for t in allowed if t is not type(None))
+            raise UserError(f"{key} must be {names}, got {value!r}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Every value checked before any work starts; the first problem is one UserError."""
     from fixmatch.algorithms import ALGORITHMS
     from fixmatch.augment import POLICIES
     from fixmatch.models import MODELS

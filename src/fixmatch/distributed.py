@@ -131,7 +131,8 @@ def wrap_model(model: nn.Module, cfg, d: Dist, device: torch.device) -> nn.Modul
     ddp = nn.parallel.DistributedDataParallel
     no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters \
         else "broadcast_buffers"
-    return ddp(model, device_ids=[device] if device.type == "cuda" else None, **{no_sync: False})
+    flags: dict = {no_sync: False}
+    return ddp(model, device_ids=[device] if device.type == "cuda" else None, **flags)
 
 
 def shard_batch(x: torch.Tensor, y_l: torch.Tensor, y_u: torch.Tensor | None, d: Dist):

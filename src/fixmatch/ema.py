@@ -14,10 +14,10 @@ class EMA:
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self._src_params = list(model.parameters())
-        self._src_buffers = list(model.buffers())
-        self._params = list(self.model.parameters())
-        self._buffers = list(self.model.buffers())
+        self._src_params: list[torch.Tensor] = list(model.parameters())
+        self._src_buffers: list[torch.Tensor] = list(model.buffers())
+        self._params: list[torch.Tensor] = list(self.model.parameters())
+        self._buffers: list[torch.Tensor] = list(self.model.buffers())
 
     def decay_at(self, step: int) -> float:
         """With warm-up, early steps average over fewer updates: min(decay, (1+k)/(10+k)).

@@ -36,7 +36,7 @@ class Trainer:
         self.cfg, self.device, self.speedups, self.dist = cfg, device, speedups, dist
         self.algorithm = ALGORITHMS[cfg.algorithm](threshold=cfg.threshold, lambda_u=cfg.lambda_u)
         fmt = torch.channels_last if speedups.channels_last else torch.contiguous_format
-        self.model = model.to(device, memory_format=fmt)
+        self.model = model.to(device, memory_format=fmt)  # type: ignore[call-overload]  # the stubs miss memory_format
         self.net = distributed.wrap_model(self.model, cfg, dist, device)  # DDP wrapper, or the model itself
         self.normalize = normalize.to(device)
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay,
@@ -48,7 +48,7 @@ class Trainer:
         labeled_idx = torch.as_tensor(labeled_idx, dtype=torch.long)
         self.x_lab = data.x_train[labeled_idx].to(device)
         self.y_lab = data.y_train[labeled_idx].to(device)
-        self.x_unl, self.y_unl = unlabeled_pool(data, device)
+        self.x_unl, self.y_unl = unlabeled_pool(data, labeled_idx, device)
         self.x_test, self.y_test, self.num_classes = data.x_test, data.y_test, data.num_classes
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
@@ -80,8 +80,8 @@ class Trainer:
             raw = self.x_unl[ui]
             parts.append(weak_augment(raw, flip=flip, generator=g))
             if self.cta is not None:  # strong views, and probes of the labeled weak views (classified in step())
-                strong, *probe = self.cta.views(raw, parts[0], flip=flip, generator=g)
-                self.cta_probe = (*probe, self.y_lab[li])
+                strong, probes, probe_ops, probe_args = self.cta.views(raw, parts[0], flip=flip, generator=g)
+                self.cta_probe = (probes, probe_ops, probe_args, self.y_lab[li])
             else:
                 strong = strong_augment(raw, flip=flip, generator=g, policy=self.cfg.randaugment)
             parts.append(strong)
@@ -219,11 +219,13 @@ class Trainer:
             self.cta.write_json(out_dir / "cta.json", self.step_num)
 
 
-def unlabeled_pool(data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def unlabeled_pool(data, labeled_idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The images the unlabeled loss draws from: the whole train split (its labeled images included,
     as in the official code), then any images that have no label at all. The labels go only to
-    monitoring (pseudo-label accuracy); -1 marks an image without one."""
-    x, y = data.x_train, data.y_train
+    monitoring (pseudo-label accuracy) and only where training never sees them: -1 marks the
+    labeled images (the model is fit to them, their pseudo-labels say nothing) and unlabeled ones."""
+    x, y = data.x_train, data.y_train.clone()
+    y[labeled_idx] = -1
     if data.x_unlabeled is not None and len(data.x_unlabeled):
         x = torch.cat([x, data.x_unlabeled])
         y = torch.cat([y, torch.full((len(data.x_unlabeled),), -1, dtype=y.dtype)])
@@ -275,7 +277,7 @@ class GraphedAugment:
 
     def __call__(self, li: torch.Tensor, ui: torch.Tensor | None):
         self.li.copy_(li)
-        if ui is not None:
+        if ui is not None and self.ui is not None:
             self.ui.copy_(ui)
         self.graph.replay()
         return self.out

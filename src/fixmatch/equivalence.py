@@ -24,7 +24,7 @@ def compare_paths(plain_args: argparse.Namespace, fast_args: argparse.Namespace,
         torch.manual_seed(0)
         trainer, _, _ = build_trainer(args)
         start = flat_params(trainer.model)
-        losses = []
+        losses: list[float] = []
         for _ in range(steps):
             trainer.step()
             losses.append(float(trainer.sums["loss"]) - sum(losses))

@@ -8,6 +8,9 @@ import torch.nn as nn
 
 
 class Normalizer(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     """uint8 (N, C, H, W) -> float, scaled to 0..1 and standardised per channel."""
 
     def __init__(self, mean, std):

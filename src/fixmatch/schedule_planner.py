@@ -62,11 +62,13 @@ class StepPlanner:
     def _fit(self, step: int, now: float, per_step: float) -> int:
         """Most steps such that the rest (steps with their share of the evaluations, then the
         final evaluation) ends by TARGET of the budget."""
+        assert self.budget_s is not None  # only planned with a budget
         left = self.t0 + TARGET * self.budget_s - now - self.eval_seconds
         return max(step + 1, step + math.floor(left / per_step))
 
     def projection(self) -> str:
         """One log line: the measured speed and how long the planned steps take."""
+        assert self.step_seconds is not None  # called once the speed is measured
         remaining = (self.steps - self.start_step - WARMUP - WINDOW) * self.step_seconds
         text = (f"measured {1000 * self.step_seconds:.1f} ms/step: {self.steps:,} steps take about "
                 f"{format_duration(remaining)} more (plus evaluations)")

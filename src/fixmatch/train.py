@@ -13,7 +13,7 @@ import torch
 
 from fixmatch import distributed
 from fixmatch.checkpoint import load_checkpoint
-from fixmatch.config import PAPER_DEFAULTS, TrainConfig, from_dict, resolve, save_yaml
+from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, resolve, save_yaml
 from fixmatch.data import load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.engine import Trainer, run_loop, write_metrics
@@ -25,17 +25,18 @@ from fixmatch.models.layers import DEFAULT_WIRING
 from fixmatch.schedule_planner import StepPlanner
 
 
-def pick_labels(cfg: TrainConfig, data) -> np.ndarray:
+def pick_labels(cfg: RunConfig, data) -> np.ndarray:
     """The labeled indices: a saved split, a dataset's predefined fold, every image, or the official
     create_split selection for --fold."""
     if cfg.split_file:
         return load_split(cfg.split_file, len(data.y_train))
-    if cfg.num_labels == len(data.y_train):  # every training image labeled (FER2013 release, folders)
+    num_labels = len(data.y_train) if cfg.num_labels is None else cfg.num_labels
+    if num_labels == len(data.y_train):  # every training image labeled (FER2013 release, folders)
         return np.arange(len(data.y_train))
     fixed = (data.fixed_splits or {}).get(cfg.fold)
-    if fixed is not None and len(fixed) == cfg.num_labels:
+    if fixed is not None and len(fixed) == num_labels:
         return np.sort(np.asarray(fixed, dtype=np.int64))
-    return official_labeled_indices(data.y_train.numpy(), cfg.num_labels, seed=cfg.fold)
+    return official_labeled_indices(data.y_train.numpy(), num_labels, seed=cfg.fold)
 
 
 def default_out(cfg: TrainConfig) -> Path:
@@ -51,7 +52,7 @@ def open_writer(out_dir: Path):
     return SummaryWriter(str(out_dir / "tb"))
 
 
-def make_trainer(cfg: TrainConfig, data, labeled, device: torch.device, dist=distributed.SINGLE) -> Trainer:
+def make_trainer(cfg: RunConfig, data, labeled, device: torch.device, dist=distributed.SINGLE) -> Trainer:
     """The network cfg names (initialised from torch's global RNG, official wiring), its input
     scaling, inside a Trainer with cfg's speed switches."""
     model = build_model(cfg.model, data.num_classes, data.image_shape[0], wiring=DEFAULT_WIRING,
@@ -66,11 +67,12 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
     cfg = resolve(cfg)
     torch.set_num_threads(cfg.threads)
     dist, device = distributed.setup(cfg)  # under torchrun: joins the process group, device cuda:LOCAL_RANK
-    with distributed.local_main_first(dist, enabled=cfg.download):  # one download per node
+    # one download (or one decode cache of a user's folders) per node, which the other ranks then read
+    with distributed.local_main_first(dist, enabled=cfg.download or cfg.dataset == "folders"):
         data = data or load_data(cfg)
-    if cfg.num_labels is None:  # the dataset's default: every labeled image it has (folders)
-        cfg = dataclasses.replace(cfg, num_labels=len(data.y_train))
-    if cfg.num_labels > len(data.y_train):
+    num_labels = len(data.y_train) if cfg.num_labels is None else cfg.num_labels  # None: every labeled image
+    cfg = dataclasses.replace(cfg, num_labels=num_labels)
+    if num_labels > len(data.y_train):
         raise UserError(f"num_labels={cfg.num_labels} exceeds the {len(data.y_train)} training images of {cfg.dataset}")
     labeled = pick_labels(cfg, data)
     out_dir = Path(distributed.broadcast_object(str(cfg.out or default_out(cfg)), dist))  # rank 0's timestamp
@@ -150,7 +152,7 @@ def write_skipped(out_dir: Path, skipped: list) -> None:
         (out_dir / "skipped.txt").write_text("".join(f"{path}\t{reason}\n" for path, reason in skipped))
 
 
-def run_notes(cfg: TrainConfig, data) -> list[str]:
+def run_notes(cfg: RunConfig, data) -> list[str]:
     """What a user should know before the run starts: skipped files, what is evaluated, the options
     a short schedule needs."""
     notes = []

@@ -34,7 +34,8 @@ class ImageDataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])
+        c, h, w = self.x_train.shape[1:]
+        return int(c), int(h), int(w)
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the training images in 0..1 units (used to normalize).

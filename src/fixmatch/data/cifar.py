@@ -126,8 +126,9 @@ def load_archive(layout: Layout, path: Path):
         with tarfile.open(path, "r:gz") as tar:
             for member in tar:
                 base = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and base in layout.all_files:
-                    blobs[base] = tar.extractfile(member).read()
+                member_file = tar.extractfile(member) if member.isfile() else None
+                if member_file is not None and base in layout.all_files:
+                    blobs[base] = member_file.read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"{path} is not a readable .tar.gz ({e}); delete it and download it again") from None
 

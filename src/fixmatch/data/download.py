@@ -76,7 +76,7 @@ def download(url: str, dest_path, sha256: str | None = None, md5: str | None = N
                 digest.update(chunk)
                 out.write(chunk)
         got = digest.hexdigest()
-        if got != expected.lower():
+        if got != str(expected).lower():
             raise DataError(f"download of {url} is corrupt: {algo} {got}, expected {expected}. "
                             f"Try again, or fetch it by hand and save it as {dest}")
         os.replace(tmp, dest)

@@ -50,7 +50,7 @@ def parse_pixels(text: str) -> np.ndarray:
 
 def read_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{usage: (images, labels)} from Kaggle's fer2013.csv (columns emotion, pixels, Usage)."""
-    rows = {u: ([], []) for u in USAGES}
+    rows: dict[str, tuple[list, list]] = {u: ([], []) for u in USAGES}
     try:
         with open(path, newline="") as f:
             reader = csv.reader(f)

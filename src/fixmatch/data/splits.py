@@ -45,11 +45,11 @@ def official_labeled_indices(labels, num_labels: int, seed: int) -> np.ndarray:
     return np.sort(np.array(picked, np.int64))
 
 
-def save_split(path: Path, labeled: np.ndarray, meta: dict) -> None:
+def save_split(path: str | Path, labeled: np.ndarray, meta: dict) -> None:
     Path(path).write_text(json.dumps({**meta, "labeled": [int(i) for i in labeled]}, indent=1))
 
 
-def load_split(path: Path, num_train: int) -> np.ndarray:
+def load_split(path: str | Path, num_train: int) -> np.ndarray:
     try:
         data = json.loads(Path(path).read_text())
         idx = np.asarray(data["labeled"], dtype=np.int64)

@@ -88,6 +88,7 @@ def test_batch_must_divide_by_world_size_and_sync_bn_needs_cuda(monkeypatch):
 
 
 # ---- torchrun, 2 CPU ranks ----------------------------------------------------------------------------
+@pytest.mark.slow  # torchrun launches
 def test_two_ranks_train_with_bn_write_once_and_stay_identical(tmp_path):
     """cnn_small (BatchNorm, per-rank statistics): completes, one summary from rank 0, and both ranks
     end with the same weights, EMA (BN statistics averaged at evaluation) and optimizer state."""
@@ -110,6 +111,7 @@ def test_two_ranks_train_with_bn_write_once_and_stay_identical(tmp_path):
     assert drop_time[:2] == drop_time[2:], "every rank holds the same evaluation records"
 
 
+@pytest.mark.slow  # torchrun launches
 def test_two_ranks_half_batch_equal_one_rank_full_batch_and_resume_across_world_sizes(tmp_path):
     """Without BN, 2 ranks x B/2 must follow 1 rank x B: same images and augmentations (the global
     batch is augmented identically on every rank), DDP's averaged gradient = the global mean's."""
@@ -136,6 +138,7 @@ def test_two_ranks_half_batch_equal_one_rank_full_batch_and_resume_across_world_
     assert [r["step"] for r in load(tmp_path / "one" / "last.pt")["history"]] == [4, 8]
 
 
+@pytest.mark.slow  # torchrun launches
 @pytest.mark.parametrize("how", ["crash", "hang"])
 def test_a_failing_rank_fails_the_job_quickly_with_the_rank_named(tmp_path, how):
     """crash: torchrun tears the other rank down; hang: the survivor's collective times out

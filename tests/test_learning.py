@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fixmatch.config import TrainConfig
 from fixmatch.train import compare
 
 
+@pytest.mark.slow  # two full demo trainings
 def test_fixmatch_learns_from_unlabeled_digits(tmp_path):
     sup, fix = compare(TrainConfig(seed=0, progress=False, out=str(tmp_path)), log=lambda *_: None)
     assert (sup["algorithm"], fix["algorithm"], fix["num_labels"], fix["steps"]) == ("supervised", "fixmatch", 20, 1000)

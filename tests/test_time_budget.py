@@ -55,6 +55,7 @@ def test_a_drift_in_speed_is_corrected_by_the_replan():
     assert planner.steps < planner.planned_steps  # the second plan shortened the run
 
 
+@pytest.mark.slow  # a real 15-second training
 def test_a_real_run_ends_on_time(tmp_path):
     budget_min = 0.25
     s = train(TrainConfig(dataset="digits", algorithm="fixmatch", time_budget=budget_min, eval_every=200, batch_size=8,

@@ -12,6 +12,8 @@ from fixmatch.inference import ZOO_DIR, load_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+pytestmark = pytest.mark.slow  # the released WRN on real PrivateTest images
+
 
 @pytest.fixture(scope="module")
 def private_test():

@@ -244,3 +244,26 @@ def test_start_up_mistakes_exit_2_at_once(fer_model, tmp_path, capsys):
     assert main(["serve", "--workers", "2", "--model", str(text), "--port", str(port)]) == 2
     assert "not a fixmatch .safetensors export" in capsys.readouterr().err
     assert main(["serve", "--read-timeout", "0", "--port", str(port)]) == 2
+
+
+def test_expect_100_continue_is_answered_before_the_body(server, fer_slice):
+    """curl asks `Expect: 100-continue` before an upload: the event loop says continue at once
+    (else curl waits a second before sending, for every upload)."""
+    body, boundary = multipart(face_jpeg(fer_slice["x_test"][5]))
+    head = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Type: "
+            f"multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+        s.sendall(head)
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.settimeout(10)
+        s.sendall(body)
+        data = b""
+        while not (data.endswith(b"}") or data.endswith(b"}\n")):
+            chunk = s.recv(65536)
+            assert chunk, data[:300]
+            data += chunk
+    continued = b"HTTP/1.1 100 Continue\r\n\r\n"
+    while data.startswith(continued):  # the thread's parser may say continue once more
+        data = data[len(continued):]
+    assert data.startswith(b"HTTP/1.1 200") and b'"label"' in data, data[:300]

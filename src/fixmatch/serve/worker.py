@@ -29,6 +29,7 @@ FIRST_BYTES_WAIT = 0.5  # a thread waits this long for a new connection's first 
 DEFAULT_READ_SECONDS = 10.0
 MAX_HEAD = 4094 + 50 * 8192  # request line and headers within gunicorn's limits (else its 414/431)
 MAX_BUFFERED = 1024 * 1024 + 96 * 1024  # the largest body the app accepts (1 MB file + multipart envelope)
+EXPECT_CONTINUE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*\r\n", re.IGNORECASE)
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*(?=\r\n)", re.IGNORECASE)
 REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
            431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented"}
@@ -126,7 +127,7 @@ class ClockedThreadWorker(gthread.ThreadWorker):
         self.start_arriving(conn)
 
     def start_arriving(self, conn) -> None:
-        conn.clock_start, conn.arrived = time.monotonic(), bytearray()
+        conn.clock_start, conn.arrived, conn.continued = time.monotonic(), bytearray(), False
         conn.sock.setblocking(False)
         self.arriving[conn] = conn.clock_start + self.read_seconds
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_arriving, conn))
@@ -141,6 +142,7 @@ class ClockedThreadWorker(gthread.ThreadWorker):
         if data:
             conn.arrived += data
             if not request_arrived(conn.arrived):
+                self.continue_if_expected(conn)
                 return
         self.poller.unregister(sock)
         del self.arriving[conn]
@@ -150,6 +152,20 @@ class ClockedThreadWorker(gthread.ThreadWorker):
             return
         conn.data_ready = True
         super().enqueue_req(conn)  # the clock keeps running from the request's first appearance
+
+    @staticmethod
+    def continue_if_expected(conn) -> None:
+        """A client that sent `Expect: 100-continue` (curl, for uploads) waits for this before its
+        body; the thread's parser may send it once more later, which HTTP allows (1xx can repeat)."""
+        end = conn.arrived.find(b"\r\n\r\n")
+        if end < 0 or getattr(conn, "continued", False):
+            return
+        conn.continued = True
+        if EXPECT_CONTINUE.search(bytes(conn.arrived[:end + 2])):
+            try:
+                conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except OSError:
+                pass
 
     def murder_pending(self):
         super().murder_pending()

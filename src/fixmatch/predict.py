@@ -85,8 +85,6 @@ def write_csv(rows: list[dict], class_names: list[str], out) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     if args.threads < 1:
         raise UserError("--threads must be at least 1")
     paths = collect(args.images)
@@ -95,7 +93,10 @@ def run(args) -> int:
     if args.csv:
         check_output_file(args.csv, "--csv")
     predictor = load(args.checkpoint or args.model)
-    torch.set_num_threads(args.threads)
+    if hasattr(predictor, "loaded"):  # the torch backend (an ONNX model runs without torch)
+        import torch
+
+        torch.set_num_threads(args.threads)
     rows = predict_paths(predictor, paths)
     if args.csv:
         with open(args.csv, "w", newline="") as f:

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from conftest_data_helpers import SHARED, read_head
+from resume_helpers import kill_then_resume
 from fixmatch.ctaugment import (BINS, CTA_OP_NAMES, CTA_OPS, CTAugment, _apply_grouped, _apply_masked,
                                 apply_ops, proximity, stats_text)
 
@@ -308,27 +309,9 @@ def _tiny(tmp_path, **kw):
 def test_training_moves_the_rates_and_resume_restores_them_exactly(tmp_path, monkeypatch):
     """A CTA run killed after its step-16 checkpoint and resumed ends with the rates, weights and
     metrics of an uninterrupted run; the run directory holds cta.json and `fixmatch cta-stats` reads it."""
-    from fixmatch import engine
     from fixmatch.cli import main
-    from fixmatch.train import resume, train
 
-    full = train(_tiny(tmp_path / "a"), log=lambda *_: None)
-    original = engine.Trainer.step
-
-    def dying_step(self):
-        if self.step_num == 16:
-            raise KeyboardInterrupt
-        original(self)
-
-    monkeypatch.setattr(engine.Trainer, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(_tiny(tmp_path / "b"), log=lambda *_: None)
-    monkeypatch.setattr(engine.Trainer, "step", original)
-    resumed = resume(tmp_path / "b" / "run", log=lambda *_: None)
-    for key in ("accuracy", "median_last20", "raw_accuracy", "mask_rate", "pseudo_label_accuracy"):
-        assert resumed[key] == full[key], key
-    a = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=False)
+    a, b = kill_then_resume(_tiny, tmp_path, monkeypatch, kill_at=16)
     assert torch.equal(a["cta"]["rates"], b["cta"]["rates"])
     rates = a["cta"]["rates"]
     valid = CTAugment().valid

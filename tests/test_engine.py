@@ -17,7 +17,8 @@ from fixmatch.errors import UserError
 from fixmatch.models import build_model, count_parameters
 from fixmatch.optim import cosine_lr, param_groups
 from fixmatch.sampler import EpochSampler
-from fixmatch.train import resume, train
+from fixmatch.train import train
+from resume_helpers import kill_then_resume
 
 
 def test_official_cosine_schedule():
@@ -110,25 +111,7 @@ def test_train_writes_the_run_directory(tmp_path):
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    full = train(tiny(tmp_path / "a"), log=lambda *_: None)
-    from fixmatch import engine
-
-    original = engine.Trainer.step
-
-    def dying_step(self):
-        if self.step_num == 16:  # killed right after the step-16 checkpoint
-            raise KeyboardInterrupt
-        original(self)
-
-    monkeypatch.setattr(engine.Trainer, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path / "b"), log=lambda *_: None)
-    monkeypatch.setattr(engine.Trainer, "step", original)
-    resumed = resume(tmp_path / "b" / "run", log=lambda *_: None)
-    for key in ("accuracy", "median_last20", "raw_accuracy", "mask_rate", "pseudo_label_accuracy"):
-        assert resumed[key] == full[key], key
-    a = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=False)
+    a, b = kill_then_resume(tiny, tmp_path, monkeypatch, kill_at=16)  # killed right after the step-16 checkpoint
     for k in a["ema"]:
         assert torch.equal(a["ema"][k], b["ema"][k]), k
     assert [r["step"] for r in b["history"]] == [8, 16, 24]

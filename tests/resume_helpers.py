@@ -1,0 +1,35 @@
+"""A run killed right after a checkpoint, resumed, and compared with the same run uninterrupted."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+import torch
+
+from fixmatch import engine
+from fixmatch.train import resume, train
+
+COMPARED = ("accuracy", "median_last20", "raw_accuracy", "mask_rate", "pseudo_label_accuracy")
+
+
+def kill_then_resume(config_in: Callable, tmp_path, monkeypatch, kill_at: int) -> tuple[dict, dict]:
+    """config_in(folder) -> TrainConfig writing its run to folder/run. Trains it uninterrupted in a/,
+    and in b/ until a KeyboardInterrupt at step `kill_at` (after that step's checkpoint), then resumes
+    b/. Asserts the two summaries agree; returns both last.pt checkpoints (a, b)."""
+    full = train(config_in(tmp_path / "a"), log=lambda *_: None)
+    original = engine.Trainer.step
+
+    def dying_step(self):
+        if self.step_num == kill_at:
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(engine.Trainer, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(config_in(tmp_path / "b"), log=lambda *_: None)
+    monkeypatch.setattr(engine.Trainer, "step", original)
+    resumed = resume(tmp_path / "b" / "run", log=lambda *_: None)
+    for key in COMPARED:
+        assert resumed[key] == full[key], key
+    return tuple(torch.load(tmp_path / x / "run" / "last.pt", weights_only=False) for x in "ab")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest_data_helpers import SHARED, read_npy_member
+from shared_data import SHARED, read_npy_member
 
 FER = SHARED / "fer2013.npz.xz"
 N_TRAIN, N_HELD_OUT = 700, 100

@@ -25,20 +25,15 @@ Every comparison asserts bit-exact equality: no tolerance is used anywhere.
 
 from __future__ import annotations
 
-import os
-import struct
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from conftest_data_helpers import read_head
+from shared_data import SHARED, read_head
 from fixmatch.augment import OPS, POLICIES, _apply, cutout, strong_augment, weak_augment
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 MAGNITUDES = {
     "Identity": [0.0], "AutoContrast": [0.0], "Equalize": [0.0],
@@ -51,22 +46,12 @@ MAGNITUDES = {
 }
 
 
-def _load(name: str, count: int) -> np.ndarray:
-    try:
-        return read_head(Path(DATA) / (name + ".npz.xz"), count)
-    except (ValueError, struct.error):  # layout changed: fall back to the full loader (~10 s)
-        sys.path.insert(0, DATA)
-        from load import load
-
-        return load(name)["x_train"][:count]
-
-
 @pytest.fixture(scope="module")
 def images() -> dict[str, np.ndarray]:
     """Real uint8 images (N, H, W, C): 32 CIFAR-10 and 16 FER2013."""
-    if not os.path.exists(os.path.join(DATA, "cifar10_device.npz.xz")):
-        pytest.skip(f"offline datasets not found at {os.path.abspath(DATA)}")
-    return {"cifar": _load("cifar10_device", 32), "fer": _load("fer2013", 16)}
+    if not (SHARED / "cifar10_device.npz.xz").is_file():
+        pytest.skip(f"offline datasets not found at {SHARED}")
+    return {"cifar": read_head(SHARED / "cifar10_device.npz.xz", 32), "fer": read_head(SHARED / "fer2013.npz.xz", 16)}
 
 
 def _nchw(a: np.ndarray) -> torch.Tensor:

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from conftest_data_helpers import SHARED, read_head
+from shared_data import SHARED, read_head
 from resume_helpers import kill_then_resume
 from fixmatch.ctaugment import (BINS, CTA_OP_NAMES, CTA_OPS, CTAugment, _apply_grouped, _apply_masked,
                                 apply_ops, proximity, stats_text)

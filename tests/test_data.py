@@ -19,26 +19,24 @@ import numpy as np
 import pytest
 import torch
 
-from conftest_data_helpers import SHARED, read_head
+from shared_data import SHARED, cifar_images, fer_faces, needs_shared_data
 from fixmatch.config import TrainConfig
 from fixmatch.data import DATASETS, download, load_dataset
 from fixmatch.errors import DataError, UserError
 
-pytestmark = pytest.mark.skipif(not (SHARED / "fer2013.npz.xz").is_file()
-                                or not (SHARED / "cifar10_device.npz.xz").is_file(),
-                                reason=f"shared offline data not found in {SHARED}")
+pytestmark = needs_shared_data
 
 
 @pytest.fixture(scope="module")
 def rgb():
     """40 real CIFAR-10 images, (40, 32, 32, 3) uint8."""
-    return read_head(SHARED / "cifar10_device.npz.xz", 40).copy()
+    return cifar_images(40)
 
 
 @pytest.fixture(scope="module")
 def faces():
     """40 real FER2013 faces, (40, 48, 48) uint8 (fer2013.csv rows 0..39)."""
-    return read_head(SHARED / "fer2013.npz.xz", 40)[..., 0].copy()
+    return fer_faces(40)
 
 
 def nchw(x):

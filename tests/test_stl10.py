@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest_data_helpers import SHARED, read_head
+from shared_data import SHARED, read_head
 from fixmatch.data import DATASETS, download, load_dataset, stl10
 from fixmatch.errors import DataError
 

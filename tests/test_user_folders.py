@@ -15,26 +15,24 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest_data_helpers import SHARED, read_head
+from shared_data import cifar_images, fer_faces, needs_shared_data
 from fixmatch.data import DATASETS, image_cache, load_dataset, user_folders
 from fixmatch.errors import DataError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not (SHARED / "fer2013.npz.xz").is_file()
-                                or not (SHARED / "cifar10_device.npz.xz").is_file(),
-                                reason=f"shared offline data not found in {SHARED}")
+pytestmark = needs_shared_data
 
 
 @pytest.fixture(scope="module")
 def rgb():
     """24 real CIFAR-10 images, (24, 32, 32, 3) uint8."""
-    return read_head(SHARED / "cifar10_device.npz.xz", 24).copy()
+    return cifar_images(24)
 
 
 @pytest.fixture(scope="module")
 def faces():
     """12 real FER2013 faces, (12, 48, 48) uint8."""
-    return read_head(SHARED / "fer2013.npz.xz", 12)[..., 0].copy()
+    return fer_faces(12)
 
 
 def put(path: Path, array, **save_kw) -> Path:

@@ -2,15 +2,14 @@
 is as accurate on real PrivateTest images as its model card says (checked on a slice, for speed)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from fixmatch.inference import ZOO_DIR, load_model
+from shared_data import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 pytestmark = pytest.mark.slow  # the released WRN on real PrivateTest images
 

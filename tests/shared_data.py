@@ -1,4 +1,4 @@
-"""Helpers for tests/test_data.py: real pixels from the shared offline copies, cheaply.
+"""Real pixels from the shared offline copies (../shared/data), cheaply, for every test that needs them.
 
 Decompressing a whole shared .npz.xz takes ~10 s, but x_train is the first member of each
 archive, so the first few images need only the first few hundred KB of the xz stream.
@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ZIP_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # the fixed 30 bytes before each member's name
@@ -38,3 +39,18 @@ def read_head(path: Path, n: int) -> np.ndarray:
     """The first n rows of the first array (x_train) of an uncompressed .npz inside an .xz file."""
     with lzma.open(path) as f:
         return read_npy_member(f, n, skip_rest=False)
+
+
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED / "fer2013.npz.xz").is_file() or not (SHARED / "cifar10_device.npz.xz").is_file(),
+    reason=f"shared offline data not found in {SHARED} (../shared is absent in this checkout)")
+
+
+def cifar_images(n: int) -> np.ndarray:
+    """The first n CIFAR-10 training images of the offline copy, (n, 32, 32, 3) uint8."""
+    return read_head(SHARED / "cifar10_device.npz.xz", n).copy()
+
+
+def fer_faces(n: int) -> np.ndarray:
+    """The first n FER2013 Training faces (fer2013.csv rows 0..n-1), (n, 48, 48) uint8."""
+    return read_head(SHARED / "fer2013.npz.xz", n)[..., 0].copy()

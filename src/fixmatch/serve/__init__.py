@@ -53,11 +53,15 @@ def run_gunicorn(args, rate_limit) -> None:
                     self.cfg.set(key, value)
 
         def load(self):
+            import os
+
             import cv2
 
             from fixmatch.serve.app import create_app
 
-            cv2.setNumThreads(1)  # one process per core already; OpenCV's own pool would oversubscribe
+            # the cores shared out between the workers: with one worker per core OpenCV's own pool
+            # would only oversubscribe; with fewer workers, face detection may use the spare cores
+            cv2.setNumThreads(max(1, (os.cpu_count() or 1) // args.workers))
             return create_app(args.model, rate_limit)
 
     Server().run()

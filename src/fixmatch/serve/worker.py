@@ -107,7 +107,25 @@ class ClockedThreadWorker(gthread.ThreadWorker):
 
     def init_process(self):
         self.arriving = {}  # connection -> deadline, for requests the event loop is still reading
+        self.in_flight = 0  # complete requests handed to the threads and not finished
         super().init_process()
+
+    def set_accept_enabled(self, enabled):
+        """New connections are taken only while no request is being answered here: a busy worker
+        leaves them to an idle one (as sync workers do by construction), else one worker would
+        queue requests while another idles. gunicorn re-asks every loop turn."""
+        super().set_accept_enabled(enabled and self.in_flight == 0)
+
+    def finish_request(self, conn, fs):
+        self.in_flight -= 1
+        super().finish_request(conn, fs)
+        self.set_accept_enabled(self.nr_conns < self.worker_connections)
+
+    def start_request(self, conn) -> None:
+        """Hand a request to the threads (main thread only, as every poller change)."""
+        self.in_flight += 1
+        self.set_accept_enabled(False)
+        super().enqueue_req(conn)
 
     # ---- the event loop collects requests ----------------------------------------------------
     def accept(self, listener):
@@ -151,7 +169,7 @@ class ClockedThreadWorker(gthread.ThreadWorker):
             conn.close()
             return
         conn.data_ready = True
-        super().enqueue_req(conn)  # the clock keeps running from the request's first appearance
+        self.start_request(conn)  # the clock keeps running from the request's first appearance
 
     @staticmethod
     def continue_if_expected(conn) -> None:
@@ -183,7 +201,7 @@ class ClockedThreadWorker(gthread.ThreadWorker):
     def enqueue_req(self, conn):
         # a request the thread reads itself (leftover pipelined bytes): its clock starts now
         conn.clock_start = time.monotonic()
-        super().enqueue_req(conn)
+        self.start_request(conn)
 
     def handle(self, conn):
         wait = getattr(conn, "wait_for_data", None)  # gunicorn >= 24 hands threads unread connections

@@ -45,7 +45,7 @@ def prepare_file(path: Path, meta: dict) -> dict:
     if framing(meta) == "face" and importlib.util.find_spec("cv2") is None:
         raise UserError("this model frames faces with OpenCV: pip install 'fixmatch[serve]'")
     try:
-        return prepare(open_file(path, meta["image_shape"][0]), meta)
+        return prepare(open_file(path, meta), meta)
     except FileNotFoundError:
         return {"error": "file not found"}
     except IsADirectoryError:

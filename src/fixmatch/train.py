@@ -14,7 +14,7 @@ import torch
 from fixmatch import distributed
 from fixmatch.checkpoint import load_checkpoint
 from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, resolve, save_yaml
-from fixmatch.data import load_data
+from fixmatch.data import get_spec, load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.engine import Trainer, run_loop, write_metrics
 from fixmatch.errors import UserError
@@ -90,6 +90,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
     meta = {
         "run_name": out_dir.name, "config": cfg.to_dict(), "dataset": cfg.dataset, "class_names": data.class_names,
         "image_shape": [c, h, w], "mean": mean, "std": std, "model_name": cfg.model, "arch_variant": DEFAULT_WIRING,
+        "preprocess": get_spec(cfg.dataset).framing,  # how predict and serve frame a photo for this model
         "num_classes": data.num_classes, "parameters": count_parameters(trainer.model),
     }
     if resume_ckpt is not None:

@@ -87,16 +87,17 @@ class DatasetSpec:
     description: str
     defaults: dict = field(default_factory=dict)  # TrainConfig fields this dataset overrides
     files: str = ""  # what `fixmatch datasets` says must be in data_dir
+    framing: str = "resize"  # how predict/serve frame a photo for its models (serve.preprocess.FRAMINGS)
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register(name: str, description: str, defaults: dict | None = None, files: str = ""):
+def register(name: str, description: str, defaults: dict | None = None, files: str = "", framing: str = "resize"):
     """Decorator: add a loader to the dataset registry under `name`."""
 
     def wrap(fn):
-        DATASETS[name] = DatasetSpec(name, fn, description, defaults or {}, files)
+        DATASETS[name] = DatasetSpec(name, fn, description, defaults or {}, files, framing)
         return fn
 
     return wrap

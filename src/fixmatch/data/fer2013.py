@@ -114,6 +114,7 @@ def read_offline(path: Path, test_usage: str) -> tuple:
     "FER2013 facial expressions, 48x48 grey, 7 classes, 28,709 train / 3,589 test (private or public)",
     defaults=dict(model="wrn37_2", num_labels=28709),  # every Training image labeled
     files="fer2013.csv (Kaggle), or train/<class>/ + test/<class>/ (Kaggle image folders), or fer2013.npz.xz",
+    framing="face",  # a photo is framed like the dataset: the detected face, cropped tight
 )
 def load_fer2013(data_dir=None, download=False, fer_test="private", **_):
     if fer_test not in TEST_USAGE:

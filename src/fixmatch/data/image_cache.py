@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fixmatch.errors import DataError
+from fixmatch.framing import draft_for_square, square, to_mode
 
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 CACHE_DIR_NAME = ".fixmatch-cache"
@@ -52,41 +53,12 @@ def header_size(path) -> tuple[int, int]:
         return im.size
 
 
-def to_mode(im, channels: int):
-    """PIL image -> 'L' or 'RGB'. Transparency is laid over white (as a viewer shows it);
-    16-bit greys keep their top 8 bits (PIL's own convert would clip them at 255)."""
-    from PIL import Image
-
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    elif im.mode.startswith("I;16"):
-        im = Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8))
-    return im.convert("L" if channels == 1 else "RGB")
-
-
-def square(im, size: int):
-    """Shorter side -> size, centre crop (one resample of the central square; a plain crop when
-    the shorter side already is `size`). Bilinear, antialiased when shrinking (PIL's resize)."""
-    from PIL import Image
-
-    w, h = im.size
-    side = min(w, h)
-    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-    if side == size:
-        return im.crop(box)
-    return im.resize((size, size), Image.BILINEAR, box=box, reducing_gap=3.0)
-
-
 def decode(path, size: int, channels: int) -> np.ndarray:
     """One file -> uint8 (channels, size, size). Raises on anything unreadable."""
     from PIL import Image
 
     with Image.open(path) as im:
-        if im.format == "JPEG":  # decode at a reduced scale when the file is much larger (much faster)
-            w, h = im.size
-            ratio = min(w, h) / size
-            im.draft("L" if channels == 1 else "RGB", (math.ceil(w / ratio), math.ceil(h / ratio)))
+        draft_for_square(im, size, channels)  # a large JPEG decodes at a reduced scale (much faster)
         im.load()  # truncated or corrupt pixel data fails here
         return frame(im, size, channels)
 

@@ -22,8 +22,17 @@ import torch
 
 from fixmatch.data.base import ImageDataset, register
 from fixmatch.data.download import missing_error, resolve_data_dir
-from fixmatch.data.image_cache import (available_ram, cache_location, cached_decode, header_size, human_bytes,
-                                       is_grey, largest_fitting_size, uint8_bytes, walk)
+from fixmatch.data.image_cache import (
+    available_ram,
+    cache_location,
+    cached_decode,
+    header_size,
+    human_bytes,
+    is_grey,
+    largest_fitting_size,
+    uint8_bytes,
+    walk,
+)
 from fixmatch.errors import DataError, UserError
 
 SPLIT_DIRS = ("labeled", "unlabeled", "test")
@@ -170,6 +179,7 @@ def hold_out(y: np.ndarray, per_class: int) -> np.ndarray:
     defaults=dict(model="cnn_small", num_labels=None, steps=1000, eval_every=100, batch_size=16,
                   lr=0.05, ema_warmup=True, bn_momentum=0.1),
     files="labeled/<class>/<images>, optional unlabeled/**/<images> and test/<class>/<images>",
+    framing="crop",  # predict/serve frame photos as the cache did: shorter side, centre square
 )
 def load_folders(data_dir=None, image_size=None, channels=None, val_per_class=0, workers=None, **_):
     root = resolve_data_dir(data_dir)

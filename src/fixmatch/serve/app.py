@@ -51,7 +51,7 @@ def predict(predictor, data: bytes) -> dict:
     """Upload bytes -> the API's answer (the same preprocessing as `fixmatch predict`)."""
     meta = predictor.meta
     t0 = time.perf_counter()
-    image = open_checked(data, draft=lambda im: draft(im, meta["image_shape"][0]))
+    image = open_checked(data, draft=lambda im: draft(im, meta))
     t1 = time.perf_counter()
     prepared = prepare(image, meta)
     t2 = time.perf_counter()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+from fixmatch.framing import draft_for_square, square
+
 WORKING_SIDE = 1280  # big JPEGs are decoded straight to about this size (libjpeg's DCT scaling)
-FRAMINGS = ("face", "resize")
+FRAMINGS = ("face", "resize", "crop")
 SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit grey PNGs open as one of these
 
 
@@ -21,9 +23,14 @@ def framing(meta: dict) -> str:
     return kind if kind in FRAMINGS else "resize"
 
 
-def draft(image: Image.Image, channels: int) -> None:
+def draft(image: Image.Image, meta: dict) -> None:
     """Ask a JPEG decoder for a copy at least WORKING_SIDE on its longest side (1/2, 1/4 or 1/8
-    scale): a 40 MP photo costs ~2.5 MP of memory and time. No-op for other formats."""
+    scale): a 40 MP photo costs ~2.5 MP of memory and time. No-op for other formats. A model
+    trained on a user's folders gets the reduced decode its training images got."""
+    channels, size = meta["image_shape"][0], meta["image_shape"][1]
+    if framing(meta) == "crop":
+        draft_for_square(image, size, channels)
+        return
     if image.format != "JPEG":
         return
     w, h = image.size
@@ -84,15 +91,20 @@ def prepare(image: Image.Image, meta: dict) -> dict:
     if framing(meta) == "resize":
         return {"pixels": resize_whole(pixels, h, w), "framing": "resize", "face_found": None, "box": None,
                 "image_size": size}
+    if framing(meta) == "crop":  # a user's folders: shorter side to the input size, centre square
+        crop = np.asarray(square(Image.fromarray(pixels), h), dtype=np.uint8)
+        crop = crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)
+        return {"pixels": np.ascontiguousarray(crop), "framing": "crop", "face_found": None, "box": None,
+                "image_size": size}
     from fixmatch.serve.face import frame_face
 
     crop, box = frame_face(pixels, (h, w))
     return {"pixels": crop, "framing": "face", "face_found": box is not None, "box": box, "image_size": size}
 
 
-def open_file(path, channels: int) -> Image.Image:
+def open_file(path, meta: dict) -> Image.Image:
     """A file from disk, decoded the way the server decodes uploads (same draft), for predict."""
     image = Image.open(path)
-    draft(image, channels)
+    draft(image, meta)
     image.load()
     return image

@@ -17,7 +17,7 @@ from fixmatch.errors import UserError
 from fixmatch.models import build_model, count_parameters
 from fixmatch.optim import cosine_lr, param_groups
 from fixmatch.sampler import EpochSampler
-from fixmatch.train import train
+from fixmatch.train import resume, train
 from resume_helpers import kill_then_resume
 
 
@@ -177,4 +177,14 @@ def test_demo_compares_supervised_and_fixmatch_on_the_same_labels(tmp_path):
     assert (sup["algorithm"], fix["algorithm"]) == ("supervised", "fixmatch")
     split = lambda a: json.loads((tmp_path / a / "split.json").read_text())["labeled"]  # noqa: E731
     assert split("supervised") == split("fixmatch") and len(split("fixmatch")) == 20
-    assert lines[-1].splitlines()[0].split() == ["algorithm", "labels", "steps", "accuracy", "median", "seconds"]
+    assert lines[-2].splitlines()[0].split() == ["algorithm", "labels", "steps", "accuracy", "median", "seconds"]
+    assert f"fixmatch evaluate --checkpoint {tmp_path / 'fixmatch'}" in lines[-1]  # where the runs are, what next
+
+
+def test_resume_with_more_steps_says_what_the_cosine_does(tmp_path):
+    train(tiny(tmp_path), log=lambda *_: None)
+    said = []
+    longer = resume(tmp_path / "run", {"steps": 32}, log=said.append)
+    assert longer["steps"] == 32 and "the cosine's K follows (24 -> 32)" in said[0]
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ckpt["meta"]["config"]["lr_schedule_steps"] == 32

@@ -168,13 +168,22 @@ def run_notes(cfg: RunConfig, data) -> list[str]:
 
 
 def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
-    """Continue the run in `run_dir` from last.pt with its saved config (plus explicit overrides,
-    e.g. a longer --steps)."""
+    """Continue the run in `run_dir` from last.pt with its saved config (plus explicit overrides).
+
+    `steps` changes the run's length. The cosine's K follows it when K followed the old length (the
+    default): the learning rate from here on is that of the longer (or shorter) schedule. A K that
+    was set on its own stays, and `lr_schedule_steps` sets it explicitly. The log says which."""
     ckpt = load_checkpoint(Path(run_dir) / "last.pt")
     cfg = from_dict(ckpt["meta"]["config"])
     overrides = dict(overrides or {})
     if "steps" in overrides and "lr_schedule_steps" not in overrides:
-        overrides["lr_schedule_steps"] = None  # a longer run stretches the cosine to its new length
+        old_k = cfg.lr_schedule_steps
+        if old_k is None or old_k == cfg.steps:
+            overrides["lr_schedule_steps"] = None
+            log(f"resume: {cfg.steps} -> {overrides['steps']} steps; the cosine's K follows ({old_k} -> "
+                f"{overrides['steps']}); give --lr-schedule-steps {old_k} to keep the old schedule")
+        else:
+            log(f"resume: {cfg.steps} -> {overrides['steps']} steps; the cosine's K stays {old_k} (set on its own)")
     cfg = dataclasses.replace(cfg, out=str(run_dir), **overrides)
     return train(cfg, resume_ckpt=ckpt, log=log)
 
@@ -189,7 +198,22 @@ def compare(cfg: TrainConfig, log=print) -> list[dict]:
         run_cfg = dataclasses.replace(cfg, algorithm=algorithm, out=str(base / algorithm))
         results.append(train(run_cfg, log=log, data=data))
     log(format_table(results))
+    log(next_steps(base))
     return results
+
+
+def next_steps(base: Path) -> str:
+    """Where the demo's runs are and what to try next (printed after its table)."""
+    fixmatch_run = base / "fixmatch"
+    return "\n".join([
+        f"runs: {base}/supervised and {fixmatch_run} (metrics.jsonl, summary.json, checkpoints)",
+        "next:",
+        f"  tensorboard --logdir {base}                     # the curves of both runs",
+        f"  fixmatch evaluate --checkpoint {fixmatch_run}    # accuracy per class, confusion matrix",
+        f"  fixmatch predict --checkpoint {fixmatch_run} IMAGE_OR_FOLDER",
+        "  fixmatch train --dataset folders --data-dir ROOT  # your own images (README: Your own images)",
+        "  fixmatch train --help                             # every option",
+    ])
 
 
 def format_table(results: list[dict]) -> str:

@@ -38,9 +38,14 @@ def load_images() -> tuple[np.ndarray, str]:
 def time_ours(images: np.ndarray, steps: int, threads: int, device: str = "cpu") -> float:
     """Images/s of exactly what `fixmatch bench --augment-only` times: the engine's own draw of one
     step (index sampling, weak/strong views on the device) plus normalization to float."""
-    data = ImageDataset("cifar10", torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                        torch.zeros(len(images), dtype=torch.long), torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
-                        torch.zeros(1, dtype=torch.long), [str(i) for i in range(10)])
+    data = ImageDataset(
+        "cifar10",
+        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        torch.zeros(len(images), dtype=torch.long),
+        torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
+        torch.zeros(1, dtype=torch.long),
+        [str(i) for i in range(10)],
+    )
     args = bench_args(augment_only=True, device=device, threads=threads, warmup=3, steps=steps, fast="off")
     trainer, _, _ = build_trainer(args, data)
     return measure(args, trainer=trainer)["images_per_second"]
@@ -57,19 +62,34 @@ def main() -> None:
 
     images, source = load_images()
     default_threads = torch.get_num_threads()
-    ours = [(f"fixmatch bench --augment-only, {t} thread(s)", time_ours(images, args.steps, t))
-            for t in sorted({1, default_threads})]
+    ours = [
+        (f"fixmatch bench --augment-only, {t} thread(s)", time_ours(images, args.steps, t))
+        for t in sorted({1, default_threads})
+    ]
     if args.device:
-        ours.append((f"fixmatch bench --augment-only, {args.device}", time_ours(images, args.steps, default_threads, args.device)))
+        ours.append(
+            (
+                f"fixmatch bench --augment-only, {args.device}",
+                time_ours(images, args.steps, default_threads, args.device),
+            )
+        )
     torch.set_num_threads(default_threads)
     pil = time_pil_pipeline(images, args.pil_steps, args.workers)  # after ours: no live workers
     rows = [(f"PIL DataLoader, {args.workers} workers", pil)] + ours
 
     if args.json:
-        print(json.dumps({"data": source, "cpus": os.cpu_count(), "pil_workers": args.workers,
-                          "pil_images_per_s": round(pil, 1),
-                          "ours_images_per_s": {name: round(v, 1) for name, v in rows[1:]},
-                          "speedup": {name: round(v / pil, 2) for name, v in rows[1:]}}))
+        print(
+            json.dumps(
+                {
+                    "data": source,
+                    "cpus": os.cpu_count(),
+                    "pil_workers": args.workers,
+                    "pil_images_per_s": round(pil, 1),
+                    "ours_images_per_s": {name: round(v, 1) for name, v in rows[1:]},
+                    "speedup": {name: round(v / pil, 2) for name, v in rows[1:]},
+                }
+            )
+        )
         return
     print(f"data: {source}; {os.cpu_count()} CPUs; step = {PER_STEP} views of 32x32x3")
     print(f"{'pipeline':<46}{'ms/step':>10}{'images/s':>12}{'vs PIL':>9}")

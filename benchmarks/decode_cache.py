@@ -68,8 +68,12 @@ def write_folder(root: Path, n: int) -> dict:
             im, name = Image.fromarray(x_f[k % len(x_f)]), f"{k}.png"
         im.save(d / name, quality=90) if name.endswith(".jpg") else im.save(d / name)
         counts[name.rsplit(".", 1)[1]] = counts.get(name.rsplit(".", 1)[1], 0) + 1
-    return {"files": n, "write_seconds": round(time.perf_counter() - t0, 1), "by_suffix": counts,
-            "bytes": sum(p.stat().st_size for p in root.rglob("*") if p.is_file())}
+    return {
+        "files": n,
+        "write_seconds": round(time.perf_counter() - t0, 1),
+        "by_suffix": counts,
+        "bytes": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
+    }
 
 
 def timed_load(root: Path, **kw) -> tuple[float, object, object]:
@@ -104,24 +108,34 @@ def main() -> None:
 
     if args.root.exists():
         shutil.rmtree(args.root)
-    result = {"machine": f"{platform.processor() or platform.machine()}, {image_cache.default_workers()} cores "
-                         f"({os.cpu_count()} CPUs seen)", "image_size": args.image_size,
-              "load_avg_before": os.getloadavg()}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {image_cache.default_workers()} cores "
+        f"({os.cpu_count()} CPUs seen)",
+        "image_size": args.image_size,
+        "load_avg_before": os.getloadavg(),
+    }
     try:
         print(f"writing {args.n:,} images to {args.root} ...", file=sys.stderr)
         result["folder"] = write_folder(args.root, args.n)
         os.sync()
 
         seconds, data, got = timed_load(args.root, image_size=args.image_size, channels=3)
-        result["first_load"] = {"seconds": round(seconds, 2), "decoded": got.decoded,
-                                "decode_seconds": round(got.seconds, 2),
-                                "decode_images_per_s": round(got.decoded / got.seconds),
-                                "processes": image_cache.default_workers(),
-                                "skipped": len(data.skipped), "unlabeled": len(data.x_unlabeled)}
+        result["first_load"] = {
+            "seconds": round(seconds, 2),
+            "decoded": got.decoded,
+            "decode_seconds": round(got.seconds, 2),
+            "decode_images_per_s": round(got.decoded / got.seconds),
+            "processes": image_cache.default_workers(),
+            "skipped": len(data.skipped),
+            "unlabeled": len(data.x_unlabeled),
+        }
         result["cache_bytes"] = sum(f.stat().st_size for f in (args.root / ".fixmatch-cache").iterdir())
         seconds, data, got = timed_load(args.root, image_size=args.image_size, channels=3)
-        result["cache_hit_load"] = {"seconds": round(seconds, 2), "read_cache_seconds": round(got.load_seconds, 2),
-                                    "decoded": got.decoded}
+        result["cache_hit_load"] = {
+            "seconds": round(seconds, 2),
+            "read_cache_seconds": round(got.load_seconds, 2),
+            "decoded": got.decoded,
+        }
         one = next((args.root / "unlabeled").rglob("*.jpg"))
         Image.open(one).transpose(Image.FLIP_LEFT_RIGHT).save(one, quality=90)
         seconds, data, got = timed_load(args.root, image_size=args.image_size, channels=3)
@@ -132,8 +146,11 @@ def main() -> None:
             t0 = time.perf_counter()
             image_cache.decode_many(files, args.image_size, 3, workers=workers)
             dt = time.perf_counter() - t0
-            result[f"decode_rate_{workers}_process"] = {"images": len(files), "seconds": round(dt, 2),
-                                                        "images_per_s": round(len(files) / dt)}
+            result[f"decode_rate_{workers}_process"] = {
+                "images": len(files),
+                "seconds": round(dt, 2),
+                "images_per_s": round(len(files) / dt),
+            }
         result["load_avg_after"] = os.getloadavg()
     finally:
         if not args.keep:

@@ -26,15 +26,30 @@ def main():
     p.add_argument("--out", default="runs/fer-label-sweep")
     args = p.parse_args()
     # A short CPU schedule, so the digits demo's short-schedule options (EMA warm-up, BN momentum 0.1).
-    base = TrainConfig(dataset="fer2013", data_dir=args.data_dir, model=args.model, steps=args.steps,
-                       eval_every=max(args.steps // 10, 1), batch_size=args.batch_size, ema_warmup=True,
-                       bn_momentum=0.1, seed=args.seed, progress=False)
+    base = TrainConfig(
+        dataset="fer2013",
+        data_dir=args.data_dir,
+        model=args.model,
+        steps=args.steps,
+        eval_every=max(args.steps // 10, 1),
+        batch_size=args.batch_size,
+        ema_warmup=True,
+        bn_momentum=0.1,
+        seed=args.seed,
+        progress=False,
+    )
     data = load_data(resolve(base))
     results = []
     for per_class in args.labels_per_class:
         for algorithm in ("supervised", "fixmatch"):
-            cfg = TrainConfig(**{**base.to_dict(), "algorithm": algorithm, "num_labels": 7 * per_class,
-                                 "out": f"{args.out}/{per_class}pc-{algorithm}"})
+            cfg = TrainConfig(
+                **{
+                    **base.to_dict(),
+                    "algorithm": algorithm,
+                    "num_labels": 7 * per_class,
+                    "out": f"{args.out}/{per_class}pc-{algorithm}",
+                }
+            )
             r = train(cfg, log=lambda *_: None, data=data)
             results.append(r)
             print(json.dumps(r), flush=True)
@@ -43,8 +58,10 @@ def main():
     print("| labels | algorithm | PrivateTest accuracy (last) | median of last evals | CPU seconds |")
     print("| --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['num_labels']} | {r['algorithm']} | {100 * r['accuracy']:.1f}% | "
-              f"{100 * r['median_last20']:.1f}% | {r['seconds']:.0f} |")
+        print(
+            f"| {r['num_labels']} | {r['algorithm']} | {100 * r['accuracy']:.1f}% | "
+            f"{100 * r['median_last20']:.1f}% | {r['seconds']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def log(*a):
 
 def section(name):
     """Run a section, record its result or its error, and go on: one failure must not cost the call."""
+
     def wrap(fn):
         def run(*a, **k):
             log(f"== {name}")
@@ -50,19 +51,30 @@ def section(name):
                 traceback.print_exc()
                 REPORT["sections"][name] = {"error": f"{type(e).__name__}: {e}"}
                 return None
+
         return run
+
     return wrap
 
 
 @section("environment")
 def environment(device):
-    env = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
-           "cuda": torch.version.cuda, "device": device}
+    env = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda,
+        "device": device,
+    }
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(0)
         try:
-            env["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
-                                                "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+            env["nvidia_smi"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
         except Exception as e:  # noqa: BLE001
             env["nvidia_smi"] = str(e)
     log(json.dumps(env))
@@ -89,8 +101,9 @@ VARIANTS = {  # name -> bench switches; each row adds one optimization to the pl
 }
 
 
-VARIANT_FLAGS = {name: [f for k, v in sw.items() for f in ("--" + k.replace("_", "-"), v)]
-                 for name, sw in VARIANTS.items()}
+VARIANT_FLAGS = {
+    name: [f for k, v in sw.items() for f in ("--" + k.replace("_", "-"), v)] for name, sw in VARIANTS.items()
+}
 
 
 def run_args(opts, shape, **switches):
@@ -101,9 +114,12 @@ def run_args(opts, shape, **switches):
 @section("correctness")
 def correctness(opts):
     shape = shapes(opts)["cifar10_32"]
-    report, trainers = compare_paths(run_args(opts, shape, **VARIANTS["plain"]),
-                                     run_args(opts, shape, **VARIANTS["all (compile)"]),
-                                     steps=5, return_trainers=True)
+    report, trainers = compare_paths(
+        run_args(opts, shape, **VARIANTS["plain"]),
+        run_args(opts, shape, **VARIANTS["all (compile)"]),
+        steps=5,
+        return_trainers=True,
+    )
     log(json.dumps(report))
     correctness.trainers = trainers
     return report
@@ -126,16 +142,34 @@ def isolated_row(opts, shape_name, name, *extra_flags, timeout=150):
     unusable, and the rest of this call (the FER2013 training) must not pay for that."""
     shape = shapes(opts)[shape_name]
     timing = ["--warmup", "2", "--steps", "3"] if opts.tiny else ["--warmup", "15", "--steps", "40"]
-    cmd = [sys.executable, "-m", "fixmatch", "bench", "--json", "--device", opts.device, "--model", shape["model"],
-           "--dataset", shape["dataset"], "--data-dir", shape["data_dir"], *timing, *extra_flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fixmatch",
+        "bench",
+        "--json",
+        "--device",
+        opts.device,
+        "--model",
+        shape["model"],
+        "--dataset",
+        shape["dataset"],
+        "--data-dir",
+        shape["data_dir"],
+        *timing,
+        *extra_flags,
+    ]
     for key in ("batch_size", "mu"):
         if key in shape:
             cmd += ["--" + key.replace("_", "-"), str(shape[key])]
     cmd += VARIANT_FLAGS[name]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        r = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0
-             else {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-600:]}"})
+        r = (
+            json.loads(proc.stdout.strip().splitlines()[-1])
+            if proc.returncode == 0
+            else {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-600:]}"}
+        )
     except Exception as e:  # noqa: BLE001
         r = {"error": f"{type(e).__name__}: {e}"}
     r.update(shape=shape_name, variant=name + (" augment" if "--augment-only" in extra_flags else ""))
@@ -185,9 +219,19 @@ def train_fer(opts, name, ms) -> bool:
     # 30 s for compilation (mostly cached by the bench) and 10% for evaluations and jitter
     steps = 6 if opts.tiny else max(1024, int((seconds - 30) * 1000 / (ms * 1.1)) // 256 * 256)
     log(f"FER2013: {steps} steps of {name} at ~{ms:.1f} ms for ~{seconds:.0f}s")
-    cfg = TrainConfig(dataset="fer2013", data_dir=opts.data, model="wrn10_1" if opts.tiny else opts.fer_model,
-                      num_labels=28709, steps=steps, eval_every=max(steps // (3 if opts.tiny else 20), 1),
-                      device=opts.device, progress=False, out=opts.fer_run, seed=0, **VARIANTS[name])
+    cfg = TrainConfig(
+        dataset="fer2013",
+        data_dir=opts.data,
+        model="wrn10_1" if opts.tiny else opts.fer_model,
+        num_labels=28709,
+        steps=steps,
+        eval_every=max(steps // (3 if opts.tiny else 20), 1),
+        device=opts.device,
+        progress=False,
+        out=opts.fer_run,
+        seed=0,
+        **VARIANTS[name],
+    )
     Path(opts.fer_run).mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, Path(opts.fer_run) / "requested.yaml")
     cmd = [sys.executable, "-m", "fixmatch", "train", "--config", str(Path(opts.fer_run) / "requested.yaml")]
@@ -217,8 +261,15 @@ def fer_release(opts, rows):
     ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
     last = ckpt["history"][-1]
     env = REPORT["sections"].get("environment") or {}
-    training = {"step": ckpt["step"], "planned_steps": ckpt["meta"]["config"]["steps"], "finished": finished,
-                "variant": name, "gpu": env.get("gpu"), "torch": env.get("torch"), **last}
+    training = {
+        "step": ckpt["step"],
+        "planned_steps": ckpt["meta"]["config"]["steps"],
+        "finished": finished,
+        "variant": name,
+        "gpu": env.get("gpu"),
+        "torch": env.get("torch"),
+        **last,
+    }
     write_safetensors(load_model(str(out / "last.pt")), Path(opts.out) / "fer2013.safetensors", {"training": training})
     for file in ("metrics.jsonl", "config.yaml"):
         (Path(opts.out) / f"fer_{file}").write_bytes((out / file).read_bytes())
@@ -232,9 +283,11 @@ def table(rows) -> str:
             lines.append(f"{r.get('shape', ''):<11} {r.get('variant', ''):<22} {r.get('error', '')[:200]}")
             continue
         ms = r["ms_per_step"]
-        lines.append(f"{r['shape']:<11} {r['variant']:<22} {ms['median']:>8.2f} {ms['min']:>7.2f} "
-                     f"{r['images_per_second']:>9,.0f} {r.get('augment_ms', ms['median'] if r['augment_only'] else 0):>7.2f} "
-                     f"{r['peak_memory_mb']:>7.0f}")
+        lines.append(
+            f"{r['shape']:<11} {r['variant']:<22} {ms['median']:>8.2f} {ms['min']:>7.2f} "
+            f"{r['images_per_second']:>9,.0f} {r.get('augment_ms', ms['median'] if r['augment_only'] else 0):>7.2f} "
+            f"{r['peak_memory_mb']:>7.0f}"
+        )
     return "\n".join(lines)
 
 
@@ -261,7 +314,10 @@ def main():
     print("\n" + table(rows))
     print("correctness:", json.dumps(REPORT["sections"].get("correctness")))
     fer = REPORT["sections"].get("fer2013_train") or {}
-    print("fer2013:", json.dumps({k: fer.get(k) for k in ("step", "planned_steps", "finished", "accuracy", "seconds", "error")}))
+    print(
+        "fer2013:",
+        json.dumps({k: fer.get(k) for k in ("step", "planned_steps", "finished", "accuracy", "seconds", "error")}),
+    )
 
 
 if __name__ == "__main__":

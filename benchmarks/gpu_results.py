@@ -63,9 +63,14 @@ RESERVE_S = 15.0  # kept free at the end of the call: packing, the result files
 COMPARE_STEPS, TIMED_STEPS = 300, 40
 
 # The paper (Sohn et al. 2020, Table 2): accuracy = 100 - error rate, and the error's std over 5 folds.
-PAPER = {("cifar10", 4000, "ra"): (95.74, 0.05), ("cifar10", 250, "ra"): (94.93, 0.65),
-         ("cifar10", 40, "ra"): (86.19, 3.37), ("cifar10", 4000, "cta"): (95.69, 0.15),
-         ("cifar10", 250, "cta"): (94.93, 0.33), ("cifar10", 40, "cta"): (88.61, 3.35)}
+PAPER = {
+    ("cifar10", 4000, "ra"): (95.74, 0.05),
+    ("cifar10", 250, "ra"): (94.93, 0.65),
+    ("cifar10", 40, "ra"): (86.19, 3.37),
+    ("cifar10", 4000, "cta"): (95.69, 0.15),
+    ("cifar10", 250, "cta"): (94.93, 0.33),
+    ("cifar10", 40, "cta"): (88.61, 3.35),
+}
 
 CIFAR_FILE, FER_FILE = "cifar10_device.npz.xz", "fer2013.npz.xz"
 # The fast path of the training stages: every switch (the H100's fastest step, 12.1 ms); EAGER for
@@ -92,14 +97,19 @@ def compare_seconds() -> float:
     return round(m["eager_start_s"] + m["graph_start_s"] + steps + timing + MARGIN_S)
 
 
-STAGES = {s.name: s for s in [
-    Stage("compare", CIFAR_FILE, compare_seconds()),  # exact fp32 vs the fast path, 300 steps, same seed
-    Stage("cifar10_4000", CIFAR_FILE, 210.0, {"fixmatch": dict(CIFAR, num_labels=4000)}),
-    Stage("cifar10_250", CIFAR_FILE, 150.0, {"fixmatch": dict(CIFAR, num_labels=250)}),
-    Stage("cifar10_250_cta", CIFAR_FILE, None, {"fixmatch": dict(CIFAR, num_labels=250, strong_augment="cta")}),
-    Stage("fer_70", FER_FILE, None, {a: dict(FER, num_labels=70, algorithm=a) for a in ("fixmatch", "supervised")}),
-    Stage("fer_700", FER_FILE, None, {a: dict(FER, num_labels=700, algorithm=a) for a in ("fixmatch", "supervised")}),
-]}
+STAGES = {
+    s.name: s
+    for s in [
+        Stage("compare", CIFAR_FILE, compare_seconds()),  # exact fp32 vs the fast path, 300 steps, same seed
+        Stage("cifar10_4000", CIFAR_FILE, 210.0, {"fixmatch": dict(CIFAR, num_labels=4000)}),
+        Stage("cifar10_250", CIFAR_FILE, 150.0, {"fixmatch": dict(CIFAR, num_labels=250)}),
+        Stage("cifar10_250_cta", CIFAR_FILE, None, {"fixmatch": dict(CIFAR, num_labels=250, strong_augment="cta")}),
+        Stage("fer_70", FER_FILE, None, {a: dict(FER, num_labels=70, algorithm=a) for a in ("fixmatch", "supervised")}),
+        Stage(
+            "fer_700", FER_FILE, None, {a: dict(FER, num_labels=700, algorithm=a) for a in ("fixmatch", "supervised")}
+        ),
+    ]
+}
 
 # --tiny: the same stages on CPU in seconds (tests): a small network, a small batch, short limits.
 TINY_RUN = dict(model="cnn_small", batch_size=8, mu=2, eval_every=10, fast="off", cuda_graph="off")
@@ -151,8 +161,10 @@ def expected(stage: Stage, limit: float, tiny: bool) -> str:
     graph = speed_switches(stage.needs, seconds) == FAST
     ms, start = (m[f"ms_{size}_graph"], m["graph_start_s"]) if graph else (m[f"ms_{size}_eager"], m["eager_start_s"])
     steps = max(0.0, seconds - start) * 1000 / ms
-    return (f"expect ~{steps:,.0f} FixMatch steps per run ({'CUDA graphs' if graph else 'eager bf16'}: "
-            f"{ms} ms/step after ~{start:.0f} s of start-up)")
+    return (
+        f"expect ~{steps:,.0f} FixMatch steps per run ({'CUDA graphs' if graph else 'eager bf16'}: "
+        f"{ms} ms/step after ~{start:.0f} s of start-up)"
+    )
 
 
 # ---- child processes ------------------------------------------------------------------------------
@@ -175,8 +187,7 @@ def run_child(cmd: list[str], limit: float, log_path: Path) -> dict:
     with open(log_path, "ab") as out:
         out.write(("$ " + " ".join(cmd) + "\n").encode())
         out.flush()
-        CURRENT = proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=child_env(),
-                                          **group)
+        CURRENT = proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=child_env(), **group)
         try:
             rc = proc.wait(timeout=max(limit, 1.0))
             status = "finished" if rc == 0 else f"failed (exit {rc})"
@@ -184,8 +195,13 @@ def run_child(cmd: list[str], limit: float, log_path: Path) -> dict:
             rc, status = None, f"killed at its {limit:.0f} s limit"
         kill_group(proc)  # at the limit; after an exit, whatever the child left behind in its group
         CURRENT = None
-    return {"status": status, "returncode": rc, "pid": proc.pid, "limit_s": round(limit, 1),
-            "wall_s": round(time.time() - t, 1)}
+    return {
+        "status": status,
+        "returncode": rc,
+        "pid": proc.pid,
+        "limit_s": round(limit, 1),
+        "wall_s": round(time.time() - t, 1),
+    }
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -226,8 +242,7 @@ def run_stage(stage: Stage, limit: float, opts, env: dict) -> dict:
 
 
 def train_fields(stage: Stage, fields: dict, run_dir: Path, limit: float, opts) -> dict:
-    cfg = dict(fields, data_dir=str(Path(opts.data).resolve()), out=str(run_dir), progress=False,
-               device=opts.device)
+    cfg = dict(fields, data_dir=str(Path(opts.data).resolve()), out=str(run_dir), progress=False, device=opts.device)
     margin = TINY_MARGIN_S if opts.tiny else MARGIN_S
     cfg["time_budget"] = round(max(limit - margin, 1.0) / 60, 4)
     if opts.tiny:
@@ -246,8 +261,9 @@ def speed_switches(needs: str, seconds: float) -> dict:
     return dict(FAST) if graph >= eager else dict(EAGER)
 
 
-def run_training(stage: Stage, name: str, fields: dict, run_dir: Path, limit: float, opts, env: dict,
-                 switches: dict | None = None) -> dict:
+def run_training(
+    stage: Stage, name: str, fields: dict, run_dir: Path, limit: float, opts, env: dict, switches: dict | None = None
+) -> dict:
     from fixmatch.config import TrainConfig, save_yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -257,20 +273,32 @@ def run_training(stage: Stage, name: str, fields: dict, run_dir: Path, limit: fl
     log(f"{stage.name}/{name}: limit {limit:.0f} s, --time-budget {cfg['time_budget']} min")
     cmd = [sys.executable, "-m", "fixmatch", "train", "--config", str(run_dir / "requested.yaml")]
     ended = run_child(cmd, limit, run_dir / "train.log")
-    row = {"stage": stage.name, "run": name, "command": command_line(cfg), **ended,
-           **read_run(run_dir), "gpu": env.get("gpu"), "torch": env.get("torch"),
-           "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+    row = {
+        "stage": stage.name,
+        "run": name,
+        "command": command_line(cfg),
+        **ended,
+        **read_run(run_dir),
+        "gpu": env.get("gpu"),
+        "torch": env.get("torch"),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
     # the paper's figure for the stage's setting (a --tiny run trains other label counts: none)
     row["paper"] = None if opts.tiny else PAPER.get((fields["dataset"], fields["num_labels"], row["augmentation"]))
     row["export"] = export_model(run_dir, row)
     row["curve"] = draw_curve(run_dir, f"{stage.name}/{name}")
     log(f"{stage.name}/{name}: {ended['status']} after {ended['wall_s']} s; " + brief(row))
     left = limit - ended["wall_s"]
-    if ended["status"].startswith("failed") and not row["evaluations"] and switches != EAGER \
-            and left >= (5 if opts.tiny else 60):
+    if (
+        ended["status"].startswith("failed")
+        and not row["evaluations"]
+        and switches != EAGER
+        and left >= (5 if opts.tiny else 60)
+    ):
         log(f"{stage.name}/{name}: failed before its first evaluation; once more on the eager path ({left:.0f} s)")
-        retry = run_training(stage, name + "-eager", fields, run_dir.parent / (name + "-eager"), left, opts, env,
-                             switches=dict(EAGER))
+        retry = run_training(
+            stage, name + "-eager", fields, run_dir.parent / (name + "-eager"), left, opts, env, switches=dict(EAGER)
+        )
         return {**retry, "first_try": {k: row[k] for k in ("status", "wall_s", "command")}}
     return row
 
@@ -289,20 +317,29 @@ def read_run(run_dir: Path) -> dict:
     config = {}
     if (run_dir / "requested.yaml").is_file():
         import yaml
+
         config = yaml.safe_load((run_dir / "requested.yaml").read_text())
     last = history[-1] if history else {}
     accs = [r["accuracy"] for r in history[-20:]]
     return {
-        "dataset": config.get("dataset"), "algorithm": config.get("algorithm") or "fixmatch",
-        "num_labels": summary.get("num_labels", config.get("num_labels")), "fold": config.get("fold"),
-        "model": config.get("model"), "augmentation": config.get("strong_augment", "ra"),
+        "dataset": config.get("dataset"),
+        "algorithm": config.get("algorithm") or "fixmatch",
+        "num_labels": summary.get("num_labels", config.get("num_labels")),
+        "fold": config.get("fold"),
+        "model": config.get("model"),
+        "augmentation": config.get("strong_augment", "ra"),
         "accuracy": summary.get("accuracy", last.get("accuracy")),
         "median_last20": summary.get("median_last20", statistics.median(accs) if accs else None),
-        "evaluations": len(history), "steps": last.get("step"), "planned_steps": summary.get("planned_steps"),
-        "time_budget_minutes": config.get("time_budget"), "ms_per_step": summary.get("ms_per_step"),
+        "evaluations": len(history),
+        "steps": last.get("step"),
+        "planned_steps": summary.get("planned_steps"),
+        "time_budget_minutes": config.get("time_budget"),
+        "ms_per_step": summary.get("ms_per_step"),
         "wall_seconds_this_session": summary.get("wall_seconds_this_session"),
-        "mask_rate": last.get("mask_rate"), "pseudo_label_accuracy": last.get("pseudo_label_accuracy"),
-        "speedups": summary.get("speedups"), "summary": bool(summary),
+        "mask_rate": last.get("mask_rate"),
+        "pseudo_label_accuracy": last.get("pseudo_label_accuracy"),
+        "speedups": summary.get("speedups"),
+        "summary": bool(summary),
     }
 
 
@@ -337,7 +374,7 @@ def draw_curve(run_dir: Path, name: str) -> str:
     try:
         import plot_curves  # benchmarks/plot_curves.py, beside this script
 
-        (_, recs, summary), = plot_curves.curves(run_dir)
+        ((_, recs, summary),) = plot_curves.curves(run_dir)
         if not recs:
             return "no evaluations"
         plot_curves.plot(name, recs, plot_curves.title_of(name, summary), run_dir / "curve.png")
@@ -348,8 +385,9 @@ def draw_curve(run_dir: Path, name: str) -> str:
 
 def brief(row: dict) -> str:
     acc = row.get("accuracy")
-    return (f"accuracy {100 * acc:.2f}% at step {row.get('steps')}" if acc is not None else "no evaluation") + \
-        (f", median of last 20 {100 * row['median_last20']:.2f}%" if row.get("median_last20") is not None else "")
+    return (f"accuracy {100 * acc:.2f}% at step {row.get('steps')}" if acc is not None else "no evaluation") + (
+        f", median of last 20 {100 * row['median_last20']:.2f}%" if row.get("median_last20") is not None else ""
+    )
 
 
 def run_compare(run_dir: Path, limit: float, opts) -> dict:
@@ -357,8 +395,11 @@ def run_compare(run_dir: Path, limit: float, opts) -> dict:
     spec = {"data": str(Path(opts.data).resolve()), "device": opts.device, "tiny": opts.tiny, "out": str(run_dir)}
     (run_dir / "spec.json").write_text(json.dumps(spec))
     log(f"compare: limit {limit:.0f} s")
-    ended = run_child([sys.executable, str(Path(__file__).resolve()), "--child-compare", str(run_dir / "spec.json")],
-                      limit, run_dir / "compare.log")
+    ended = run_child(
+        [sys.executable, str(Path(__file__).resolve()), "--child-compare", str(run_dir / "spec.json")],
+        limit,
+        run_dir / "compare.log",
+    )
     report = json.loads((run_dir / "compare.json").read_text()) if (run_dir / "compare.json").is_file() else {}
     log(f"compare: {ended['status']} after {ended['wall_s']} s; " + json.dumps(report.get("difference")))
     return {"stage": "compare", "run": "compare", **ended, **report}
@@ -369,16 +410,24 @@ def child_compare(spec_path: str) -> None:
     import torch
 
     from fixmatch.bench import summarize, timed
-    from fixmatch.equivalence import flat_params
     from fixmatch.config import TrainConfig, resolve
-    from fixmatch.devices import pick_device
     from fixmatch.data import load_data
+    from fixmatch.devices import pick_device
+    from fixmatch.equivalence import flat_params
     from fixmatch.train import make_trainer, pick_labels
 
     spec = json.loads(Path(spec_path).read_text())
     tiny = spec["tiny"]
-    base = dict(dataset="cifar10", data_dir=spec["data"], num_labels=4000, fold=1, model="wrn28_2", seed=0,
-                device=spec["device"], progress=False)
+    base = dict(
+        dataset="cifar10",
+        data_dir=spec["data"],
+        num_labels=4000,
+        fold=1,
+        model="wrn28_2",
+        seed=0,
+        device=spec["device"],
+        progress=False,
+    )
     paths = {"exact_fp32": dict(fast="off"), "fast": dict(FAST)}
     if tiny:
         base.update(TINY_RUN, num_labels=TINY_LABELS[4000])
@@ -403,9 +452,14 @@ def child_compare(spec_path: str) -> None:
         deltas[name] = flat_params(trainer.model) - start
         accuracy = {"ema": trainer.evaluate()["accuracy"], "raw": trainer.evaluate(trainer.model)["accuracy"]}
         ms = summarize(timed(trainer.step, timed_steps, device))  # after the evaluation: training goes on
-        report["paths"][name] = {"speedups": trainer.speedups.describe(), "loss": losses,
-                                 "loss_last50": statistics.fmean(losses[-50:]), "accuracy": accuracy,
-                                 "seconds_for_steps": round(seconds, 2), "ms_per_step": ms}
+        report["paths"][name] = {
+            "speedups": trainer.speedups.describe(),
+            "loss": losses,
+            "loss_last50": statistics.fmean(losses[-50:]),
+            "accuracy": accuracy,
+            "seconds_for_steps": round(seconds, 2),
+            "ms_per_step": ms,
+        }
         print(name, json.dumps({k: v for k, v in report["paths"][name].items() if k != "loss"}), flush=True)
         del trainer
     a, b = deltas["exact_fp32"], deltas["fast"]
@@ -446,13 +500,22 @@ def environment(device: str) -> dict:
 
     import torch
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "device": device, "cpus": os.cpu_count()}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": device,
+        "cpus": os.cpu_count(),
+    }
     env["gpu"] = f"cpu ({os.cpu_count()} cores)"
     if device.startswith("cuda"):
         try:
-            smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+            smi = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
             env["nvidia_smi"] = smi
             env["gpu"] = smi.split(",")[0].strip() or "unknown GPU"
         except (OSError, subprocess.SubprocessError) as e:
@@ -466,8 +529,10 @@ def pct(x) -> str:
 
 def markdown(results: dict) -> str:
     """The rows in RESULTS.md's shape, ready to paste, plus the compare stage's figures."""
-    header = ("| dataset | labels | fold | augmentation | algorithm | accuracy | median of last 20 | steps | budget "
-              "| GPU | date | paper | paper std | status |")
+    header = (
+        "| dataset | labels | fold | augmentation | algorithm | accuracy | median of last 20 | steps | budget "
+        "| GPU | date | paper | paper std | status |"
+    )
     lines = [header, "|" + "---|" * 14]
     compare = None
     for stage in results["stages"]:
@@ -477,10 +542,12 @@ def markdown(results: dict) -> str:
                 continue
             paper = r.get("paper") or (None, None)
             budget = f"{r['time_budget_minutes']:g} min" if r.get("time_budget_minutes") else "none"
-            lines.append(f"| {r.get('dataset')} | {r.get('num_labels')} | {r.get('fold')} | {r.get('augmentation')} "
-                         f"| {r.get('algorithm')} | {pct(r.get('accuracy'))} | {pct(r.get('median_last20'))} "
-                         f"| {r.get('steps')} | {budget} | {r.get('gpu')} | {r.get('date')} "
-                         f"| {paper[0] or '—'} | {paper[1] or '—'} | {r['status']} |")
+            lines.append(
+                f"| {r.get('dataset')} | {r.get('num_labels')} | {r.get('fold')} | {r.get('augmentation')} "
+                f"| {r.get('algorithm')} | {pct(r.get('accuracy'))} | {pct(r.get('median_last20'))} "
+                f"| {r.get('steps')} | {budget} | {r.get('gpu')} | {r.get('date')} "
+                f"| {paper[0] or '—'} | {paper[1] or '—'} | {r['status']} |"
+            )
     for stage in results["stages"]:
         if stage.get("skipped"):
             lines.append(f"\n{stage['stage']}: {stage['skipped']}")
@@ -488,8 +555,10 @@ def markdown(results: dict) -> str:
         lines.append("\n| path (compare) | ms/step | loss, mean of last 50 steps | raw accuracy | EMA accuracy |")
         lines.append("|---|---|---|---|---|")
         for name, p in compare["paths"].items():
-            lines.append(f"| {name} ({p['speedups']}) | {p['ms_per_step']['median']} | {p['loss_last50']:.4f} "
-                         f"| {pct(p['accuracy']['raw'])} | {pct(p['accuracy']['ema'])} |")
+            lines.append(
+                f"| {name} ({p['speedups']}) | {p['ms_per_step']['median']} | {p['loss_last50']:.4f} "
+                f"| {pct(p['accuracy']['raw'])} | {pct(p['accuracy']['ema'])} |"
+            )
         lines.append(f"\ndifference: {json.dumps(compare['difference'])}")
     return "\n".join(lines) + "\n"
 
@@ -520,8 +589,11 @@ def parse_args(argv=None):
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, in order; from {', '.join(STAGES)}")
     p.add_argument("--stage-seconds", nargs="*", default=[], metavar="NAME=SECONDS", help="override a stage's limit")
     p.add_argument("--tiny", action="store_true", help="CPU dry run: small network and batch, limits of seconds")
-    p.add_argument("--ignore-budget", default="", help="test hook: these stages train without --time-budget, "
-                   "so their child runs into its limit and is killed")
+    p.add_argument(
+        "--ignore-budget",
+        default="",
+        help="test hook: these stages train without --time-budget, so their child runs into its limit and is killed",
+    )
     p.add_argument("--child-compare", metavar="SPEC", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     opts.stages = [s for s in opts.stages.split(",") if s]
@@ -547,8 +619,13 @@ def main(argv=None) -> int:
     deadline = T0 + opts.minutes * 60 - RESERVE_S
     env = environment(opts.device)
     log("environment", json.dumps(env))
-    results = {"environment": env, "measured_figures_used": MEASURED, "margin_s": MARGIN_S, "pid": os.getpid(),
-               "stages": []}
+    results = {
+        "environment": env,
+        "measured_figures_used": MEASURED,
+        "margin_s": MARGIN_S,
+        "pid": os.getpid(),
+        "stages": [],
+    }
     stages = plan(opts)
     for i, (stage, limit, why) in enumerate(stages):
         if limit == 0.0:

@@ -40,9 +40,11 @@ def write_npz_xz(arrays: dict[str, np.ndarray], path: Path, width: int, channels
     (up, then left) that halve the size of image arrays; lzma undoes them by itself."""
     raw = io.BytesIO()
     np.savez(raw, **arrays)
-    filters = [{"id": lzma.FILTER_DELTA, "dist": width * channels},
-               {"id": lzma.FILTER_DELTA, "dist": channels},
-               {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 4, "lp": 0, "pb": 0}]
+    filters = [
+        {"id": lzma.FILTER_DELTA, "dist": width * channels},
+        {"id": lzma.FILTER_DELTA, "dist": channels},
+        {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 4, "lp": 0, "pb": 0},
+    ]
     tmp = path.with_name(path.name + ".tmp")
     with lzma.open(tmp, "wb", format=lzma.FORMAT_XZ, filters=filters) as f:
         f.write(raw.getbuffer())

@@ -32,15 +32,18 @@ BOUNDARY = "fixmatchloadtest0123456789"
 
 
 def multipart(data: bytes, name: str = "face.jpg") -> bytes:
-    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 def one_request(url: str, body: bytes) -> tuple[float, str | None]:
     """(seconds, None) on a 200 with a label, else (seconds, what went wrong)."""
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    )
     t0 = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -123,10 +126,18 @@ def run(url: str, body: bytes, n: int, concurrency: int, max_seconds: float) -> 
         list(pool.map(worker, range(n)))
     wall = time.perf_counter() - t0
     ms = sorted(1000 * s for s in latencies)
-    return {"requests": len(ms), "concurrency": concurrency, "seconds": round(wall, 2),
-            "req_per_s": round(len(ms) / wall, 1), "p50_ms": percentile(ms, 50),
-            "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
-            "errors": sum(errors.values()), "error_kinds": errors, "stopped_early": len(ms) < n}
+    return {
+        "requests": len(ms),
+        "concurrency": concurrency,
+        "seconds": round(wall, 2),
+        "req_per_s": round(len(ms) / wall, 1),
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "p99_ms": percentile(ms, 99),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "stopped_early": len(ms) < n,
+    }
 
 
 def free_port() -> int:
@@ -137,9 +148,24 @@ def free_port() -> int:
 
 def start_server(model: str, workers: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fixmatch", "serve", "--model", model, "--port", str(port),
-                             "--workers", str(workers), "--rate-limit", "off"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fixmatch",
+            "serve",
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--rate-limit",
+            "off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -147,7 +173,9 @@ def start_server(model: str, workers: int) -> tuple[subprocess.Popen, str]:
             return proc, base
         except OSError:
             if proc.poll() is not None:
-                sys.exit(f"the server exited with code {proc.returncode}; run `fixmatch serve --model {model}` to see why")
+                sys.exit(
+                    f"the server exited with code {proc.returncode}; run `fixmatch serve --model {model}` to see why"
+                )
             time.sleep(0.2)
     proc.terminate()
     sys.exit("the server did not answer /healthz within 60 s")
@@ -164,9 +192,14 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long")
     p.add_argument("--stalled", type=int, default=0, help="half-sent connections kept open meanwhile")
     args = p.parse_args()
-    if not (1 <= args.requests <= MAX_REQUESTS and 1 <= args.concurrency <= MAX_CONCURRENCY
-            and 0 <= args.stalled <= MAX_STALLED):
-        sys.exit(f"--requests must be 1..{MAX_REQUESTS}, --concurrency 1..{MAX_CONCURRENCY}, --stalled 0..{MAX_STALLED}")
+    if not (
+        1 <= args.requests <= MAX_REQUESTS
+        and 1 <= args.concurrency <= MAX_CONCURRENCY
+        and 0 <= args.stalled <= MAX_STALLED
+    ):
+        sys.exit(
+            f"--requests must be 1..{MAX_REQUESTS}, --concurrency 1..{MAX_CONCURRENCY}, --stalled 0..{MAX_STALLED}"
+        )
     proc, base = start_server(args.serve, args.workers) if args.serve else (None, args.url.rstrip("/"))
     if urlparse(base).hostname not in LOOPBACK:
         sys.exit("refusing to load-test a server that is not on this machine (127.0.0.1 / localhost)")
@@ -179,9 +212,11 @@ def main() -> None:
         if proc:
             proc.terminate()
             proc.wait(timeout=30)
-    print(f"{result['requests']} requests, concurrency {result['concurrency']}: p50 {result['p50_ms']} ms, "
-          f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, {result['req_per_s']} req/s, "
-          f"{result['errors']} errors" + (f", {args.stalled} stalled connections open" if args.stalled else ""))
+    print(
+        f"{result['requests']} requests, concurrency {result['concurrency']}: p50 {result['p50_ms']} ms, "
+        f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, {result['req_per_s']} req/s, "
+        f"{result['errors']} errors" + (f", {args.stalled} stalled connections open" if args.stalled else "")
+    )
     print(json.dumps(result))
 
 

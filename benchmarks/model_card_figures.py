@@ -28,8 +28,15 @@ def plot(report, class_names, path):
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(cm)):
         for j in range(len(cm)):
-            ax.text(j, i, f"{norm[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}\n{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(7), class_names, rotation=45, ha="right")
     ax.set_yticks(range(7), class_names)
     ax.set_xlabel("predicted")
@@ -54,8 +61,10 @@ def main():
     (out / "fer2013_eval.json").write_text(json.dumps({"class_names": loaded.class_names, **reports}, indent=1))
     plot(reports["private"], loaded.class_names, out / "fer2013_confusion.png")
     for split, r in reports.items():
-        print(f"{split}: {100 * r['accuracy']:.2f}% of {r['num_test']}; per class "
-              + ", ".join(f"{c} {100 * a:.1f}%" for c, a in zip(loaded.class_names, r["per_class_accuracy"])))
+        print(
+            f"{split}: {100 * r['accuracy']:.2f}% of {r['num_test']}; per class "
+            + ", ".join(f"{c} {100 * a:.1f}%" for c, a in zip(loaded.class_names, r["per_class_accuracy"]))
+        )
 
 
 if __name__ == "__main__":

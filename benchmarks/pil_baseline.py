@@ -56,7 +56,7 @@ def weak(img: Image.Image) -> Image.Image:
     pad = round(0.125 * w)
     arr = np.pad(np.asarray(img), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
     top, left = random.randint(0, 2 * pad), random.randint(0, 2 * pad)
-    return Image.fromarray(arr[top:top + h, left:left + w])
+    return Image.fromarray(arr[top : top + h, left : left + w])
 
 
 def strong(img: Image.Image) -> Image.Image:
@@ -68,7 +68,7 @@ def strong(img: Image.Image) -> Image.Image:
     h, w = arr.shape[:2]
     size = min(h, w) // 2
     cy, cx = random.randrange(h), random.randrange(w)
-    arr[max(0, cy - size // 2):cy - size // 2 + size, max(0, cx - size // 2):cx - size // 2 + size] = 127
+    arr[max(0, cy - size // 2) : cy - size // 2 + size, max(0, cx - size // 2) : cx - size // 2 + size] = 127
     return Image.fromarray(arr)
 
 
@@ -97,10 +97,11 @@ class AugmentedImages(Dataset):
 
 def make_loaders(images: np.ndarray, num_workers: int = 2) -> tuple[DataLoader, DataLoader]:
     """Labeled batch 64 (weak), unlabeled batch 448 (weak, strong), as kekmodel does."""
-    common = dict(shuffle=True, drop_last=True, num_workers=num_workers,
-                  persistent_workers=num_workers > 0)
-    return (DataLoader(AugmentedImages(images, False), batch_size=64, **common),
-            DataLoader(AugmentedImages(images, True), batch_size=448, **common))
+    common = dict(shuffle=True, drop_last=True, num_workers=num_workers, persistent_workers=num_workers > 0)
+    return (
+        DataLoader(AugmentedImages(images, False), batch_size=64, **common),
+        DataLoader(AugmentedImages(images, True), batch_size=448, **common),
+    )
 
 
 def time_pil_pipeline(images: np.ndarray, batches: int, num_workers: int = 2) -> float:

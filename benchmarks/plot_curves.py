@@ -47,15 +47,29 @@ def curves(source: Path) -> list[tuple[str, list[dict], dict]]:
     """(name, records, summary) for each run in the source."""
     if source.suffix == ".tar":
         with tarfile.open(source) as tar:
-            files = {m.name: tar.extractfile(m).read().decode() for m in tar if m.isfile()
-                     and m.name.endswith(("metrics.jsonl", "summary.json"))}
+            files = {
+                m.name: tar.extractfile(m).read().decode()
+                for m in tar
+                if m.isfile() and m.name.endswith(("metrics.jsonl", "summary.json"))
+            }
         runs = sorted({n.rsplit("/", 1)[0] for n in files if n.endswith("metrics.jsonl")})
-        return [(run.replace("/", "-"), records(files[f"{run}/metrics.jsonl"]),
-                 json.loads(files.get(f"{run}/summary.json", "{}"))) for run in runs]
+        return [
+            (
+                run.replace("/", "-"),
+                records(files[f"{run}/metrics.jsonl"]),
+                json.loads(files.get(f"{run}/summary.json", "{}")),
+            )
+            for run in runs
+        ]
     if source.is_dir():
         summary = source / "summary.json"
-        return [(source.name, records((source / "metrics.jsonl").read_text()),
-                 json.loads(summary.read_text()) if summary.is_file() else {})]
+        return [
+            (
+                source.name,
+                records((source / "metrics.jsonl").read_text()),
+                json.loads(summary.read_text()) if summary.is_file() else {},
+            )
+        ]
     return [(source.stem, records(source.read_text()), {})]
 
 
@@ -63,8 +77,10 @@ def title_of(name: str, summary: dict) -> str:
     if not summary:
         return name
     budget = f", --time-budget {summary['time_budget_minutes']:g} min" if summary.get("time_budget_minutes") else ""
-    return (f"{summary.get('dataset')} @ {summary.get('num_labels')} labels, {summary.get('algorithm')}, "
-            f"{summary.get('model')}, {summary.get('steps'):,} steps{budget}")
+    return (
+        f"{summary.get('dataset')} @ {summary.get('num_labels')} labels, {summary.get('algorithm')}, "
+        f"{summary.get('model')}, {summary.get('steps'):,} steps{budget}"
+    )
 
 
 def plot(name: str, recs: list[dict], title: str, path: Path) -> None:
@@ -79,8 +95,14 @@ def plot(name: str, recs: list[dict], title: str, path: Path) -> None:
     if all("raw_accuracy" in r for r in recs):
         ax.plot(seconds, [100 * r["raw_accuracy"] for r in recs], lw=0.8, alpha=0.7, label="raw model")
     last = recs[-1]
-    ax.annotate(f"{100 * last['accuracy']:.2f}% at step {last['step']:,}", (seconds[-1], 100 * last["accuracy"]),
-                textcoords="offset points", xytext=(-10, -14), ha="right", fontsize=8)
+    ax.annotate(
+        f"{100 * last['accuracy']:.2f}% at step {last['step']:,}",
+        (seconds[-1], 100 * last["accuracy"]),
+        textcoords="offset points",
+        xytext=(-10, -14),
+        ha="right",
+        fontsize=8,
+    )
     ax.set_xlabel("training seconds (steps, evaluations, checkpoints)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=9)

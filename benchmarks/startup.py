@@ -10,18 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
 PROBES = {
-    "fixmatch --help": "import sys\nfrom fixmatch.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n",
+    "fixmatch --help": (
+        "import sys\nfrom fixmatch.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    ),
     "ONNX serve worker": "from fixmatch.serve.app import create_app\ncreate_app('fer2013', None)\n",
 }
-REPORT = "import sys, resource\nprint(__import__('json').dumps({'torch': 'torch' in sys.modules, " \
-         "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+REPORT = (
+    "import sys, resource\nprint(__import__('json').dumps({'torch': 'torch' in sys.modules, "
+    "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+)
 
 
 def probe(code: str, src: str | None) -> dict:
@@ -38,8 +41,10 @@ def main() -> None:
     args = p.parse_args()
     for name, code in PROBES.items():
         runs = [probe(code, args.src) for _ in range(args.repeat)]
-        print(f"{name:<20} {statistics.median(r['seconds'] for r in runs):6.2f} s (median of {args.repeat})  "
-              f"peak RSS {statistics.median(r['rss_mb'] for r in runs):6.0f} MB  torch imported: {runs[0]['torch']}")
+        print(
+            f"{name:<20} {statistics.median(r['seconds'] for r in runs):6.2f} s (median of {args.repeat})  "
+            f"peak RSS {statistics.median(r['rss_mb'] for r in runs):6.0f} MB  torch imported: {runs[0]['torch']}"
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ def digits_split():
     from fixmatch.data.digits import load_digits
 
     d = load_digits()
-    return [(x[0].numpy(), int(y)) for x, y in zip(d.x_train, d.y_train)], \
-           [(x[0].numpy(), int(y)) for x, y in zip(d.x_test, d.y_test)]
+    return [(x[0].numpy(), int(y)) for x, y in zip(d.x_train, d.y_train)], [
+        (x[0].numpy(), int(y)) for x, y in zip(d.x_test, d.y_test)
+    ]
 
 
 def save(img: np.ndarray, path_stem: Path, k: int) -> None:
@@ -97,8 +98,7 @@ def main(argv=None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         save(img, folder / f"test{i:04d}", i)
     write_broken(root / "unlabeled" / "broken", train[0][0])
-    print(f"wrote {root}: labeled {len(labeled)} (2 per class), unlabeled {n_unl} + 4 broken files, "
-          f"test {len(test)}")
+    print(f"wrote {root}: labeled {len(labeled)} (2 per class), unlabeled {n_unl} + 4 broken files, test {len(test)}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from shared_data import SHARED, read_npy_member
 
 FER = SHARED / "fer2013.npz.xz"
@@ -51,17 +50,39 @@ def fer_model(tmp_path_factory, fer_slice):
 
     root = tmp_path_factory.mktemp("fer_model")
     np.savez(root / "fer_slice.npz", **fer_slice, class_names=np.array(CLASS_NAMES))
-    train(TrainConfig(dataset="npz", data_dir=str(root / "fer_slice.npz"), num_labels=N_TRAIN,
-                      algorithm="supervised", model="cnn_small", steps=150, batch_size=16, lr=0.05,
-                      eval_every=150, median_of=1, flip=True, out=str(root / "run"), progress=False,
-                      threads=1, device="cpu", ema_warmup=True), log=lambda *a: None)
+    train(
+        TrainConfig(
+            dataset="npz",
+            data_dir=str(root / "fer_slice.npz"),
+            num_labels=N_TRAIN,
+            algorithm="supervised",
+            model="cnn_small",
+            steps=150,
+            batch_size=16,
+            lr=0.05,
+            eval_every=150,
+            median_of=1,
+            flip=True,
+            out=str(root / "run"),
+            progress=False,
+            threads=1,
+            device="cpu",
+            ema_warmup=True,
+        ),
+        log=lambda *a: None,
+    )
     checkpoint = next(p for p in (root / "run" / n for n in ("best.pt", "last.pt")) if p.exists())
     loaded = load_model(str(checkpoint))
     loaded.meta.update(dataset="fer2013", preprocess="face")  # FER2013 faces, read from an .npz slice
     export_onnx(loaded, root / "model.onnx", {"card": {"test_accuracy": 0.5, "note": "test model"}})
     write_safetensors(loaded, root / "model.safetensors")
-    return {"run": root / "run", "checkpoint": checkpoint, "onnx": root / "model.onnx",
-            "safetensors": root / "model.safetensors", "loaded": loaded}
+    return {
+        "run": root / "run",
+        "checkpoint": checkpoint,
+        "onnx": root / "model.onnx",
+        "safetensors": root / "model.safetensors",
+        "loaded": loaded,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -69,20 +90,36 @@ def digits_model(tmp_path_factory):
     """A model that is not about faces (scikit-learn's 8x8 digits, ~2 s of training), exported to
     ONNX: {'onnx', 'class_names', 'x_test', 'y_test'}."""
     from fixmatch.config import TrainConfig
+    from fixmatch.data import load_data
     from fixmatch.inference import load_model
     from fixmatch.onnx_export import export_onnx
-    from fixmatch.data import load_data
     from fixmatch.train import train
 
     root = tmp_path_factory.mktemp("digits_model")
-    cfg = TrainConfig(dataset="digits", num_labels=200, algorithm="supervised", model="cnn_small", steps=80,
-                      batch_size=32, eval_every=80, median_of=1, out=str(root / "run"), progress=False,
-                      threads=1, device="cpu")
+    cfg = TrainConfig(
+        dataset="digits",
+        num_labels=200,
+        algorithm="supervised",
+        model="cnn_small",
+        steps=80,
+        batch_size=32,
+        eval_every=80,
+        median_of=1,
+        out=str(root / "run"),
+        progress=False,
+        threads=1,
+        device="cpu",
+    )
     train(cfg, log=lambda *a: None)
     data = load_data(cfg)
     export_onnx(load_model(str(root / "run" / "last.pt")), root / "digits.onnx")
-    return {"onnx": root / "digits.onnx", "run": root / "run", "class_names": list(data.class_names),
-            "x_test": data.x_test.numpy(), "y_test": data.y_test.numpy()}
+    return {
+        "onnx": root / "digits.onnx",
+        "run": root / "run",
+        "class_names": list(data.class_names),
+        "x_test": data.x_test.numpy(),
+        "y_test": data.y_test.numpy(),
+    }
 
 
 def face_jpeg(face: np.ndarray, side: int = 200, quality: int = 90) -> bytes:
@@ -108,8 +145,8 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
 
     data = bytearray(encode(np.zeros((8, 8), np.uint8), "PNG"))
     ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
-    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
-    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[12:ihdr + 13])))
+    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[12 : ihdr + 13])))
     return bytes(data)
 
 

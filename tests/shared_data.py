@@ -25,8 +25,9 @@ def read_npy_member(f, rows: int, skip_rest: bool = True) -> np.ndarray:
         raise ValueError("expected a stored zip member")
     f.read(fields[-2] + fields[-1])  # name and extra field
     version = np.lib.format.read_magic(f)
-    shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                             else np.lib.format.read_array_header_2_0)(f)
+    shape, fortran, dtype = (
+        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    )(f)
     assert not fortran
     row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     head = np.frombuffer(f.read(rows * row), dtype=dtype).reshape((rows, *shape[1:]))
@@ -43,7 +44,8 @@ def read_head(path: Path, n: int) -> np.ndarray:
 
 needs_shared_data = pytest.mark.skipif(
     not (SHARED / "fer2013.npz.xz").is_file() or not (SHARED / "cifar10_device.npz.xz").is_file(),
-    reason=f"shared offline data not found in {SHARED} (../shared is absent in this checkout)")
+    reason=f"shared offline data not found in {SHARED} (../shared is absent in this checkout)",
+)
 
 
 def cifar_images(n: int) -> np.ndarray:

@@ -25,24 +25,26 @@ Every comparison asserts bit-exact equality: no tolerance is used anywhere.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
-
 from shared_data import SHARED, read_head
+
 from fixmatch.augment import OPS, POLICIES, _apply, cutout, strong_augment, weak_augment
 
-
 MAGNITUDES = {
-    "Identity": [0.0], "AutoContrast": [0.0], "Equalize": [0.0],
+    "Identity": [0.0],
+    "AutoContrast": [0.0],
+    "Equalize": [0.0],
     "Rotate": [-30, -27, -3, 3, 12.5, 27, 30, 90, 180],
-    "ShearX": [-0.3, -0.24, 0.03, 0.15, 0.27], "ShearY": [-0.3, -0.24, 0.03, 0.15, 0.27],
-    "TranslateX": [-9, -2, 1, 5, 9, 2.7, -3.3], "TranslateY": [-9, -2, 1, 5, 9, 2.7, -3.3],
-    "Solarize": [0, 26, 128, 100.5, 230, 256], "Posterize": [1, 2, 3, 4, 7, 8],
-    **{name: [0, 0.1, 0.28, 0.5, 0.95, 1.0, 1.72, 1.9]
-       for name in ("Color", "Contrast", "Brightness", "Sharpness")},
+    "ShearX": [-0.3, -0.24, 0.03, 0.15, 0.27],
+    "ShearY": [-0.3, -0.24, 0.03, 0.15, 0.27],
+    "TranslateX": [-9, -2, 1, 5, 9, 2.7, -3.3],
+    "TranslateY": [-9, -2, 1, 5, 9, 2.7, -3.3],
+    "Solarize": [0, 26, 128, 100.5, 230, 256],
+    "Posterize": [1, 2, 3, 4, 7, 8],
+    **{name: [0, 0.1, 0.28, 0.5, 0.95, 1.0, 1.72, 1.9] for name in ("Color", "Contrast", "Brightness", "Sharpness")},
 }
 
 
@@ -72,8 +74,12 @@ def _pil_op(name: str, im: Image.Image, m: float) -> Image.Image:
         return ImageOps.posterize(im, int(m))
     if name in ("Color", "Contrast", "Brightness", "Sharpness"):
         return getattr(ImageEnhance, name)(im).enhance(m)
-    coef = {"ShearX": (1, m, 0, 0, 1, 0), "ShearY": (1, 0, 0, m, 1, 0),
-            "TranslateX": (1, 0, m, 0, 1, 0), "TranslateY": (1, 0, 0, 0, 1, m)}[name]
+    coef = {
+        "ShearX": (1, m, 0, 0, 1, 0),
+        "ShearY": (1, 0, 0, m, 1, 0),
+        "TranslateX": (1, 0, m, 0, 1, 0),
+        "TranslateY": (1, 0, 0, 0, 1, m),
+    }[name]
     return im.transform(im.size, Image.AFFINE, coef, fillcolor=fill)
 
 
@@ -103,8 +109,8 @@ def _weak_candidates(img: torch.Tensor, pad: int, flips: bool) -> list[torch.Ten
     padded = torch.from_numpy(np.pad(img.numpy(), ((0, 0), (pad, pad), (pad, pad)), mode="reflect"))
     h, w = img.shape[1:]
     out = []
-    for src in ([padded, padded.flip(-1)] if flips else [padded]):
-        out += [src[:, i:i + h, j:j + w] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
+    for src in [padded, padded.flip(-1)] if flips else [padded]:
+        out += [src[:, i : i + h, j : j + w] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
     return out
 
 
@@ -118,8 +124,7 @@ def test_weak_augment_is_flip_and_reflect_shift(images, dataset, size):
         out = weak_augment(x, flip=flip, generator=torch.Generator().manual_seed(3))
         for k in range(len(x)):
             assert any(torch.equal(out[k], c) for c in _weak_candidates(x[k], pad, flip)), k
-    flipped = [weak_augment(x[:1].expand(64, -1, -1, -1), flip=True,
-                            generator=torch.Generator().manual_seed(5))]
+    flipped = [weak_augment(x[:1].expand(64, -1, -1, -1), flip=True, generator=torch.Generator().manual_seed(5))]
     assert len({bytes(o.numpy()) for o in flipped[0]}) > 1
 
 
@@ -127,8 +132,7 @@ def test_weak_augment_is_flip_and_reflect_shift(images, dataset, size):
 @pytest.mark.parametrize("dataset,size", [("cifar", 32), ("cifar", 8), ("fer", 48)])
 def test_strong_augment_shapes_and_determinism(images, policy, dataset, size):
     x = _nchw(images[dataset][:16, :size, :size])
-    runs = [strong_augment(x, flip=True, generator=torch.Generator().manual_seed(s), policy=policy)
-            for s in (7, 7, 8)]
+    runs = [strong_augment(x, flip=True, generator=torch.Generator().manual_seed(s), policy=policy) for s in (7, 7, 8)]
     assert runs[0].dtype == torch.uint8 and runs[0].shape == x.shape
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
@@ -208,8 +212,9 @@ def test_cuda_masked_path_equals_cpu(policy):
     x, g, n = _synthetic(1024), torch.Generator().manual_seed(1), 1024
     op = torch.randint(0, len(OPS), (n,), generator=g)
     sign = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0).double()
-    mag = _magnitudes(policy, op, torch.randint(1, 10, (n,), generator=g), sign,
-                      torch.rand(n, generator=g, dtype=torch.float64), 32)
+    mag = _magnitudes(
+        policy, op, torch.randint(1, 10, (n,), generator=g), sign, torch.rand(n, generator=g, dtype=torch.float64), 32
+    )
     want = _apply(x, op, mag, grouped=True)
     assert torch.equal(_apply(x.cuda(), op.cuda(), mag.cuda()).cpu(), want)
 
@@ -219,8 +224,11 @@ def test_cuda_no_host_sync_and_deterministic():
     x = _synthetic(256).cuda()
     torch.cuda.set_sync_debug_mode("error")  # any host sync raises
     try:
-        runs = [strong_augment(x, flip=True, generator=torch.Generator("cuda").manual_seed(3), policy=p)
-                for p in POLICIES for _ in range(2)]
+        runs = [
+            strong_augment(x, flip=True, generator=torch.Generator("cuda").manual_seed(3), policy=p)
+            for p in POLICIES
+            for _ in range(2)
+        ]
         weak_augment(x[:, :1], flip=True, generator=torch.Generator("cuda").manual_seed(3))
     finally:
         torch.cuda.set_sync_debug_mode(0)

@@ -9,12 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from serve_fixtures import face_jpeg, skimage_photo
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "benchmarks" / "screenshot_demo.png"
 
 
@@ -116,7 +122,9 @@ def test_phone_photo_is_scaled_down_in_the_browser(demo_page, tmp_path):
     Image.fromarray(noisy).save(photo, quality=92)
     assert photo.stat().st_size > 3 * 1024 * 1024
     sent = []
-    demo_page.on("request", lambda r: sent.append(len(r.post_data_buffer or b"")) if r.url.endswith("/api/predict") else None)
+    demo_page.on(
+        "request", lambda r: sent.append(len(r.post_data_buffer or b"")) if r.url.endswith("/api/predict") else None
+    )
     demo_page.set_input_files("#file", str(photo))
     demo_page.wait_for_selector("#result:not([hidden])")
     assert demo_page.is_hidden("#error")
@@ -127,12 +135,15 @@ def test_phone_photo_is_scaled_down_in_the_browser(demo_page, tmp_path):
 def test_fer_face_by_drag_and_drop(demo_page, fer_slice):
     """Drop a FER face JPEG on the drop zone (a synthetic drop event carrying the file)."""
     data = list(face_jpeg(fer_slice["x_test"][3]))
-    demo_page.evaluate("""(bytes) => {
+    demo_page.evaluate(
+        """(bytes) => {
         const file = new File([new Uint8Array(bytes)], "face.jpg", {type: "image/jpeg"});
         const dt = new DataTransfer();
         dt.items.add(file);
         document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
-    }""", data)
+    }""",
+        data,
+    )
     demo_page.wait_for_selector("#result:not([hidden])")
     assert demo_page.locator("#bars li").count() == 7
 

@@ -9,7 +9,6 @@ import socket
 import numpy as np
 import pytest
 import torch
-
 from serve_fixtures import encode
 
 from fixmatch.cli import main
@@ -38,11 +37,13 @@ def test_crafted_checkpoint_never_runs_code(evil_run, tmp_path, capsys):
     run, proof = evil_run
     image = tmp_path / "x.png"
     image.write_bytes(encode(np.zeros((48, 48), np.uint8), "PNG"))
-    commands = [["predict", "--checkpoint", str(run), str(image)],
-                ["predict", "--checkpoint", str(run / "last.pt"), str(image)],
-                ["evaluate", "--checkpoint", str(run)],
-                ["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")],
-                ["train", "--resume", str(run)]]
+    commands = [
+        ["predict", "--checkpoint", str(run), str(image)],
+        ["predict", "--checkpoint", str(run / "last.pt"), str(image)],
+        ["evaluate", "--checkpoint", str(run)],
+        ["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")],
+        ["train", "--resume", str(run)],
+    ]
     for argv in commands:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -74,8 +75,20 @@ def test_export_refuses_outputs_it_cannot_write(fer_model, tmp_path, capsys):
     for target, words in ((tmp_path / "no" / "such" / "m.onnx", "does not exist"), (tmp_path, "is a folder")):
         assert main(["export", "--checkpoint", str(fer_model["checkpoint"]), "--onnx", str(target)]) == 2
         assert words in capsys.readouterr().err
-    assert main(["export", "--checkpoint", str(fer_model["checkpoint"]), "--onnx", str(tmp_path / "m.onnx"),
-                 "--card-json", str(tmp_path / "missing.json")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(fer_model["checkpoint"]),
+                "--onnx",
+                str(tmp_path / "m.onnx"),
+                "--card-json",
+                str(tmp_path / "missing.json"),
+            ]
+        )
+        == 2
+    )
     assert "file not found" in capsys.readouterr().err
     assert main(["predict", "--model", str(fer_model["onnx"]), str(tmp_path), "--csv", str(tmp_path)]) == 2
 
@@ -83,7 +96,9 @@ def test_export_refuses_outputs_it_cannot_write(fer_model, tmp_path, capsys):
 def test_random_bytes_npz_is_named_plainly(fer_model, tmp_path, capsys):
     junk = tmp_path / "data.npz"
     junk.write_bytes(np.random.default_rng(0).bytes(4000))
-    assert main(["evaluate", "--checkpoint", str(fer_model["safetensors"]),
-                 "--dataset", "npz", "--data-dir", str(junk)]) == 2
+    assert (
+        main(["evaluate", "--checkpoint", str(fer_model["safetensors"]), "--dataset", "npz", "--data-dir", str(junk)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "not a readable .npz archive" in err and "allow_pickle" not in err

@@ -16,14 +16,29 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
-
-from shared_data import SHARED, read_head
 from resume_helpers import kill_then_resume
-from fixmatch.ctaugment import (BINS, CTA_OP_NAMES, CTA_OPS, CTAugment, _apply_grouped, _apply_masked,
-                                apply_ops, proximity, stats_text)
+from shared_data import SHARED, read_head
 
-METHODS = (Image.Resampling.LANCZOS, Image.Resampling.BICUBIC, Image.Resampling.BILINEAR,
-           Image.Resampling.BOX, Image.Resampling.HAMMING, Image.Resampling.NEAREST)
+from fixmatch.ctaugment import (
+    BINS,
+    CTA_OP_NAMES,
+    CTA_OPS,
+    CTAugment,
+    _apply_grouped,
+    _apply_masked,
+    apply_ops,
+    proximity,
+    stats_text,
+)
+
+METHODS = (
+    Image.Resampling.LANCZOS,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BOX,
+    Image.Resampling.HAMMING,
+    Image.Resampling.NEAREST,
+)
 
 
 def official(name: str, im: Image.Image, args: list[float], centre: tuple[int, int]) -> Image.Image:
@@ -60,8 +75,12 @@ def official(name: str, im: Image.Image, args: list[float], centre: tuple[int, i
                 pixels[i, j] = 127 if im.mode == "L" else (127, 127, 127)
         return im
     v = (2 * a - 1) * 0.3  # shear_x/y, translate_x/y
-    coef = {"shear_x": (1, v, 0, 0, 1, 0), "shear_y": (1, 0, 0, v, 1, 0),
-            "translate_x": (1, 0, v, 0, 1, 0), "translate_y": (1, 0, 0, 0, 1, v)}[name]
+    coef = {
+        "shear_x": (1, v, 0, 0, 1, 0),
+        "shear_y": (1, 0, 0, v, 1, 0),
+        "translate_x": (1, 0, v, 0, 1, 0),
+        "translate_y": (1, 0, 0, 0, 1, v),
+    }[name]
     return im.transform(im.size, Image.AFFINE, coef)
 
 
@@ -81,8 +100,10 @@ def _argument_rounds(name: str, n: int) -> list[list[torch.Tensor]]:
     nargs = len(BINS[name])
     sweep = [torch.linspace(0, 1, n, dtype=torch.float64)] * nargs
     if name == "rescale":  # crop edges landing on .5 (Python rounds half to even), every method
-        sweep = [(torch.arange(n, dtype=torch.float64) / (n // 2)).clamp(max=1),
-                 (torch.arange(n, dtype=torch.float64) % 6 + 0.5) / 6]
+        sweep = [
+            (torch.arange(n, dtype=torch.float64) / (n // 2)).clamp(max=1),
+            (torch.arange(n, dtype=torch.float64) % 6 + 0.5) / 6,
+        ]
     g = torch.Generator().manual_seed(len(name))
     return [sweep] + [[torch.rand(n, generator=g, dtype=torch.float64) for _ in range(nargs)] for _ in range(3)]
 
@@ -159,7 +180,7 @@ def test_sampler_draws_only_bins_above_threshold():
                 assert set(b.tolist()) == set(range(6))
             else:
                 assert (b == 3).all(), name
-        assert (a[:, len(BINS[name]):] == 0).all()
+        assert (a[:, len(BINS[name]) :] == 0).all()
     # positions inside the bin are uniform: the fraction part covers [0, 1)
     rot = args[ops == CTA_OP_NAMES.index("rotate")][:, 0] * 17 - 3
     assert rot.min() < 0.02 and rot.max() > 0.98
@@ -195,13 +216,19 @@ def test_update_equals_the_official_sequential_loop():
             args = (args * 2).floor() / 2 + 0.01
         prox = torch.rand(n, generator=g, dtype=torch.float64)
         cta.update(ops, args, prox)
-        policies = [[(CTA_OP_NAMES[int(o)], [float(v) for v in a[:len(BINS[CTA_OP_NAMES[int(o)]])]])
-                     for o, a in zip(ops[p], args[p])] for p in range(n)]
+        policies = [
+            [
+                (CTA_OP_NAMES[int(o)], [float(v) for v in a[: len(BINS[CTA_OP_NAMES[int(o)]])]])
+                for o, a in zip(ops[p], args[p])
+            ]
+            for p in range(n)
+        ]
         _official_update(ref, policies, prox.tolist())
     for i, name in enumerate(CTA_OP_NAMES):
         for j, nb in enumerate(BINS[name]):
-            assert torch.allclose(cta.rates[i, j, :nb], torch.tensor(ref[name][j], dtype=torch.float64),
-                                  rtol=0, atol=1e-12), name
+            assert torch.allclose(
+                cta.rates[i, j, :nb], torch.tensor(ref[name][j], dtype=torch.float64), rtol=0, atol=1e-12
+            ), name
     assert (cta.rates[cta.valid] != 1).sum() > 100  # the rates did move
 
 
@@ -280,8 +307,10 @@ def test_cuda_equals_cpu_and_never_syncs(images):
     op1 = torch.arange(len(x)) % len(CTA_OP_NAMES)
     a1 = torch.rand(len(x), 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     c = torch.randint(0, 32, (2, len(x)), generator=torch.Generator().manual_seed(4))
-    assert torch.equal(_apply_masked(x.cuda(), op1.cuda(), a1.cuda(), c[0].cuda(), c[1].cuda()).cpu(),
-                       _apply_grouped(x, op1, a1, c[0], c[1]))
+    assert torch.equal(
+        _apply_masked(x.cuda(), op1.cuda(), a1.cuda(), c[0].cuda(), c[1].cuda()).cpu(),
+        _apply_grouped(x, op1, a1, c[0], c[1]),
+    )
     prox = torch.rand(len(x), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -301,8 +330,18 @@ def test_cuda_equals_cpu_and_never_syncs(images):
 def _tiny(tmp_path, **kw):
     from fixmatch.config import TrainConfig
 
-    base = dict(dataset="digits", algorithm="fixmatch", strong_augment="cta", steps=24, eval_every=8,
-                batch_size=8, mu=2, progress=False, out=str(tmp_path / "run"), seed=3)
+    base = dict(
+        dataset="digits",
+        algorithm="fixmatch",
+        strong_augment="cta",
+        steps=24,
+        eval_every=8,
+        batch_size=8,
+        mu=2,
+        progress=False,
+        out=str(tmp_path / "run"),
+        seed=3,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -321,8 +360,11 @@ def test_training_moves_the_rates_and_resume_restores_them_exactly(tmp_path, mon
         assert torch.equal(a["ema"][k], b["ema"][k]), k
     stats = json.loads((tmp_path / "a" / "run" / "cta.json").read_text())
     assert stats["step"] == 24 and stats["threshold"] == 0.8
-    assert torch.allclose(torch.tensor(stats["ops"]["rotate"]["rates"][0], dtype=torch.float64),
-                          rates[CTA_OP_NAMES.index("rotate"), 0], atol=1e-6)
+    assert torch.allclose(
+        torch.tensor(stats["ops"]["rotate"]["rates"][0], dtype=torch.float64),
+        rates[CTA_OP_NAMES.index("rotate"), 0],
+        atol=1e-6,
+    )
     assert main(["cta-stats", str(tmp_path / "a" / "run")]) == 0
 
 
@@ -349,11 +391,26 @@ def test_two_ranks_apply_the_single_process_update(tmp_path):
     """torchrun, 2 CPU ranks x B/2 (gloo): each rank classifies its half of the global probe batch and
     the probabilities are all-gathered, so the rates equal a 1-process run's (BN-free model: the
     2-rank and 1-rank runs compute the same function up to float rounding)."""
-    from test_distributed import cfg as dist_cfg, torchrun
+    from test_distributed import cfg as dist_cfg
+    from test_distributed import torchrun
+
     from fixmatch.train import train
 
-    r = torchrun(tmp_path, "--model", "nobn_test", "--strong-augment", "cta", "--steps", "8", "--eval-every", "4",
-                 "--threshold", "0.1", "--out", str(tmp_path / "two"))
+    r = torchrun(
+        tmp_path,
+        "--model",
+        "nobn_test",
+        "--strong-augment",
+        "cta",
+        "--steps",
+        "8",
+        "--eval-every",
+        "4",
+        "--threshold",
+        "0.1",
+        "--out",
+        str(tmp_path / "two"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     train(dist_cfg(tmp_path / "one", strong_augment="cta"), log=lambda *_: None)
     two = torch.load(tmp_path / "two" / "last.pt", weights_only=False)["cta"]["rates"]
@@ -368,7 +425,10 @@ def test_cuda_graph_captures_views_that_follow_the_rates(images):
     numbers and reads the rates tensor as it is at replay time (updated in place)."""
     x = _nchw(images["cifar"]).repeat(4, 1, 1, 1).cuda()
     cta, g = CTAugment(device="cuda"), torch.Generator("cuda").manual_seed(0)
-    fn = lambda: (cta.strong_view(x, flip=True, generator=g), *cta.sample(len(x), g))
+
+    def fn():
+        return (cta.strong_view(x, flip=True, generator=g), *cta.sample(len(x), g))
+
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from shared_data import SHARED, cifar_images, fer_faces, needs_shared_data
+
 from fixmatch.config import TrainConfig
 from fixmatch.data import DATASETS, download, load_dataset
 from fixmatch.errors import DataError, UserError
@@ -52,6 +52,7 @@ def check(ds, x_train, y_train, x_test, y_test):
 
 # ---------------------------------------------------------------- registry
 
+
 def test_registry_defaults_are_config_fields():
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for name in ("cifar10", "cifar100", "svhn", "fer2013", "npz", "imagefolder"):
@@ -62,13 +63,22 @@ def test_registry_defaults_are_config_fields():
     for name, spec in DATASETS.items():  # a dataset states only where it departs from the paper recipe
         assert all(PAPER_DEFAULTS.get(k, object()) != v for k, v in spec.defaults.items()), name
     resolved = {name: resolve(TrainConfig(dataset=name)) for name in ("cifar10", "cifar100", "svhn", "fer2013")}
-    assert (resolved["cifar10"].num_labels, resolved["cifar10"].model, resolved["cifar10"].steps) == (4000, "wrn28_2", 2**20)
+    assert (resolved["cifar10"].num_labels, resolved["cifar10"].model, resolved["cifar10"].steps) == (
+        4000,
+        "wrn28_2",
+        2**20,
+    )
     assert (resolved["cifar100"].model, resolved["cifar100"].weight_decay) == ("wrn28_8", 1e-3)
     assert resolved["svhn"].flip is False and resolved["svhn"].weight_decay == 5e-4
-    assert (resolved["fer2013"].model, resolved["fer2013"].num_labels, resolved["fer2013"].flip) == ("wrn37_2", 28709, True)
+    assert (resolved["fer2013"].model, resolved["fer2013"].num_labels, resolved["fer2013"].flip) == (
+        "wrn37_2",
+        28709,
+        True,
+    )
 
 
 # ---------------------------------------------------------------- CIFAR
+
 
 def planar(x):
     """NHWC -> the CIFAR row format: 1024 red, 1024 green, 1024 blue bytes per image."""
@@ -81,11 +91,13 @@ def write_cifar10(folder: Path, rgb):
     labels = [i % 10 for i in range(40)]
     for b in range(5):
         sl = slice(6 * b, 6 * b + 6)
-        (folder / f"data_batch_{b + 1}").write_bytes(pickle.dumps(
-            {b"batch_label": b"x", b"data": planar(rgb[sl]), b"labels": labels[sl]}, protocol=2))
+        (folder / f"data_batch_{b + 1}").write_bytes(
+            pickle.dumps({b"batch_label": b"x", b"data": planar(rgb[sl]), b"labels": labels[sl]}, protocol=2)
+        )
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": planar(rgb[30:]), b"labels": labels[30:]}, protocol=2))
-    names = [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                  "ship", "truck")]
+    names = [
+        n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    ]
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names, b"num_vis": 3072}, protocol=2))
     return labels
 
@@ -109,8 +121,9 @@ def test_cifar100_folder_and_archive(tmp_path, rgb):
     folder = tmp_path / "a" / "cifar-100-python"
     folder.mkdir(parents=True)
     fine = [(7 * i) % 100 for i in range(40)]
-    (folder / "train").write_bytes(pickle.dumps({b"data": planar(rgb[:30]), b"fine_labels": fine[:30],
-                                                 b"coarse_labels": [0] * 30}))
+    (folder / "train").write_bytes(
+        pickle.dumps({b"data": planar(rgb[:30]), b"fine_labels": fine[:30], b"coarse_labels": [0] * 30})
+    )
     (folder / "test").write_bytes(pickle.dumps({b"data": planar(rgb[30:]), b"fine_labels": fine[30:]}))
     (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [f"c{i}".encode() for i in range(100)]}))
     check(load_dataset("cifar100", tmp_path / "a"), rgb[:30], fine[:30], rgb[30:], fine[30:])
@@ -161,12 +174,24 @@ def test_cifar10_offline_npz_xz(tmp_path, rgb):
     y = np.arange(40) % 3
     # device holds file indices 0..1 of each class, rest 2.., as in the shared copy; merged order is by class
     dev, rest = np.arange(40) < 20, np.arange(40) >= 20
-    write_npz_xz(tmp_path / "cifar10_device.npz.xz", x_train=rgb[dev], y_train=y[dev], x_test=rgb[:5],
-                 y_test=y[:5], file_index_train=np.arange(20), class_names=names)
+    write_npz_xz(
+        tmp_path / "cifar10_device.npz.xz",
+        x_train=rgb[dev],
+        y_train=y[dev],
+        x_test=rgb[:5],
+        y_test=y[:5],
+        file_index_train=np.arange(20),
+        class_names=names,
+    )
     ds = load_dataset("cifar10", tmp_path)  # device file alone: a subset, with a warning
     assert len(ds.x_train) == 20
-    write_npz_xz(tmp_path / "cifar10_rest.npz.xz", x_train=rgb[rest], y_train=y[rest],
-                 file_index_train=np.arange(20, 40), class_names=names)
+    write_npz_xz(
+        tmp_path / "cifar10_rest.npz.xz",
+        x_train=rgb[rest],
+        y_train=y[rest],
+        file_index_train=np.arange(20, 40),
+        class_names=names,
+    )
     order = np.lexsort((np.arange(40), y))
     check(load_dataset("cifar10", tmp_path), rgb[order], y[order], rgb[:5], y[:5])
     (tmp_path / "cifar10_rest.npz.xz").write_bytes(b"\xfd7zXZ\x00 broken")
@@ -175,6 +200,7 @@ def test_cifar10_offline_npz_xz(tmp_path, rgb):
 
 
 # ---------------------------------------------------------------- downloads
+
 
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
@@ -234,6 +260,7 @@ def test_download_over_http(tmp_path):
 
 # ---------------------------------------------------------------- SVHN
 
+
 def save_mat(path: Path, x, y):
     from scipy.io import savemat
 
@@ -250,8 +277,13 @@ def test_svhn_mat_files_and_extra(tmp_path, rgb):
     with pytest.raises(DataError, match="extra_32x32.mat"):
         load_dataset("svhn", tmp_path, svhn_extra=True)
     save_mat(tmp_path / "extra_32x32.mat", rgb[30:], y[30:])
-    check(load_dataset("svhn", tmp_path, svhn_extra=True), rgb[np.r_[0:20, 30:40]], np.r_[y[:20], y[30:]] % 10,
-          rgb[20:30], y[20:30] % 10)
+    check(
+        load_dataset("svhn", tmp_path, svhn_extra=True),
+        rgb[np.r_[0:20, 30:40]],
+        np.r_[y[:20], y[30:]] % 10,
+        rgb[20:30],
+        y[20:30] % 10,
+    )
     (tmp_path / "test_32x32.mat").write_bytes(b"MATLAB 5.0 MAT-file, truncated")
     with pytest.raises(DataError, match="test_32x32.mat"):
         load_dataset("svhn", tmp_path)
@@ -324,11 +356,18 @@ def test_fer2013_kaggle_folders(tmp_path, faces):
 
 def test_fer2013_offline_npz_xz(tmp_path, faces):
     usage = np.array([0, 1, 1, 0, 1])
-    write_npz_xz(tmp_path / "fer2013.npz.xz", x_train=faces[:30, ..., None], y_train=FER_Y[:30],
-                 x_test=faces[30:35, ..., None], y_test=FER_Y[30:35], test_usage=usage.astype(np.uint8))
+    write_npz_xz(
+        tmp_path / "fer2013.npz.xz",
+        x_train=faces[:30, ..., None],
+        y_train=FER_Y[:30],
+        x_test=faces[30:35, ..., None],
+        y_test=FER_Y[30:35],
+        test_usage=usage.astype(np.uint8),
+    )
     check(load_dataset("fer2013", tmp_path), faces[:30], FER_Y[:30], faces[[31, 32, 34]], FER_Y[[31, 32, 34]])
-    check(load_dataset("fer2013", tmp_path, fer_test="public"), faces[:30], FER_Y[:30], faces[[30, 33]],
-          FER_Y[[30, 33]])
+    check(
+        load_dataset("fer2013", tmp_path, fer_test="public"), faces[:30], FER_Y[:30], faces[[30, 33]], FER_Y[[30, 33]]
+    )
 
 
 @pytest.mark.parametrize("download_flag", [False, True])
@@ -350,6 +389,7 @@ def test_fer2013_shared_offline_copy(faces):
 
 # ---------------------------------------------------------------- npz and imagefolder
 
+
 def test_npz_file_and_folder(tmp_path, faces, rgb):
     np.savez(tmp_path / "d.npz", x_train=faces[:30], y_train=FER_Y[:30], x_test=faces[30:], y_test=FER_Y[30:])
     ds = load_dataset("npz", tmp_path / "d.npz")
@@ -357,8 +397,14 @@ def test_npz_file_and_folder(tmp_path, faces, rgb):
     assert ds.class_names == [str(i) for i in range(7)]
     other = tmp_path / "other"
     other.mkdir()
-    np.savez(other / "e.npz", x_train=rgb[:30], y_train=np.zeros(30, int), x_test=rgb[30:], y_test=np.ones(10, int),
-             class_names=np.array(["cat", "dog"]))
+    np.savez(
+        other / "e.npz",
+        x_train=rgb[:30],
+        y_train=np.zeros(30, int),
+        x_test=rgb[30:],
+        y_test=np.ones(10, int),
+        class_names=np.array(["cat", "dog"]),
+    )
     ds = load_dataset("npz", other)
     check(ds, rgb[:30], [0] * 30, rgb[30:], [1] * 10)
     assert ds.class_names == ["cat", "dog"]
@@ -422,6 +468,7 @@ def test_imagefolder_errors_name_the_offender(tmp_path, rgb, faces):
 
 
 # ---------------------------------------------------------------- data_dir default
+
 
 def test_data_dir_defaults_to_env_then_dot_data(tmp_path, monkeypatch, faces):
     np.savez(tmp_path / "d.npz", x_train=faces[:4], y_train=[0, 1, 0, 1], x_test=faces[4:6], y_test=[1, 0])

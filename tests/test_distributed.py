@@ -39,23 +39,62 @@ if "nobn_test" not in MODELS:
     register("nobn_test")(NoBN)
 
 QUIET = dict(log=lambda *_: None)
-TINY = ["--dataset", "digits", "--algorithm", "fixmatch", "--batch-size", "8", "--mu", "2", "--seed", "3",
-        "--no-progress", "--threads", "1", "--device", "cpu"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--algorithm",
+    "fixmatch",
+    "--batch-size",
+    "8",
+    "--mu",
+    "2",
+    "--seed",
+    "3",
+    "--no-progress",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def torchrun(tmp_path, *args, env=None, nproc=2):
     """Launch this file under torchrun with 2 CPU ranks; returns the completed process."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "--log-dir", str(tmp_path / "torchrun-logs"), "--tee", "3",  # each rank's output, prefixed
-           __file__, "train", *TINY, *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "--log-dir",
+        str(tmp_path / "torchrun-logs"),
+        "--tee",
+        "3",  # each rank's output, prefixed
+        __file__,
+        "train",
+        *TINY,
+        *map(str, args),
+    ]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=180)
 
 
 def cfg(out, **kw):
     # threshold 0.1 < max softmax of 10 classes: every pseudo-label counts, so the unlabeled loss is active
-    base = dict(dataset="digits", algorithm="fixmatch", model="nobn_test", steps=8, eval_every=4,
-                batch_size=8, mu=2, seed=3, progress=False, device="cpu", out=str(out), threshold=0.1)
+    base = dict(
+        dataset="digits",
+        algorithm="fixmatch",
+        model="nobn_test",
+        steps=8,
+        eval_every=4,
+        batch_size=8,
+        mu=2,
+        seed=3,
+        progress=False,
+        device="cpu",
+        out=str(out),
+        threshold=0.1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -93,8 +132,18 @@ def test_two_ranks_train_with_bn_write_once_and_stay_identical(tmp_path):
     """cnn_small (BatchNorm, per-rank statistics): completes, one summary from rank 0, and both ranks
     end with the same weights, EMA (BN statistics averaged at evaluation) and optimizer state."""
     out = tmp_path / "run"
-    p = torchrun(tmp_path, "--model", "cnn_small", "--steps", "6", "--eval-every", "3", "--out", out,
-                 env={"FIXMATCH_TEST_DUMP": "1"})
+    p = torchrun(
+        tmp_path,
+        "--model",
+        "cnn_small",
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--out",
+        out,
+        env={"FIXMATCH_TEST_DUMP": "1"},
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(list(tmp_path.rglob("summary.json"))) == 1
     summary = json.loads((out / "summary.json").read_text())
@@ -144,8 +193,20 @@ def test_a_failing_rank_fails_the_job_quickly_with_the_rank_named(tmp_path, how)
     """crash: torchrun tears the other rank down; hang: the survivor's collective times out
     (--dist-timeout 0.1 minutes) instead of waiting forever."""
     t0 = time.perf_counter()
-    p = torchrun(tmp_path, "--model", "nobn_test", "--steps", "50", "--eval-every", "2", "--dist-timeout", "0.1",
-                 "--out", tmp_path / "run", env={"FIXMATCH_TEST_FAIL": f"{how}:3"})
+    p = torchrun(
+        tmp_path,
+        "--model",
+        "nobn_test",
+        "--steps",
+        "50",
+        "--eval-every",
+        "2",
+        "--dist-timeout",
+        "0.1",
+        "--out",
+        tmp_path / "run",
+        env={"FIXMATCH_TEST_FAIL": f"{how}:3"},
+    )
     assert p.returncode != 0 and "ChildFailedError" in p.stderr
     expected = "simulated failure of rank 1" if how == "crash" else "timed out waiting"  # gloo's words
     assert expected in p.stderr.lower(), p.stderr[-3000:]

@@ -6,19 +6,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from resume_helpers import kill_then_resume
 
 from fixmatch.bench_options import bench_args
-from fixmatch.equivalence import compare_paths
 from fixmatch.cli import main
 from fixmatch.config import TrainConfig, resolve
 from fixmatch.data.splits import official_labeled_indices
 from fixmatch.ema import EMA
+from fixmatch.equivalence import compare_paths
 from fixmatch.errors import UserError
 from fixmatch.models import build_model, count_parameters
 from fixmatch.optim import cosine_lr, param_groups
 from fixmatch.sampler import EpochSampler
 from fixmatch.train import resume, train
-from resume_helpers import kill_then_resume
 
 
 def test_official_cosine_schedule():
@@ -31,8 +31,13 @@ def test_weight_decay_only_on_conv_and_linear_weights():
     decay, no_decay = param_groups(model, 5e-4)
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0
     assert all(p.ndim == 4 or p.ndim == 2 for p in decay["params"])
-    bn_and_bias = {id(p) for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Linear))
-                   for n, p in m.named_parameters() if n == "bias" or isinstance(m, torch.nn.BatchNorm2d)}
+    bn_and_bias = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Linear))
+        for n, p in m.named_parameters()
+        if n == "bias" or isinstance(m, torch.nn.BatchNorm2d)
+    }
     assert bn_and_bias == {id(p) for p in no_decay["params"]}
 
 
@@ -72,12 +77,20 @@ def test_split_errors_are_clear():
         official_labeled_indices(labels, 44, seed=1)
 
 
-@pytest.mark.parametrize("field,value,msg", [
-    ("steps", -1, "steps must be a positive integer"), ("threshold", 1.5, "threshold"),
-    ("dataset", "mnist", "unknown dataset"), ("model", "resnet9000", "unknown model"),
-    ("randaugment", "fancy", "randaugment"), ("mu", 0, "mu=0 leaves FixMatch no unlabeled images"),
-    ("fold", 10, "fold must be 0..9"), ("input_scaling", "zscore", "input_scaling"), ("time_budget", -1, "time_budget"),
-])
+@pytest.mark.parametrize(
+    "field,value,msg",
+    [
+        ("steps", -1, "steps must be a positive integer"),
+        ("threshold", 1.5, "threshold"),
+        ("dataset", "mnist", "unknown dataset"),
+        ("model", "resnet9000", "unknown model"),
+        ("randaugment", "fancy", "randaugment"),
+        ("mu", 0, "mu=0 leaves FixMatch no unlabeled images"),
+        ("fold", 10, "fold must be 0..9"),
+        ("input_scaling", "zscore", "input_scaling"),
+        ("time_budget", -1, "time_budget"),
+    ],
+)
 def test_invalid_config_is_one_clear_error(field, value, msg):
     with pytest.raises(UserError, match=msg):
         resolve(TrainConfig(**{field: value}))
@@ -90,8 +103,17 @@ def test_cli_reports_bad_input_with_exit_code_2(capsys):
 
 
 def tiny(tmp_path, **kw):
-    base = dict(dataset="digits", algorithm="fixmatch", steps=24, eval_every=8, batch_size=8, mu=2,
-                progress=False, out=str(tmp_path / "run"), seed=3)
+    base = dict(
+        dataset="digits",
+        algorithm="fixmatch",
+        steps=24,
+        eval_every=8,
+        batch_size=8,
+        mu=2,
+        progress=False,
+        out=str(tmp_path / "run"),
+        seed=3,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -141,16 +163,20 @@ def test_bf16_channels_last_path_computes_the_same_function_on_cpu():
     """bf16 autocast keeps ~3 significant digits: the losses agree within 3%. Gradients of the layers
     near the input lose more (measured on CPU: ~30% relative error at the stem of a freshly initialised
     WRN-28-2 vs 0.3% for fp32 against fp64), so the update is checked by direction: cosine > 0.9."""
-    r = compare_paths(small_bench(fast="off"),
-                      small_bench(fast="on", compile="off", amp="on", channels_last="on", fused_optimizer="on"))
+    r = compare_paths(
+        small_bench(fast="off"),
+        small_bench(fast="on", compile="off", amp="on", channels_last="on", fused_optimizer="on"),
+    )
     assert r["fast"] == "amp+channels_last+fused_optimizer"
     assert r["max_loss_rel_diff"] < 3e-2 and r["update_cosine"] > 0.9
 
 
 def test_compiled_path_computes_the_same_function_on_cpu():
     """torch.compile in fp32 only reorders arithmetic: losses and parameter updates agree to 1e-3."""
-    r = compare_paths(small_bench(fast="off"), small_bench(fast="on", compile="on", amp="off",
-                                                           channels_last="off", fused_optimizer="off"))
+    r = compare_paths(
+        small_bench(fast="off"),
+        small_bench(fast="on", compile="on", amp="off", channels_last="off", fused_optimizer="off"),
+    )
     assert r["fast"] == "compile"
     assert r["max_loss_rel_diff"] < 1e-4 and r["update_rel_diff"] < 1e-3
 

@@ -51,8 +51,22 @@ def test_cli_export_both_formats(fer_model, fer_slice, tmp_path, capsys):
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"test_accuracy": 0.61}))
     onnx_path, st_path = tmp_path / "m.onnx", tmp_path / "m.safetensors"
-    assert main(["export", "--checkpoint", str(fer_model["checkpoint"]), "--onnx", str(onnx_path),
-                 "--safetensors", str(st_path), "--card-json", str(card)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(fer_model["checkpoint"]),
+                "--onnx",
+                str(onnx_path),
+                "--safetensors",
+                str(st_path),
+                "--card-json",
+                str(card),
+            ]
+        )
+        == 0
+    )
     images = torch.from_numpy(fer_slice["x_test"][:16, None].copy())
     from_st = load_model(str(st_path))
     assert from_st.meta["card"] == {"test_accuracy": 0.61}
@@ -73,4 +87,3 @@ def test_read_onnx_meta_rejects_foreign_files(tmp_path):
         torch.onnx.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), str(plain), dynamo=False)
     with pytest.raises(UserError, match="not a fixmatch ONNX export"):
         read_onnx_meta(plain)
-

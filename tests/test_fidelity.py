@@ -218,8 +218,20 @@ DIGITS_GREY_VALUES = set(np.round(np.arange(17) * 255 / 16).astype(int).tolist()
 
 
 def digits_trainer(**kw):
-    base = dict(dataset="digits", algorithm="fixmatch", model="linear_probe_test", batch_size=8, mu=3, steps=100,
-                eval_every=50, progress=False, device="cpu", seed=1, lr=0.03, weight_decay=5e-4)
+    base = dict(
+        dataset="digits",
+        algorithm="fixmatch",
+        model="linear_probe_test",
+        batch_size=8,
+        mu=3,
+        steps=100,
+        eval_every=50,
+        progress=False,
+        device="cpu",
+        seed=1,
+        lr=0.03,
+        weight_decay=5e-4,
+    )
     cfg = resolve(TrainConfig(**{**base, **kw}))
     data = load_dataset("digits")
     torch.manual_seed(0)
@@ -233,7 +245,7 @@ def weak_candidates(images: torch.Tensor) -> set[bytes]:
     for img in padded:
         for i in range(3):
             for j in range(3):
-                out.add(bytes(img[:, i:i + 8, j:j + 8].contiguous().numpy()))
+                out.add(bytes(img[:, i : i + 8, j : j + 8].contiguous().numpy()))
     return out
 
 
@@ -274,14 +286,16 @@ def test_one_step_feeds_each_view_where_the_official_code_does():
     for _ in range(3):
         pixels, seen = record_step(trainer)
         assert seen["forwards"] == [b + 2 * u]  # ONE forward: BatchNorm statistics over all three parts
-        lab, weak, strong = pixels[:b], pixels[b:b + u], pixels[b + u:]
+        lab, weak, strong = pixels[:b], pixels[b : b + u], pixels[b + u :]
         # the labeled batch: weak views (flip/shift) of labeled images only, never strong ones
-        sources = [weak_candidates(trainer.x_lab[i:i + 1]) for i in range(len(trainer.x_lab))]
-        owner = [next(i for i, c in enumerate(sources) if bytes(img.numpy()) in c) for img in lab]  # StopIteration: not a weak view
+        sources = [weak_candidates(trainer.x_lab[i : i + 1]) for i in range(len(trainer.x_lab))]
+        owner = [
+            next(i for i, c in enumerate(sources) if bytes(img.numpy()) in c) for img in lab
+        ]  # StopIteration: not a weak view
         # the unlabeled weak view: weak views of the drawn images; the strong view: the same images,
         # RandAugment + Cutout (grey 127, which no digits pixel has)
         for k, i in enumerate(seen["ui"].tolist()):
-            assert bytes(weak[k].numpy()) in weak_candidates(data.x_train[i:i + 1])
+            assert bytes(weak[k].numpy()) in weak_candidates(data.x_train[i : i + 1])
             assert (strong[k] == 127).sum() >= 4 and 127 not in set(weak[k].unique().tolist())
         # the algorithm got: labeled logits, the weak view's, the strong view's, in that order
         with torch.no_grad():
@@ -289,8 +303,8 @@ def test_one_step_feeds_each_view_where_the_official_code_does():
         args = seen["args"]
         assert len(args) == 4
         torch.testing.assert_close(args[0], logits[:b])
-        torch.testing.assert_close(args[2], logits[b:b + u])
-        torch.testing.assert_close(args[3], logits[b + u:])
+        torch.testing.assert_close(args[2], logits[b : b + u])
+        torch.testing.assert_close(args[3], logits[b + u :])
         assert args[1].tolist() == trainer.y_lab[owner].tolist()  # each labeled view with its own label
 
 
@@ -318,8 +332,19 @@ def test_unlabeled_images_without_labels_join_the_pool_and_are_not_scored():
     data = load_dataset("digits")
     extra = data.x_train[:50].flip(-1).contiguous()
     data = dataclasses.replace(data, x_unlabeled=extra)
-    cfg = resolve(TrainConfig(dataset="digits", algorithm="fixmatch", model="linear_probe_test", batch_size=8,
-                              mu=3, steps=10, eval_every=10, threshold=0.01, device="cpu"))
+    cfg = resolve(
+        TrainConfig(
+            dataset="digits",
+            algorithm="fixmatch",
+            model="linear_probe_test",
+            batch_size=8,
+            mu=3,
+            steps=10,
+            eval_every=10,
+            threshold=0.01,
+            device="cpu",
+        )
+    )
     trainer = make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
     assert len(trainer.x_unl) == len(data.x_train) + 50 and (trainer.y_unl[-50:] == -1).all()
     hidden = torch.ones(len(data.x_train), dtype=torch.bool)
@@ -418,8 +443,11 @@ def test_weak_view_is_a_flip_and_a_uniform_shift(dataset, flip):
     n = 4000
     rows, cols = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     img = torch.stack([rows, cols, torch.zeros_like(rows)]).to(torch.uint8)
-    out = weak_augment(img.expand(n, -1, -1, -1).contiguous(), flip=resolve(TrainConfig(dataset=dataset)).flip,
-                       generator=torch.Generator().manual_seed(0))
+    out = weak_augment(
+        img.expand(n, -1, -1, -1).contiguous(),
+        flip=resolve(TrainConfig(dataset=dataset)).flip,
+        generator=torch.Generator().manual_seed(0),
+    )
     dy = out[:, 0, 16, 16].long() - 16
     flipped = out[:, 1, 16, 17] < out[:, 1, 16, 16]
     dx = torch.where(flipped, 15 - out[:, 1, 16, 16].long(), out[:, 1, 16, 16].long() - 16)
@@ -450,7 +478,7 @@ def test_randaugment_rates_are_the_documented_ones(monkeypatch):
     for op, mag in calls:
         share = torch.bincount(op, minlength=14).float() / n
         assert abs(share[identity].item() - (0.5 + 0.5 / 14)) < 0.02
-        others = torch.cat([share[:identity], share[identity + 1:]])
+        others = torch.cat([share[:identity], share[identity + 1 :]])
         assert ((others - 0.5 / 14).abs() < 0.01).all()
         levels = (mag[op == rotate] / 3).abs().round().long()  # official Rotate: 3 * level degrees
         assert set(levels.tolist()) == set(range(1, 10))

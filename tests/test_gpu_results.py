@@ -19,8 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import gpu_results
-import gpu_results_data
+import gpu_results  # noqa: E402  (from benchmarks/, put on the path above)
+import gpu_results_data  # noqa: E402
 
 
 def write_npz_xz(path: Path, **arrays) -> None:
@@ -51,13 +51,30 @@ def session(tmp_path_factory):
     data, out = root / "data", root / "out"
     data.mkdir()
     tiny_cifar(data)
-    cmd = [sys.executable, str(REPO / "benchmarks" / "gpu_results.py"), "--tiny", "--device", "cpu",
-           "--data", str(data), "--out", str(out), "--minutes", "3",
-           "--stages", "compare,cifar10_4000,cifar10_250,fer_70",
-           "--stage-seconds", "compare=45", "cifar10_4000=8", "cifar10_250=30",
-           "--ignore-budget", "cifar10_4000"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=root,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "gpu_results.py"),
+        "--tiny",
+        "--device",
+        "cpu",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--minutes",
+        "3",
+        "--stages",
+        "compare,cifar10_4000,cifar10_250,fer_70",
+        "--stage-seconds",
+        "compare=45",
+        "cifar10_4000=8",
+        "cifar10_250=30",
+        "--ignore-budget",
+        "cifar10_4000",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=170, cwd=root, env={**os.environ, "PYTHONPATH": str(REPO / "src")}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "gpu_results.json").read_text())
     return proc, out, {s["stage"]: s for s in results["stages"]}, results
@@ -99,11 +116,25 @@ def test_a_stage_without_its_data_is_skipped_with_a_line(session):
 def test_out_holds_a_tar_per_stage_and_the_result_files(session):
     _, out, _, _ = session
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["cifar10_250.tar", "cifar10_4000.tar", "compare.tar", "gpu_results.json",
-                     "gpu_results.log", "gpu_results.md"]  # no run directories left, <= 8 files
+    assert names == [
+        "cifar10_250.tar",
+        "cifar10_4000.tar",
+        "compare.tar",
+        "gpu_results.json",
+        "gpu_results.log",
+        "gpu_results.md",
+    ]  # no run directories left, <= 8 files
     files = members(out / "cifar10_250.tar")
-    for name in ("summary.json", "metrics.jsonl", "config.yaml", "requested.yaml", "split.json",
-                 "train.log", "model.safetensors", "curve.png"):
+    for name in (
+        "summary.json",
+        "metrics.jsonl",
+        "config.yaml",
+        "requested.yaml",
+        "split.json",
+        "train.log",
+        "model.safetensors",
+        "curve.png",
+    ):
         assert f"cifar10_250/fixmatch/{name}" in files
     assert not any(n.endswith(".pt") for n in files)
     summary = json.loads(files["cifar10_250/fixmatch/summary.json"])
@@ -159,14 +190,15 @@ def test_plot_curves_reads_a_stage_archive_and_a_log(session, tmp_path):
     assert (tmp_path / "cifar10_250-fixmatch.png").read_bytes()[:4] == b"\x89PNG"
     log = '[ 200.5s] {"step": 921, "accuracy": 0.16, "raw_accuracy": 0.18, "seconds": 42.3}\nnoise {"a": 1}\n'
     (tmp_path / "run.log").write_text(log)
-    (name, recs, _), = plot_curves.curves(tmp_path / "run.log")
+    ((name, recs, _),) = plot_curves.curves(tmp_path / "run.log")
     assert [r["step"] for r in recs] == [921] and name == "run"
 
 
 # ---- the plan, without running anything --------------------------------------------------------------
 def opts_for(data: Path, stages: str, minutes=9.0, seconds=()):
-    return gpu_results.parse_args(["--data", str(data), "--stages", stages, "--minutes", str(minutes),
-                                   "--stage-seconds", *seconds])
+    return gpu_results.parse_args(
+        ["--data", str(data), "--stages", stages, "--minutes", str(minutes), "--stage-seconds", *seconds]
+    )
 
 
 def test_the_plan_skips_absent_data_and_shares_the_rest(tmp_path):
@@ -189,8 +221,11 @@ def test_the_plan_skips_absent_data_and_shares_the_rest(tmp_path):
 def test_limits_come_from_the_measured_figures():
     m = gpu_results.MEASURED
     assert gpu_results.compare_seconds() == round(
-        m["eager_start_s"] + m["graph_start_s"] + 340 * (m["ms_32_plain"] + m["ms_32_graph"]) / 1000
-        + gpu_results.MARGIN_S)
+        m["eager_start_s"]
+        + m["graph_start_s"]
+        + 340 * (m["ms_32_plain"] + m["ms_32_graph"]) / 1000
+        + gpu_results.MARGIN_S
+    )
     # CUDA graphs pay ~37 s of compilation: worth it for a long run, not for a minute at 48x48
     assert gpu_results.speed_switches(gpu_results.FER_FILE, 300) == gpu_results.FAST
     assert gpu_results.speed_switches(gpu_results.FER_FILE, 60) == gpu_results.EAGER
@@ -202,10 +237,15 @@ def test_fer_extract_keeps_training_and_private_test(tmp_path):
 
     rng = np.random.default_rng(1)
     usage = np.array([0, 1, 1, 0, 1], dtype=np.uint8)
-    write_npz_xz(tmp_path / "fer2013.npz.xz",
-                 x_train=rng.integers(0, 256, (12, 48, 48, 1), dtype=np.uint8), y_train=np.arange(12) % 7,
-                 x_test=rng.integers(0, 256, (5, 48, 48, 1), dtype=np.uint8), y_test=np.arange(5),
-                 test_usage=usage, class_names=np.array(["a"] * 7))
+    write_npz_xz(
+        tmp_path / "fer2013.npz.xz",
+        x_train=rng.integers(0, 256, (12, 48, 48, 1), dtype=np.uint8),
+        y_train=np.arange(12) % 7,
+        x_test=rng.integers(0, 256, (5, 48, 48, 1), dtype=np.uint8),
+        y_test=np.arange(5),
+        test_usage=usage,
+        class_names=np.array(["a"] * 7),
+    )
     dest = tmp_path / "extract" / "fer2013.npz.xz"
     info = gpu_results_data.fer_private_extract(tmp_path / "fer2013.npz.xz", dest)
     assert info["train"] == 12 and info["private_test"] == 3
@@ -223,12 +263,19 @@ def test_every_training_stage_is_the_official_recipe_under_a_budget(tmp_path):
     for stage in gpu_results.STAGES.values():
         for name, fields in stage.runs.items():
             switches = gpu_results.speed_switches(stage.needs, 200)
-            cfg = resolve(TrainConfig(**gpu_results.train_fields(stage, {**fields, **switches}, tmp_path / name,
-                                                                 215.0, opts)))
+            cfg = resolve(
+                TrainConfig(**gpu_results.train_fields(stage, {**fields, **switches}, tmp_path / name, 215.0, opts))
+            )
             assert cfg.model == "wrn28_2" and cfg.fold == 1 and cfg.seed == 0 and cfg.num_labels == fields["num_labels"]
             assert cfg.time_budget == pytest.approx(200 / 60, abs=1e-4)
-            assert (cfg.batch_size, cfg.mu, cfg.lr, cfg.threshold, cfg.lambda_u, cfg.ema_decay) == \
-                (64, 7, 0.03, 0.95, 1.0, 0.999)
+            assert (cfg.batch_size, cfg.mu, cfg.lr, cfg.threshold, cfg.lambda_u, cfg.ema_decay) == (
+                64,
+                7,
+                0.03,
+                0.95,
+                1.0,
+                0.999,
+            )
             assert cfg.weight_decay == 5e-4 and cfg.bn_momentum == 0.001 and not cfg.ema_warmup and cfg.flip
             assert cfg.input_scaling == "official" and cfg.randaugment == "official"
             assert cfg.strong_augment == ("cta" if stage.name.endswith("cta") else "ra")

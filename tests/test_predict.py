@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-
 from serve_fixtures import encode, face_jpeg
 
 pytest.importorskip("flask", reason="the serve extra is not installed")
@@ -21,10 +20,12 @@ FER_CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"
 def scene_with_face(face: np.ndarray, size=(900, 600), at=(560, 300), side=220) -> np.ndarray:
     """A FER face pasted far from the centre of a larger textured scene (the centre is background)."""
     rng = np.random.default_rng(3)
-    yy, xx = np.mgrid[:size[1], :size[0]]
+    yy, xx = np.mgrid[: size[1], : size[0]]
     background = 100 + 50 * np.sin(xx / 41.0) * np.cos(yy / 29.0) + rng.normal(0, 5, (size[1], size[0]))
     canvas = np.clip(background, 0, 255).astype(np.uint8)
-    canvas[at[1]:at[1] + side, at[0]:at[0] + side] = np.asarray(Image.fromarray(face).resize((side, side), Image.BICUBIC))
+    canvas[at[1] : at[1] + side, at[0] : at[0] + side] = np.asarray(
+        Image.fromarray(face).resize((side, side), Image.BICUBIC)
+    )
     return canvas
 
 
@@ -40,8 +41,9 @@ def test_predict_agrees_with_the_page_on_an_off_centre_face(fer_model, fer_slice
     client = create_app(str(fer_model["onnx"]), rate_limit="off").test_client()
 
     def page(data):
-        return client.post("/api/predict", data={"file": (io.BytesIO(data), "p.jpg")},
-                           content_type="multipart/form-data").json
+        return client.post(
+            "/api/predict", data={"file": (io.BytesIO(data), "p.jpg")}, content_type="multipart/form-data"
+        ).json
 
     face = next(f for f in fer_slice["x_test"] if page(encode(scene_with_face(f), "JPEG", quality=90))["face_found"])
     photo = tmp_path / "photo.jpg"
@@ -60,19 +62,39 @@ def test_predict_folders_to_csv_with_bad_files(fer_model, fer_slice, tmp_path, c
     root = tmp_path / "photos"
     (root / "nested" / "deeper").mkdir(parents=True)
     for i, name in enumerate(["a.jpg", "nested/b.png", "nested/deeper/c.JPG"]):
-        (root / name).write_bytes(face_jpeg(fer_slice["x_test"][i]) if name.lower().endswith("jpg")
-                                  else encode(fer_slice["x_test"][i], "PNG"))
+        (root / name).write_bytes(
+            face_jpeg(fer_slice["x_test"][i]) if name.lower().endswith("jpg") else encode(fer_slice["x_test"][i], "PNG")
+        )
     (root / "nested" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     (root / "notes.txt").write_text("not an image, not listed")
     loose = tmp_path / "loose.png"
     loose.write_bytes(encode(fer_slice["x_test"][5], "PNG"))
     out = tmp_path / "preds.csv"
-    assert main(["predict", "--model", str(fer_model["onnx"]), str(root), str(loose),
-                 str(tmp_path / "missing.jpg"), "--csv", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(fer_model["onnx"]),
+                str(root),
+                str(loose),
+                str(tmp_path / "missing.jpg"),
+                "--csv",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "wrote 6 rows" in capsys.readouterr().err
     rows = list(csv.DictReader(out.open()))
-    assert [r["path"] for r in rows] == [str(root / "a.jpg"), str(root / "nested/b.png"), str(root / "nested/broken.jpg"),
-                                         str(root / "nested/deeper/c.JPG"), str(loose), str(tmp_path / "missing.jpg")]
+    assert [r["path"] for r in rows] == [
+        str(root / "a.jpg"),
+        str(root / "nested/b.png"),
+        str(root / "nested/broken.jpg"),
+        str(root / "nested/deeper/c.JPG"),
+        str(loose),
+        str(tmp_path / "missing.jpg"),
+    ]
     assert list(rows[0]) == ["path", "label", "confidence", "face_found", "error", *FER_CLASSES]
     good = [r for r in rows if not r["error"]]
     assert len(good) == 4
@@ -109,10 +131,13 @@ def test_sixteen_bit_png_is_scaled_not_clipped(digits_model, tmp_path, capsys):
     digit = np.kron(digits_model["x_test"][0, 0], np.ones((8, 8), np.uint8))  # 64x64, 8-bit
     (tmp_path / "d8.png").write_bytes(encode(digit, "PNG"))
     (tmp_path / "d16.png").write_bytes(encode(digit.astype(np.uint16) * 257, "PNG"))
-    a, b = run_json(capsys, ["predict", "--model", str(digits_model["onnx"]), str(tmp_path / "d8.png"),
-                             str(tmp_path / "d16.png")])
-    assert a["label"] == b["label"] and max(abs(a["probabilities"][c] - b["probabilities"][c])
-                                            for c in digits_model["class_names"]) < 1e-4
+    a, b = run_json(
+        capsys, ["predict", "--model", str(digits_model["onnx"]), str(tmp_path / "d8.png"), str(tmp_path / "d16.png")]
+    )
+    assert (
+        a["label"] == b["label"]
+        and max(abs(a["probabilities"][c] - b["probabilities"][c]) for c in digits_model["class_names"]) < 1e-4
+    )
 
 
 def test_serve_a_model_that_is_not_about_faces(digits_model):
@@ -127,8 +152,9 @@ def test_serve_a_model_that_is_not_about_faces(digits_model):
     hits = 0
     for x, y in zip(digits_model["x_test"][:20], digits_model["y_test"][:20]):
         big = np.kron(x[0], np.ones((16, 16), np.uint8))  # a 128x128 PNG of the 8x8 digit
-        r = client.post("/api/predict", data={"file": (io.BytesIO(encode(big, "PNG")), "d.png")},
-                        content_type="multipart/form-data")
+        r = client.post(
+            "/api/predict", data={"file": (io.BytesIO(encode(big, "PNG")), "d.png")}, content_type="multipart/form-data"
+        )
         assert r.status_code == 200, r.json
         assert r.json["framing"] == "resize" and r.json["face_found"] is None and r.json["box"] is None
         assert list(r.json["probabilities"]) == digits_model["class_names"]

@@ -14,7 +14,6 @@ import urllib.request
 import numpy as np
 import pytest
 from PIL import Image
-
 from serve_fixtures import encode, face_jpeg, png_bomb, progressive_jpeg_bomb, skimage_photo
 
 pytest.importorskip("flask", reason="the serve extra is not installed")
@@ -37,10 +36,12 @@ def post(client, data: bytes | None = None, name="photo.jpg", field="file", mime
 def scene(face: np.ndarray, size=(640, 480), at=(300, 120), side=180) -> np.ndarray:
     """A FER face pasted into a larger textured grey scene (a non-FER framing), as an array."""
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size[1], :size[0]]
-    background = (90 + 60 * np.sin(xx / 37.0) * np.cos(yy / 53.0) + rng.normal(0, 6, (size[1], size[0])))
+    yy, xx = np.mgrid[: size[1], : size[0]]
+    background = 90 + 60 * np.sin(xx / 37.0) * np.cos(yy / 53.0) + rng.normal(0, 6, (size[1], size[0]))
     canvas = np.clip(background, 0, 255).astype(np.uint8)
-    canvas[at[1]:at[1] + side, at[0]:at[0] + side] = np.asarray(Image.fromarray(face).resize((side, side), Image.BICUBIC))
+    canvas[at[1] : at[1] + side, at[0] : at[0] + side] = np.asarray(
+        Image.fromarray(face).resize((side, side), Image.BICUBIC)
+    )
     return canvas
 
 
@@ -55,6 +56,7 @@ def check_prediction(body: dict) -> None:
 
 # ---------------------------------------------------------------- pages and model info
 
+
 def test_page_health_and_model_info(client):
     page = client.get("/")
     assert page.status_code == 200 and b"Choose a photo" in page.data and b"app.js" in page.data
@@ -67,6 +69,7 @@ def test_page_health_and_model_info(client):
 
 
 # ---------------------------------------------------------------- predictions
+
 
 def test_real_fer_faces(client, fer_slice):
     """Held-out FER2013 faces as ~200 px JPEGs: every one answers; most are detected as faces."""
@@ -145,6 +148,7 @@ def test_uploads_never_touch_disk(client, monkeypatch):
 
 # ---------------------------------------------------------------- errors: each a JSON {"error"} with its status
 
+
 def error(r, status: int) -> str:
     assert r.status_code == status, (r.status_code, r.data[:300])
     assert r.is_json and set(r.json) == {"error"}
@@ -159,11 +163,17 @@ def test_missing_field(client):
 
 def test_more_than_one_file(client, fer_slice):
     jpg = face_jpeg(fer_slice["x_test"][0])
-    two = client.post("/api/predict", content_type="multipart/form-data",
-                      data={"file": [(io.BytesIO(jpg), "a.jpg"), (io.BytesIO(jpg), "b.jpg")]})
+    two = client.post(
+        "/api/predict",
+        content_type="multipart/form-data",
+        data={"file": [(io.BytesIO(jpg), "a.jpg"), (io.BytesIO(jpg), "b.jpg")]},
+    )
     assert "exactly one file" in error(two, 400)
-    other = client.post("/api/predict", content_type="multipart/form-data",
-                        data={"file": (io.BytesIO(jpg), "a.jpg"), "file2": (io.BytesIO(jpg), "b.jpg")})
+    other = client.post(
+        "/api/predict",
+        content_type="multipart/form-data",
+        data={"file": (io.BytesIO(jpg), "a.jpg"), "file2": (io.BytesIO(jpg), "b.jpg")},
+    )
     assert "exactly one file" in error(other, 400)
 
 
@@ -178,16 +188,28 @@ def test_file_over_1mb(client, extra_bytes):
     assert "limit is 1 MB" in error(post(client, data), 413)
 
 
-@pytest.mark.parametrize("data", [b"hello, I am text", b"GIF89a" + bytes(100), b"%PDF-1.4\n" + bytes(100),
-                                  b"BM" + bytes(100), b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(64)])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"hello, I am text",
+        b"GIF89a" + bytes(100),
+        b"%PDF-1.4\n" + bytes(100),
+        b"BM" + bytes(100),
+        b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(64),
+    ],
+)
 def test_not_a_jpeg_or_png_whatever_the_name_says(client, data):
     assert "not a JPEG or PNG" in error(post(client, data, "photo.jpg", mimetype="image/jpeg"), 415)
 
 
 def test_corrupt_and_truncated(client, fer_slice):
     jpg, png = face_jpeg(fer_slice["x_test"][0]), encode(fer_slice["x_test"][0], "PNG")
-    for bad in (jpg[:len(jpg) // 2], png[:len(png) // 2], b"\xff\xd8\xff" + bytes(500),
-                b"\x89PNG\r\n\x1a\n" + os.urandom(300)):
+    for bad in (
+        jpg[: len(jpg) // 2],
+        png[: len(png) // 2],
+        b"\xff\xd8\xff" + bytes(500),
+        b"\x89PNG\r\n\x1a\n" + os.urandom(300),
+    ):
         assert "corrupt or truncated" in error(post(client, bad), 400)
 
 
@@ -272,13 +294,13 @@ def test_rate_limit_per_client(fer_model, fer_slice):
     r = post(c, jpg)
     assert "too many requests" in error(r, 429)
     assert 0 < int(r.headers["Retry-After"]) <= 60
-    other = c.post("/api/predict", data={"file": (io.BytesIO(jpg), "a.jpg")},
-                   environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    other = c.post("/api/predict", data={"file": (io.BytesIO(jpg), "a.jpg")}, environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert other.status_code == 200  # the limit is per client address
     assert c.get("/healthz").status_code == 200  # health checks are never limited
 
 
 # ---------------------------------------------------------------- model lookup and the command line
+
 
 def test_rate_limit_option_parsing():
     from fixmatch.serve.ratelimit import parse_rate_limit
@@ -319,9 +341,24 @@ def test_gunicorn_workers_serve(fer_model, fer_slice):
     """`fixmatch serve --workers 2` runs gunicorn; both workers load the model and answer."""
     pytest.importorskip("gunicorn", reason="gunicorn is in the serve extra")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fixmatch", "serve", "--model", str(fer_model["onnx"]),
-                             "--port", str(port), "--workers", "2", "--rate-limit", "off"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fixmatch",
+            "serve",
+            "--model",
+            str(fer_model["onnx"]),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--rate-limit",
+            "off",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60
@@ -333,8 +370,12 @@ def test_gunicorn_workers_serve(fer_model, fer_slice):
                 assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-2000:]
                 time.sleep(0.3)
         body, boundary = multipart(face_jpeg(fer_slice["x_test"][2]))
-        req = urllib.request.Request(base + "/api/predict", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        req = urllib.request.Request(
+            base + "/api/predict",
+            data=body,
+            method="POST",
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
         import json
 
         check_prediction(json.loads(urllib.request.urlopen(req, timeout=10).read()))
@@ -345,8 +386,10 @@ def test_gunicorn_workers_serve(fer_model, fer_slice):
 
 def multipart(data: bytes, name="face.jpg") -> tuple[bytes, str]:
     boundary = "fixmatchboundary7MA4YWxkTrZu0gW"
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
 
 
@@ -354,8 +397,10 @@ def test_serving_an_onnx_model_never_imports_torch(fer_model):
     import subprocess
     import sys
 
-    code = ("import sys; from fixmatch.serve.model import check_model; from fixmatch.serve.app import create_app; "
-            f"check_model({str(fer_model['onnx'])!r}); create_app({str(fer_model['onnx'])!r}); "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; from fixmatch.serve.model import check_model; from fixmatch.serve.app import create_app; "
+        f"check_model({str(fer_model['onnx'])!r}); create_app({str(fer_model['onnx'])!r}); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]

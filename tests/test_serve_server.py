@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from serve_fixtures import face_jpeg
 
 pytest.importorskip("gunicorn", reason="gunicorn is in the serve extra")
@@ -33,8 +32,23 @@ def free_port() -> int:
 
 def start(model, *extra) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fixmatch", "serve", "--model", str(model), "--port", str(port),
-                             "--workers", "2", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fixmatch",
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
@@ -73,15 +87,21 @@ def server(served):
 
 def multipart(data: bytes) -> tuple[bytes, str]:
     boundary = "fixmatchboundary7MA4YWxkTrZu0gW"
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.jpg"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
 
 
 def predict(base: str, data: bytes, timeout: float = 15) -> dict:
     body, boundary = multipart(data)
-    req = urllib.request.Request(base + "/api/predict", data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    req = urllib.request.Request(
+        base + "/api/predict",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
 
@@ -119,8 +139,10 @@ def test_stalled_clients_do_not_stop_the_server(server, fer_slice):
     port = int(server.rsplit(":", 1)[1])
     body_head, boundary = multipart(b"\xff\xd8\xff" + bytes(50_000))
     half_headers = b"GET /api/model HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
-    half_body = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
-                 f"boundary={boundary}\r\nContent-Length: {len(body_head)}\r\n\r\n").encode() + body_head[:3000]
+    half_body = (
+        f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+        f"boundary={boundary}\r\nContent-Length: {len(body_head)}\r\n\r\n"
+    ).encode() + body_head[:3000]
     stalled = []
     try:
         for i in range(STALLED):
@@ -162,8 +184,12 @@ def test_server_errors_are_json(server):
         (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "too long"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(60)) + b"\r\n", 431, "headers"),
         (b"NOT-HTTP at all\r\n\r\n", 400, "malformed"),
-        (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-         b"Content-Length: 5000000\r\n\r\n", 413, "limit is 1 MB"),  # refused from the header, unread
+        (
+            b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 5000000\r\n\r\n",
+            413,
+            "limit is 1 MB",
+        ),  # refused from the header, unread
     ]:
         got, headers, body = raw(server, request)
         assert got == status and headers["content-type"] == "application/json", (got, body[:200])
@@ -184,8 +210,11 @@ def worker_pids(master: int) -> list[int]:
     children = Path(f"/proc/{master}/task/{master}/children")
     if children.exists():
         return [int(p) for p in children.read_text().split()]
-    return [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat")
-            if p.read_text().rsplit(")", 1)[1].split()[1] == str(master)]
+    return [
+        int(p.parent.name)
+        for p in Path("/proc").glob("[0-9]*/stat")
+        if p.read_text().rsplit(")", 1)[1].split()[1] == str(master)
+    ]
 
 
 def test_rate_limit_holds_across_workers_and_restarts(served):
@@ -250,8 +279,10 @@ def test_expect_100_continue_is_answered_before_the_body(server, fer_slice):
     """curl asks `Expect: 100-continue` before an upload: the event loop says continue at once
     (else curl waits a second before sending, for every upload)."""
     body, boundary = multipart(face_jpeg(fer_slice["x_test"][5]))
-    head = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Type: "
-            f"multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Type: "
+        f"multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     port = int(server.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
         s.sendall(head)
@@ -265,5 +296,5 @@ def test_expect_100_continue_is_answered_before_the_body(server, fer_slice):
             data += chunk
     continued = b"HTTP/1.1 100 Continue\r\n\r\n"
     while data.startswith(continued):  # the thread's parser may say continue once more
-        data = data[len(continued):]
+        data = data[len(continued) :]
     assert data.startswith(b"HTTP/1.1 200") and b'"label"' in data, data[:300]

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from shared_data import SHARED, read_head
+
 from fixmatch.data import DATASETS, download, load_dataset, stl10
 from fixmatch.errors import DataError
 
-pytestmark = pytest.mark.skipif(not (SHARED / "cifar10_device.npz.xz").is_file(),
-                                reason=f"shared offline data not found in {SHARED}")
+pytestmark = pytest.mark.skipif(
+    not (SHARED / "cifar10_device.npz.xz").is_file(), reason=f"shared offline data not found in {SHARED}"
+)
 
 N_TRAIN, N_TEST, N_UNL = 20, 10, 12
 
@@ -41,13 +42,13 @@ def write_release(folder: Path, pictures, unlabeled=True) -> dict:
     folder.mkdir(parents=True)
     y_train = np.arange(N_TRAIN) % 10
     y_test = (np.arange(N_TEST) * 3) % 10
-    parts = {"train": pictures[:N_TRAIN], "test": pictures[N_TRAIN:N_TRAIN + N_TEST]}
+    parts = {"train": pictures[:N_TRAIN], "test": pictures[N_TRAIN : N_TRAIN + N_TEST]}
     (folder / "train_X.bin").write_bytes(official_bytes(parts["train"]))
     (folder / "train_y.bin").write_bytes((y_train + 1).astype(np.uint8).tobytes())
     (folder / "test_X.bin").write_bytes(official_bytes(parts["test"]))
     (folder / "test_y.bin").write_bytes((y_test + 1).astype(np.uint8).tobytes())
     if unlabeled:
-        (folder / "unlabeled_X.bin").write_bytes(official_bytes(pictures[N_TRAIN + N_TEST:]))
+        (folder / "unlabeled_X.bin").write_bytes(official_bytes(pictures[N_TRAIN + N_TEST :]))
     rng = np.random.RandomState(0)
     folds = [rng.choice(N_TRAIN, 4, replace=False) for _ in range(10)]  # 10 lines, like the release
     (folder / "fold_indices.txt").write_text("\n".join(" ".join(map(str, f)) for f in folds) + "\n")
@@ -64,7 +65,7 @@ def test_reads_the_official_format_exactly(tmp_path, pictures):
     d = load_dataset("stl10", tmp_path)
     assert d.x_train.shape == (N_TRAIN, 3, 96, 96) and d.x_train.dtype == torch.uint8
     assert torch.equal(d.x_train, nchw(ref["train"])) and torch.equal(d.x_test, nchw(ref["test"]))
-    assert torch.equal(d.x_unlabeled, nchw(pictures[N_TRAIN + N_TEST:]))
+    assert torch.equal(d.x_unlabeled, nchw(pictures[N_TRAIN + N_TEST :]))
     assert d.y_train.tolist() == ref["y_train"].tolist() and d.y_test.tolist() == ref["y_test"].tolist()
     assert d.class_names == list(stl10.CLASS_NAMES) and d.class_names[7] == "monkey"
     # The official FixMatch create_datasets.py decodes with reshape(-1, 3, 96, 96).transpose(0, 3, 2, 1)
@@ -94,13 +95,16 @@ def test_without_unlabeled_and_resized(tmp_path):
     assert "resized" in d.eval_note
 
 
-@pytest.mark.parametrize("damage, match", [
-    ("short_images", "not a whole number of 3x96x96 images"),
-    ("label_count", "has 19 labels for 20 images"),
-    ("label_range", "labels must lie in 1..10"),
-    ("fold_range", "fold_indices.txt: every line must list distinct indices"),
-    ("fold_text", "must hold lines of integer indices"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        ("short_images", "not a whole number of 3x96x96 images"),
+        ("label_count", "has 19 labels for 20 images"),
+        ("label_range", "labels must lie in 1..10"),
+        ("fold_range", "fold_indices.txt: every line must list distinct indices"),
+        ("fold_text", "must hold lines of integer indices"),
+    ],
+)
 def test_damaged_files_name_the_file(tmp_path, pictures, damage, match):
     folder = tmp_path / "stl10_binary"
     write_release(folder, pictures)
@@ -139,13 +143,15 @@ def test_archive_and_download_from_mirror(tmp_path, pictures, monkeypatch):
     mirror.mkdir()
     (mirror / "stl10_binary.tar.gz").write_bytes(payload)
     monkeypatch.setenv(download.MIRROR_ENV, mirror.as_uri())
-    monkeypatch.setitem(download.REMOTES, "stl10_binary.tar.gz",
-                        download.Remote("unused", hashlib.md5(payload).hexdigest()))
+    monkeypatch.setitem(
+        download.REMOTES, "stl10_binary.tar.gz", download.Remote("unused", hashlib.md5(payload).hexdigest())
+    )
     data = tmp_path / "data"
     d = load_dataset("stl10", data, download=True)
     assert torch.equal(d.x_train, nchw(ref["train"])) and d.x_unlabeled.shape[0] == N_UNL
     assert sorted(p.name for p in (data / "stl10_binary").iterdir()) == sorted(
-        p.name for p in (tmp_path / "src" / "stl10_binary").iterdir())
+        p.name for p in (tmp_path / "src" / "stl10_binary").iterdir()
+    )
     monkeypatch.setitem(download.REMOTES, "stl10_binary.tar.gz", download.Remote("unused", "0" * 32))
     with pytest.raises(DataError, match="md5"):
         load_dataset("stl10", tmp_path / "other", download=True)

@@ -58,8 +58,19 @@ def test_a_drift_in_speed_is_corrected_by_the_replan():
 @pytest.mark.slow  # a real 15-second training
 def test_a_real_run_ends_on_time(tmp_path):
     budget_min = 0.25
-    s = train(TrainConfig(dataset="digits", algorithm="fixmatch", time_budget=budget_min, eval_every=200, batch_size=8,
-                          mu=2, progress=False, out=str(tmp_path / "run")), log=lambda *_: None)
+    s = train(
+        TrainConfig(
+            dataset="digits",
+            algorithm="fixmatch",
+            time_budget=budget_min,
+            eval_every=200,
+            batch_size=8,
+            mu=2,
+            progress=False,
+            out=str(tmp_path / "run"),
+        ),
+        log=lambda *_: None,
+    )
     assert s["time_budget_minutes"] == budget_min and s["planned_steps"] > 100
     assert s["steps"] > WARMUP + WINDOW and s["ms_per_step"] > 0
     # the planner aims at 98.5% of the budget; a busy machine may make the end land a bit off that

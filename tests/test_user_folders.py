@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from shared_data import cifar_images, fer_faces, needs_shared_data
+
 from fixmatch.data import DATASETS, image_cache, load_dataset, user_folders
 from fixmatch.errors import DataError, UserError
 
@@ -64,6 +64,7 @@ def simple_folder(root: Path, rgb, n_unlabeled=6, test=True):
 
 # ---------------------------------------------------------------- formats, sizes, modes
 
+
 def test_mixed_sizes_formats_and_modes(tmp_path, rgb, faces):
     lab = tmp_path / "labeled"
     put(lab / "a" / "plain.png", rgb[0])  # 32x32 RGB: exact
@@ -94,8 +95,9 @@ def test_mixed_sizes_formats_and_modes(tmp_path, rgb, faces):
     b = dict(zip(["big", "deep16", "grey", "pal", "photo"], d.x_train[4:]))
     ref_grey = np.asarray(Image.fromarray(faces[0]).resize((32, 32), Image.BILINEAR))
     assert torch.equal(b["grey"], chw(np.dstack([ref_grey] * 3)))
-    assert torch.equal(b["deep16"][0], torch.from_numpy(np.array(
-        Image.fromarray(faces[1]).resize((32, 32), Image.BILINEAR))))
+    assert torch.equal(
+        b["deep16"][0], torch.from_numpy(np.array(Image.fromarray(faces[1]).resize((32, 32), Image.BILINEAR)))
+    )
     assert (b["big"].float() - chw(rgb[5]).float()).abs().mean() < 6  # a 4x box upscale, shrunk back
     assert (b["photo"].float() - chw(rgb[4]).float()).abs().mean() < 6  # JPEG q95
     assert (b["pal"].float() - chw(rgb[6]).float()).abs().mean() < 12  # 256-colour palette
@@ -108,8 +110,7 @@ def test_channels_default_from_labeled_images_and_overrides(tmp_path, rgb, faces
     put(tmp_path / "unlabeled" / "colour.png", rgb[0])  # colour in unlabeled/ does not matter
     d = load(tmp_path)
     assert d.x_train.shape == (4, 1, 32, 32)  # all grey -> 1 channel; 48 px capped at 32
-    assert torch.equal(d.x_unlabeled[0, 0], torch.from_numpy(np.array(
-        Image.fromarray(rgb[0]).convert("L"))))
+    assert torch.equal(d.x_unlabeled[0, 0], torch.from_numpy(np.array(Image.fromarray(rgb[0]).convert("L"))))
     d = load(tmp_path, image_size=48, channels=3)
     assert d.x_train.shape == (4, 3, 48, 48) and torch.equal(d.x_train[0, 1], torch.from_numpy(faces[0]))
     with pytest.raises(UserError, match="--channels"):
@@ -135,6 +136,7 @@ def test_nesting_and_pool(tmp_path, rgb):
 
 
 # ---------------------------------------------------------------- broken files and layout errors
+
 
 def test_corrupt_files_are_skipped_and_listed(tmp_path, rgb):
     simple_folder(tmp_path, rgb)
@@ -162,17 +164,20 @@ def test_corrupt_files_are_skipped_and_listed(tmp_path, rgb):
         load(tmp_path)
 
 
-@pytest.mark.parametrize("case, error, match", [
-    ("no_labeled", DataError, "labeled/<class>"),
-    ("no_classes", DataError, "no class folders"),
-    ("empty_class", DataError, "empty class folder.*bird"),
-    ("one_class", DataError, "at least two"),
-    ("loose_file", DataError, "outside any class folder"),
-    ("unknown_test_class", DataError, "test.*lacks: horse"),
-    ("empty_test", DataError, "test.*holds no files"),
-    ("val_and_test", UserError, "--val-per-class"),
-    ("val_too_big", UserError, "leaves no labeled image"),
-])
+@pytest.mark.parametrize(
+    "case, error, match",
+    [
+        ("no_labeled", DataError, "labeled/<class>"),
+        ("no_classes", DataError, "no class folders"),
+        ("empty_class", DataError, "empty class folder.*bird"),
+        ("one_class", DataError, "at least two"),
+        ("loose_file", DataError, "outside any class folder"),
+        ("unknown_test_class", DataError, "test.*lacks: horse"),
+        ("empty_test", DataError, "test.*holds no files"),
+        ("val_and_test", UserError, "--val-per-class"),
+        ("val_too_big", UserError, "leaves no labeled image"),
+    ],
+)
 def test_layout_errors_before_any_decoding(tmp_path, rgb, monkeypatch, case, error, match):
     simple_folder(tmp_path, rgb)
     kw = {}
@@ -209,13 +214,19 @@ def test_layout_errors_before_any_decoding(tmp_path, rgb, monkeypatch, case, err
 def test_cli_error_exits_2(tmp_path, rgb):
     simple_folder(tmp_path, rgb)
     (tmp_path / "labeled" / "bird").mkdir()
-    r = subprocess.run([sys.executable, "-m", "fixmatch", "train", "--dataset", "folders", "--data-dir",
-                        str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "fixmatch", "train", "--dataset", "folders", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert "empty class folder" in r.stderr and "Traceback" not in r.stderr
 
 
 # ---------------------------------------------------------------- evaluation without test/
+
 
 def test_no_test_folder_and_val_per_class(tmp_path, rgb):
     simple_folder(tmp_path, rgb, test=False)
@@ -230,6 +241,7 @@ def test_no_test_folder_and_val_per_class(tmp_path, rgb):
 
 
 # ---------------------------------------------------------------- the cache
+
 
 def count_decodes(monkeypatch):
     calls = []
@@ -313,6 +325,7 @@ def test_a_file_that_crashes_the_decoder_is_skipped(tmp_path, rgb, monkeypatch):
 
 # ---------------------------------------------------------------- memory, registry, worked example
 
+
 def test_memory_helpers_and_check(tmp_path, rgb, monkeypatch):
     assert image_cache.uint8_bytes(100_000, 3, 32) == 307_200_000
     assert image_cache.largest_fitting_size(100_000, 3, 307_200_000) == 32
@@ -366,6 +379,7 @@ def test_worked_example_script(tmp_path):
 
 # ---------------------------------------------------------------- end to end through train()
 
+
 def test_training_on_a_folder_with_broken_files_and_no_test(tmp_path, rgb):
     """A few steps through the real trainer: skipped files listed in the run, the evaluation named,
     class names in the checkpoint, every labeled image used."""
@@ -377,8 +391,19 @@ def test_training_on_a_folder_with_broken_files_and_no_test(tmp_path, rgb):
     (root / "unlabeled" / "zero.jpg").write_bytes(b"")
     (root / "unlabeled" / "notes.txt").write_text("no picture")
     lines = []
-    s = train(TrainConfig(dataset="folders", data_dir=str(root), steps=4, eval_every=2, mu=2, batch_size=4,
-                          progress=False, out=str(tmp_path / "run")), log=lines.append)
+    s = train(
+        TrainConfig(
+            dataset="folders",
+            data_dir=str(root),
+            steps=4,
+            eval_every=2,
+            mu=2,
+            batch_size=4,
+            progress=False,
+            out=str(tmp_path / "run"),
+        ),
+        log=lines.append,
+    )
     run = tmp_path / "run"
     listed = (run / "skipped.txt").read_text().splitlines()
     assert sorted(Path(line.split("\t")[0]).name for line in listed) == ["notes.txt", "zero.jpg"]

@@ -6,10 +6,9 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from fixmatch.inference import ZOO_DIR, load_model
 from shared_data import SHARED
 
+from fixmatch.inference import ZOO_DIR, load_model
 
 pytestmark = pytest.mark.slow  # the released WRN on real PrivateTest images
 

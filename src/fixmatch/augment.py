@@ -33,8 +33,22 @@ from torch import Tensor
 
 __all__ = ["OPS", "POLICIES", "weak_augment", "strong_augment", "cutout"]
 
-OP_NAMES = ("Identity", "AutoContrast", "Equalize", "Rotate", "Solarize", "Color", "Contrast",
-            "Brightness", "Sharpness", "ShearX", "TranslateX", "TranslateY", "Posterize", "ShearY")
+OP_NAMES = (
+    "Identity",
+    "AutoContrast",
+    "Equalize",
+    "Rotate",
+    "Solarize",
+    "Color",
+    "Contrast",
+    "Brightness",
+    "Sharpness",
+    "ShearX",
+    "TranslateX",
+    "TranslateY",
+    "Posterize",
+    "ShearY",
+)
 _IDX = {name: i for i, name in enumerate(OP_NAMES)}
 _GEOM = frozenset({"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"})
 _BLEND = frozenset({"Color", "Contrast", "Brightness", "Sharpness"})
@@ -42,7 +56,7 @@ _LUT = frozenset({"AutoContrast", "Equalize", "Solarize", "Posterize"})
 _ALL = frozenset(OP_NAMES)
 
 POLICIES: tuple[str, ...] = ("official", "paper", "usb")
-GEOM_FILL = 128    # official: 127.5 (0 in [-1, 1]); the nearest uint8 above it
+GEOM_FILL = 128  # official: 127.5 (0 in [-1, 1]); the nearest uint8 above it
 CUTOUT_FILL = 127  # official FixMatch cutout grey
 
 
@@ -301,8 +315,7 @@ def weak_augment(x: Tensor, *, flip: bool, generator: torch.Generator) -> Tensor
     return x.reshape(n, c, h * w).gather(2, idx.expand(n, c, h * w)).view(n, c, h, w)
 
 
-def cutout(x: Tensor, size: int | Tensor, generator: torch.Generator,
-           fill: int = CUTOUT_FILL) -> Tensor:
+def cutout(x: Tensor, size: int | Tensor, generator: torch.Generator, fill: int = CUTOUT_FILL) -> Tensor:
     """Fill one ``size`` x ``size`` square per image (``size`` an int or a per-sample (N,)
     tensor) with grey; centre uniform over the image pixels, square clipped at the borders."""
     n, _, h, w = x.shape
@@ -330,20 +343,38 @@ def _magnitudes(policy: str, op: Tensor, level: Tensor, sign: Tensor, u: Tensor,
     lv = level.to(torch.float64)
     if policy == "official":  # google-research/fixmatch RandAugment ranges, level 1..9 of 10
         enh = 0.1 + 0.18 * lv
-        mags = {"Rotate": 3 * lv * sign, "ShearX": 0.03 * lv * sign, "ShearY": 0.03 * lv * sign,
-                "TranslateX": lv * (side / 32) * sign, "TranslateY": lv * (side / 32) * sign,
-                "Solarize": 256 - torch.trunc(25.6 * lv), "Posterize": 4 - torch.trunc(0.4 * lv)}
+        mags = {
+            "Rotate": 3 * lv * sign,
+            "ShearX": 0.03 * lv * sign,
+            "ShearY": 0.03 * lv * sign,
+            "TranslateX": lv * (side / 32) * sign,
+            "TranslateY": lv * (side / 32) * sign,
+            "Solarize": 256 - torch.trunc(25.6 * lv),
+            "Posterize": 4 - torch.trunc(0.4 * lv),
+        }
     elif policy == "paper":  # kekmodel fixmatch_augment_pool: v * max_v / 10 + bias
         enh = lv * 0.9 / 10 + 0.05
         trans = torch.trunc(lv * 0.3 / 10 * side) * sign
-        mags = {"Rotate": torch.trunc(lv * 30 / 10) * sign, "ShearX": lv * 0.3 / 10 * sign,
-                "ShearY": lv * 0.3 / 10 * sign, "TranslateX": trans, "TranslateY": trans,
-                "Solarize": 256 - torch.trunc(lv * 256 / 10), "Posterize": torch.trunc(lv * 4 / 10) + 4}
+        mags = {
+            "Rotate": torch.trunc(lv * 30 / 10) * sign,
+            "ShearX": lv * 0.3 / 10 * sign,
+            "ShearY": lv * 0.3 / 10 * sign,
+            "TranslateX": trans,
+            "TranslateY": trans,
+            "Solarize": 256 - torch.trunc(lv * 256 / 10),
+            "Posterize": torch.trunc(lv * 4 / 10) + 4,
+        }
     else:  # usb: min + (max - min) * uniform, ranges of USB's augment_list
         enh = 0.05 + 0.9 * u
-        mags = {"Rotate": -30 + 60 * u, "ShearX": -0.3 + 0.6 * u, "ShearY": -0.3 + 0.6 * u,
-                "TranslateX": (-0.3 + 0.6 * u) * side, "TranslateY": (-0.3 + 0.6 * u) * side,
-                "Solarize": 256 * u, "Posterize": torch.trunc(4 + 4 * u).clamp(min=1)}
+        mags = {
+            "Rotate": -30 + 60 * u,
+            "ShearX": -0.3 + 0.6 * u,
+            "ShearY": -0.3 + 0.6 * u,
+            "TranslateX": (-0.3 + 0.6 * u) * side,
+            "TranslateY": (-0.3 + 0.6 * u) * side,
+            "Solarize": 256 * u,
+            "Posterize": torch.trunc(4 + 4 * u).clamp(min=1),
+        }
     mags.update({name: enh for name in ("Color", "Contrast", "Brightness", "Sharpness")})
     out = torch.zeros_like(lv)
     for name, v in mags.items():
@@ -351,8 +382,9 @@ def _magnitudes(policy: str, op: Tensor, level: Tensor, sign: Tensor, u: Tensor,
     return out
 
 
-def strong_augment(x: Tensor, *, flip: bool, generator: torch.Generator,
-                   policy: str = "official", grouped: bool | None = None) -> Tensor:
+def strong_augment(
+    x: Tensor, *, flip: bool, generator: torch.Generator, policy: str = "official", grouped: bool | None = None
+) -> Tensor:
     """weak_augment, then RandAugment (per-sample ops), then Cutout.
 
     official/paper: 2 ops drawn uniformly with replacement from the 14 OPS, each applied with
@@ -386,5 +418,6 @@ def __getattr__(name: str):
     """``fixmatch.augment.CTA_OPS``: the CTAugment ops, loaded on first use (ctaugment imports this module)."""
     if name == "CTA_OPS":
         from fixmatch.ctaugment import CTA_OPS
+
         return CTA_OPS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

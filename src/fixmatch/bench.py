@@ -32,16 +32,37 @@ def cached_dataset(name: str, data_dir) -> ImageDataset:
 def build_trainer(args, data: ImageDataset | None = None):
     from fixmatch.train import make_trainer
 
-    data = data or (cached_dataset(args.dataset, args.data_dir) if args.dataset
-            else synthetic_data(max(4096, args.batch_size * (args.mu + 1) * 2), args.channels,
-                                args.image_size, args.num_classes))
-    cfg = resolve(TrainConfig(
-        dataset=args.dataset or "cifar10", algorithm=args.algorithm, model=args.model, batch_size=args.batch_size,
-        mu=args.mu, randaugment=args.randaugment, strong_augment=args.strong_augment, device=args.device,
-        threads=args.threads, fast=args.fast,
-        amp=args.amp, channels_last=args.channels_last, compile=args.compile, fused_optimizer=args.fused_optimizer,
-        cuda_graph=args.cuda_graph, num_labels=min(4000, len(data.y_train)) // data.num_classes * data.num_classes,
-        steps=10**9, eval_every=10**9, progress=False, flip=True))
+    data = data or (
+        cached_dataset(args.dataset, args.data_dir)
+        if args.dataset
+        else synthetic_data(
+            max(4096, args.batch_size * (args.mu + 1) * 2), args.channels, args.image_size, args.num_classes
+        )
+    )
+    cfg = resolve(
+        TrainConfig(
+            dataset=args.dataset or "cifar10",
+            algorithm=args.algorithm,
+            model=args.model,
+            batch_size=args.batch_size,
+            mu=args.mu,
+            randaugment=args.randaugment,
+            strong_augment=args.strong_augment,
+            device=args.device,
+            threads=args.threads,
+            fast=args.fast,
+            amp=args.amp,
+            channels_last=args.channels_last,
+            compile=args.compile,
+            fused_optimizer=args.fused_optimizer,
+            cuda_graph=args.cuda_graph,
+            num_labels=min(4000, len(data.y_train)) // data.num_classes * data.num_classes,
+            steps=10**9,
+            eval_every=10**9,
+            progress=False,
+            flip=True,
+        )
+    )
     torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     trainer = make_trainer(cfg, data, torch.arange(int(cfg.num_labels or 0)), device)
@@ -83,11 +104,20 @@ def measure(args, trainer=None) -> dict:
     for _ in range(args.warmup):
         augment() if args.augment_only else trainer.step()
     aug_ms = timed(augment, args.steps, device)
-    result = {"device": device_name(device), "torch": torch.__version__, "model": args.model,
-              "image_shape": list(trainer.x_unl.shape[1:]), "batch_size": args.batch_size, "mu": args.mu,
-              "algorithm": args.algorithm, "images_per_step": images,
-              "speedups": trainer.speedups.describe(), "threads": torch.get_num_threads(),
-              "data": args.dataset or "synthetic", "augment_only": args.augment_only}
+    result = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "model": args.model,
+        "image_shape": list(trainer.x_unl.shape[1:]),
+        "batch_size": args.batch_size,
+        "mu": args.mu,
+        "algorithm": args.algorithm,
+        "images_per_step": images,
+        "speedups": trainer.speedups.describe(),
+        "threads": torch.get_num_threads(),
+        "data": args.dataset or "synthetic",
+        "augment_only": args.augment_only,
+    }
     if args.augment_only:
         step_ms = aug_ms
     else:
@@ -108,14 +138,18 @@ def device_name(device: torch.device) -> str:
 
 def format_result(r: dict) -> str:
     ms = r["ms_per_step"]
-    lines = [f"device          {r['device']}  (torch {r['torch']})",
-             f"what            {'augmentation only' if r['augment_only'] else 'full training step'}: "
-             f"{r['model']} {r['image_shape']} B={r['batch_size']} mu={r['mu']} {r['algorithm']} [{r['speedups']}]",
-             f"ms per step     median {ms['median']:.2f}  min {ms['min']:.2f}  max {ms['max']:.2f}",
-             f"images/second   {r['images_per_second']:,.0f}  ({r['images_per_step']} images per step)"]
+    lines = [
+        f"device          {r['device']}  (torch {r['torch']})",
+        f"what            {'augmentation only' if r['augment_only'] else 'full training step'}: "
+        f"{r['model']} {r['image_shape']} B={r['batch_size']} mu={r['mu']} {r['algorithm']} [{r['speedups']}]",
+        f"ms per step     median {ms['median']:.2f}  min {ms['min']:.2f}  max {ms['max']:.2f}",
+        f"images/second   {r['images_per_second']:,.0f}  ({r['images_per_step']} images per step)",
+    ]
     if "augment_ms" in r:
         lines.append(f"augment / model {r['augment_ms']:.2f} ms / {r['model_ms']:.2f} ms")
-    lines.append(f"peak memory     {r['peak_memory_mb']:.0f} MB ({'device' if 'cpu' not in r['device'] else 'host RSS'})")
+    lines.append(
+        f"peak memory     {r['peak_memory_mb']:.0f} MB ({'device' if 'cpu' not in r['device'] else 'host RSS'})"
+    )
     return "\n".join(lines)
 
 

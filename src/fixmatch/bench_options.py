@@ -28,10 +28,17 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for name in SPEED_SWITCHES:  # the training options themselves: same defaults, same help
-        p.add_argument("--" + name.replace("_", "-"), default=fields[name].default, choices=TOGGLES,
-                       help=fields[name].metadata["help"])
-    p.add_argument("--augment-only", action="store_true", help="time only producing one step's augmented, "
-                   "normalized batch on the device")
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            default=fields[name].default,
+            choices=TOGGLES,
+            help=fields[name].metadata["help"],
+        )
+    p.add_argument(
+        "--augment-only",
+        action="store_true",
+        help="time only producing one step's augmented, normalized batch on the device",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 

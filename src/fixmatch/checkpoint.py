@@ -35,9 +35,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except pickle.UnpicklingError as e:  # the weights-only unpickler met something that is not data
         lines = [ln for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
         first = lines[0].strip() if lines else type(e).__name__
-        raise UserError(f"refusing to load {path}: it holds more than tensors and plain data, and loading "
-                        f"it could run code ({first[:200]}). Only load checkpoints written by fixmatch "
-                        "from a source you trust") from None
+        raise UserError(
+            f"refusing to load {path}: it holds more than tensors and plain data, and loading "
+            f"it could run code ({first[:200]}). Only load checkpoints written by fixmatch "
+            "from a source you trust"
+        ) from None
     except Exception as e:  # truncated or foreign file
         raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e)[:200]}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:

@@ -13,7 +13,6 @@ from fixmatch.errors import UserError
 EXIT_USER_ERROR = 2
 
 
-
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     from fixmatch.config import TrainConfig
 
@@ -109,7 +108,6 @@ def cmd_datasets(args) -> int:
 
 def cmd_export(args) -> int:
     from fixmatch.inference import load_model, write_safetensors
-
     from fixmatch.predict import check_output_file
 
     if not (args.onnx or args.safetensors):
@@ -153,8 +151,12 @@ def cmd_cta_stats(args) -> int:
     from fixmatch.ctaugment import read_stats, stats_text
 
     state = read_stats(args.run_dir)
-    print(json.dumps(state) if args.json else f"step {state['step']}  (p of each bin: rate + (1 - decay), "
-          f"scaled by the max, 0 below threshold {state['threshold']})\n{stats_text(state)}")
+    print(
+        json.dumps(state)
+        if args.json
+        else f"step {state['step']}  (p of each bin: rate + (1 - decay), "
+        f"scaled by the max, 0 below threshold {state['threshold']})\n{stats_text(state)}"
+    )
     return 0
 
 
@@ -168,9 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fixmatch", description="FixMatch semi-supervised image classification")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model (no arguments: the digits demo, FixMatch vs supervised)",
-                       description="Train FixMatch (or the supervised baseline). Unset options take the "
-                                   "dataset's defaults, which follow the official recipe for the paper datasets.")
+    t = sub.add_parser(
+        "train",
+        help="train a model (no arguments: the digits demo, FixMatch vs supervised)",
+        description="Train FixMatch (or the supervised baseline). Unset options take the "
+        "dataset's defaults, which follow the official recipe for the paper datasets.",
+    )
     t.add_argument("--config", help="YAML file of options (flags override it)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt with its saved config")
     add_config_flags(t)
@@ -181,9 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--checkpoint", help="a checkpoint .pt, a run directory or an exported .safetensors/.onnx")
         g.add_argument("--model", help="a zoo model name (fer2013), or any path --checkpoint takes")
 
-    e = sub.add_parser("evaluate", help="accuracy per class and confusion matrix on a test set (a table; --json)",
-                       description="Evaluate on the test split. A run directory or checkpoint brings its run's "
-                                   "saved config: the same dataset, data folder and data settings.")
+    e = sub.add_parser(
+        "evaluate",
+        help="accuracy per class and confusion matrix on a test set (a table; --json)",
+        description="Evaluate on the test split. A run directory or checkpoint brings its run's "
+        "saved config: the same dataset, data folder and data settings.",
+    )
     add_model_source(e)
     e.add_argument("--dataset", help="default: the dataset the model was trained on")
     e.add_argument("--data-dir", help="default: the run's data folder (else $FIXMATCH_DATA or ./data)")
@@ -192,14 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the result as one JSON object")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="label, confidence and probabilities per image (JSON, or CSV with --csv)",
-                        description="Label image files and folders (searched recursively) with the same "
-                                    "preprocessing as the web demo: face models find and crop the face. "
-                                    "An unreadable file is a row with an error.")
+    pr = sub.add_parser(
+        "predict",
+        help="label, confidence and probabilities per image (JSON, or CSV with --csv)",
+        description="Label image files and folders (searched recursively) with the same "
+        "preprocessing as the web demo: face models find and crop the face. "
+        "An unreadable file is a row with an error.",
+    )
     add_model_source(pr)
     pr.add_argument("images", nargs="+", metavar="PATH", help="image files and/or folders")
-    pr.add_argument("--csv", metavar="FILE", help="write a CSV (path, label, confidence, face_found, error, "
-                                                   "one column per class) instead of printing JSON")
+    pr.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="write a CSV (path, label, confidence, face_found, error, one column per class) instead of printing JSON",
+    )
     pr.add_argument("--threads", type=int, default=1)
     pr.set_defaults(func=cmd_predict)
 
@@ -225,15 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_cta_stats)
 
     s = sub.add_parser("serve", help="the web demo and JSON API for a model (default: the FER2013 expressions)")
-    s.add_argument("--model", default="fer2013",
-                   help="zoo name, run directory, checkpoint .pt, .safetensors or .onnx (default fer2013)")
+    s.add_argument(
+        "--model",
+        default="fer2013",
+        help="zoo name, run directory, checkpoint .pt, .safetensors or .onnx (default fer2013)",
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--workers", type=int, default=1, help="worker processes, about one per CPU core (gunicorn)")
-    s.add_argument("--rate-limit", default="60/minute",
-                   help='per-client limit over all workers, e.g. "60/minute", or "off"')
-    s.add_argument("--read-timeout", type=float, default=10.0,
-                   help="seconds a client has to send a whole request (headers and upload), else 408")
+    s.add_argument(
+        "--rate-limit", default="60/minute", help='per-client limit over all workers, e.g. "60/minute", or "off"'
+    )
+    s.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send a whole request (headers and upload), else 408",
+    )
     s.set_defaults(func=cmd_serve)
     return p
 

@@ -16,8 +16,17 @@ from fixmatch.errors import UserError
 # The official FixMatch recipe (google-research/fixmatch). Fields left None in TrainConfig take
 # these values unless the dataset's registry entry overrides them.
 PAPER_DEFAULTS = dict(
-    algorithm="fixmatch", model="wrn28_2", num_labels=4000, steps=2**20, eval_every=1024,
-    batch_size=64, lr=0.03, weight_decay=5e-4, flip=True, ema_warmup=False, bn_momentum=0.001,
+    algorithm="fixmatch",
+    model="wrn28_2",
+    num_labels=4000,
+    steps=2**20,
+    eval_every=1024,
+    batch_size=64,
+    lr=0.03,
+    weight_decay=5e-4,
+    flip=True,
+    ema_warmup=False,
+    bn_momentum=0.001,
 )
 
 TOGGLES = ("auto", "on", "off")
@@ -33,58 +42,87 @@ def opt(default, help: str):
 @dataclass
 class TrainConfig:
     # what to train on
-    dataset: str = opt("digits", 'dataset name (see `fixmatch datasets`)')
-    data_dir: str | None = opt(None, 'folder holding the dataset files (default: $FIXMATCH_DATA or ./data)')
-    num_labels: int | None = opt(None, 'labeled images, spread like the training set (official create_split; default: cifar10 4000, digits 20, ...)')
-    fold: int = opt(1, 'label split: the official `<dataset>.<fold>@<labels>` (0 = first images of each class, 1..5 the seeded shuffles; STL-10: its predefined folds 0..9)')
-    split_file: str | None = opt(None, 'reuse the labeled indices of a split.json from an earlier run')
+    dataset: str = opt("digits", "dataset name (see `fixmatch datasets`)")
+    data_dir: str | None = opt(None, "folder holding the dataset files (default: $FIXMATCH_DATA or ./data)")
+    num_labels: int | None = opt(
+        None,
+        "labeled images, spread like the training set (official create_split; default: cifar10 4000, digits 20, ...)",
+    )
+    fold: int = opt(
+        1,
+        "label split: the official `<dataset>.<fold>@<labels>` (0 = first images of each class, "
+        "1..5 the seeded shuffles; STL-10: its predefined folds 0..9)",
+    )
+    split_file: str | None = opt(None, "reuse the labeled indices of a split.json from an earlier run")
     svhn_extra: bool = opt(False, "add SVHN's 531k 'extra' images to the training set")
-    fer_test: str = opt("private", 'FER2013 test split: private (PrivateTest, default) or public')
-    download: bool = opt(False, 'fetch CIFAR/SVHN from the official URLs (checksums verified)')
-    image_size: int | None = opt(None, 'folders: resize images to this side (shorter side, then centre crop; default from the data)')
-    channels: int | None = opt(None, 'folders: 1 (grey) or 3 (RGB); default 1 if every labeled image is grey')
-    val_per_class: int = opt(0, 'folders without test/: hold out this many labeled images per class for evaluation')
+    fer_test: str = opt("private", "FER2013 test split: private (PrivateTest, default) or public")
+    download: bool = opt(False, "fetch CIFAR/SVHN from the official URLs (checksums verified)")
+    image_size: int | None = opt(
+        None, "folders: resize images to this side (shorter side, then centre crop; default from the data)"
+    )
+    channels: int | None = opt(None, "folders: 1 (grey) or 3 (RGB); default 1 if every labeled image is grey")
+    val_per_class: int = opt(0, "folders without test/: hold out this many labeled images per class for evaluation")
     # what to train
-    algorithm: str | None = opt(None, 'fixmatch, supervised (labeled loss only) or both (supervised baseline, then fixmatch)')
-    model: str | None = opt(None, "network: wrn28_2, wrn28_8, wrn37_2 (the paper's), wrn10_1, cnn_small, cnn_medium (an unknown name lists the registry)")
+    algorithm: str | None = opt(
+        None, "fixmatch, supervised (labeled loss only) or both (supervised baseline, then fixmatch)"
+    )
+    model: str | None = opt(
+        None,
+        "network: wrn28_2, wrn28_8, wrn37_2 (the paper's), wrn10_1, cnn_small, cnn_medium "
+        "(an unknown name lists the registry)",
+    )
     # the FixMatch recipe
-    steps: int | None = opt(None, 'training steps (official: 2^20)')
-    batch_size: int | None = opt(None, 'labeled images per step, B (official 64)')
-    mu: int = opt(7, 'unlabeled images per labeled one (official 7)')
-    threshold: float = opt(0.95, 'pseudo-label confidence threshold tau (official 0.95)')
-    lambda_u: float = opt(1.0, 'weight of the unlabeled loss (official 1)')
-    lr: float | None = opt(None, 'base learning rate (official 0.03)')
-    momentum: float = opt(0.9, 'SGD momentum (official 0.9)')
-    nesterov: bool = opt(True, 'Nesterov momentum (official on)')
-    weight_decay: float | None = opt(None, 'on conv/linear weights only (official 5e-4; 1e-3 for cifar100)')
-    lr_schedule_steps: int | None = opt(None, 'K of the cosine lr*cos(7*pi*k/16K) (default: --steps)')
-    ema_decay: float = opt(0.999, 'EMA decay of the evaluated model (official 0.999)')
-    ema_warmup: bool | None = opt(None, 'EMA decay min(decay,(1+k)/(10+k)) for short schedules (not official)')
-    bn_momentum: float | None = opt(None, 'BatchNorm momentum (official 0.001)')
-    flip: bool | None = opt(None, 'random horizontal flip in the weak view')
-    randaugment: str = opt("official", 'strong augmentation policy: official, paper or usb')
-    strong_augment: str = opt("ra", 'strong view: ra (RandAugment, default) or cta (CTAugment with learned bin weights, as the official FixMatch code)')
-    input_scaling: str = opt("official", 'official (pixels/127.5 - 1, as the official code) or mean_std (per-channel standardisation)')
+    steps: int | None = opt(None, "training steps (official: 2^20)")
+    batch_size: int | None = opt(None, "labeled images per step, B (official 64)")
+    mu: int = opt(7, "unlabeled images per labeled one (official 7)")
+    threshold: float = opt(0.95, "pseudo-label confidence threshold tau (official 0.95)")
+    lambda_u: float = opt(1.0, "weight of the unlabeled loss (official 1)")
+    lr: float | None = opt(None, "base learning rate (official 0.03)")
+    momentum: float = opt(0.9, "SGD momentum (official 0.9)")
+    nesterov: bool = opt(True, "Nesterov momentum (official on)")
+    weight_decay: float | None = opt(None, "on conv/linear weights only (official 5e-4; 1e-3 for cifar100)")
+    lr_schedule_steps: int | None = opt(None, "K of the cosine lr*cos(7*pi*k/16K) (default: --steps)")
+    ema_decay: float = opt(0.999, "EMA decay of the evaluated model (official 0.999)")
+    ema_warmup: bool | None = opt(None, "EMA decay min(decay,(1+k)/(10+k)) for short schedules (not official)")
+    bn_momentum: float | None = opt(None, "BatchNorm momentum (official 0.001)")
+    flip: bool | None = opt(None, "random horizontal flip in the weak view")
+    randaugment: str = opt("official", "strong augmentation policy: official, paper or usb")
+    strong_augment: str = opt(
+        "ra",
+        "strong view: ra (RandAugment, default) or cta (CTAugment with learned bin weights, "
+        "as the official FixMatch code)",
+    )
+    input_scaling: str = opt(
+        "official", "official (pixels/127.5 - 1, as the official code) or mean_std (per-channel standardisation)"
+    )
     # evaluation and bookkeeping
-    eval_every: int | None = opt(None, 'steps between evaluations/checkpoints (official 1024)')
-    eval_batch_size: int = opt(1024, 'images per forward when evaluating')
-    median_of: int = opt(20, 'final figure = median accuracy of the last N evaluations (official 20)')
-    time_budget: float | None = opt(None, 'minutes of wall clock: measure the step time, then fit --steps and the cosine to the budget')
-    seed: int = opt(0, 'seed of the weights, the sampling and the augmentation (the labels come from --fold)')
-    out: str | None = opt(None, 'run directory (default runs/<dataset>-<labels>-<algorithm>-<time>)')
-    progress: bool = opt(True, 'show the progress bar (--no-progress prints one JSON line per evaluation)')
+    eval_every: int | None = opt(None, "steps between evaluations/checkpoints (official 1024)")
+    eval_batch_size: int = opt(1024, "images per forward when evaluating")
+    median_of: int = opt(20, "final figure = median accuracy of the last N evaluations (official 20)")
+    time_budget: float | None = opt(
+        None, "minutes of wall clock: measure the step time, then fit --steps and the cosine to the budget"
+    )
+    seed: int = opt(0, "seed of the weights, the sampling and the augmentation (the labels come from --fold)")
+    out: str | None = opt(None, "run directory (default runs/<dataset>-<labels>-<algorithm>-<time>)")
+    progress: bool = opt(True, "show the progress bar (--no-progress prints one JSON line per evaluation)")
     # hardware and speed (each optimization a switch: auto = on for CUDA, off for CPU)
-    device: str = opt("auto", 'auto, cpu or cuda')
-    threads: int = opt(1, 'CPU threads for torch (default 1: on a shared 2-core machine more threads are slower)')
-    fast: str = opt("auto", 'auto (speedups on CUDA only), on (all, CPU too) or off (plain eager fp32)')
-    amp: str = opt("auto", 'bf16 autocast; BatchNorm parameters and statistics stay fp32 (auto/on/off)')
-    channels_last: str = opt("auto", 'channels-last memory format (auto/on/off)')
-    compile: str = opt("auto", 'torch.compile of normalize + model + loss (auto/on/off)')
-    fused_optimizer: str = opt("auto", 'fused SGD kernel instead of foreach (auto/on/off)')
-    cuda_graph: str = opt("off", 'CUDA graphs of the augmentation and of forward+backward (compile mode=reduce-overhead)')
+    device: str = opt("auto", "auto, cpu or cuda")
+    threads: int = opt(1, "CPU threads for torch (default 1: on a shared 2-core machine more threads are slower)")
+    fast: str = opt("auto", "auto (speedups on CUDA only), on (all, CPU too) or off (plain eager fp32)")
+    amp: str = opt("auto", "bf16 autocast; BatchNorm parameters and statistics stay fp32 (auto/on/off)")
+    channels_last: str = opt("auto", "channels-last memory format (auto/on/off)")
+    compile: str = opt("auto", "torch.compile of normalize + model + loss (auto/on/off)")
+    fused_optimizer: str = opt("auto", "fused SGD kernel instead of foreach (auto/on/off)")
+    cuda_graph: str = opt(
+        "off", "CUDA graphs of the augmentation and of forward+backward (compile mode=reduce-overhead)"
+    )
     # multi-GPU (torchrun): see the README's multi-GPU section
-    sync_bn: bool = opt(False, 'under torchrun: BatchNorm statistics over the global batch (default: per GPU, as the official code)')
-    dist_timeout: float = opt(10.0, 'under torchrun: minutes a collective waits for a missing rank before the job fails')
+    sync_bn: bool = opt(
+        False, "under torchrun: BatchNorm statistics over the global batch (default: per GPU, as the official code)"
+    )
+    dist_timeout: float = opt(
+        10.0, "under torchrun: minutes a collective waits for a missing rank before the job fails"
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -157,8 +195,11 @@ def check_types(values: dict) -> None:
         allowed = typing.get_args(hints[key]) or (hints[key],)
         if value is None and type(None) in allowed:
             continue
-        ok = any(isinstance(value, t) and not (t in (int, float) and isinstance(value, bool))
-                 for t in allowed if t is not type(None))
+        ok = any(
+            isinstance(value, t) and not (t in (int, float) and isinstance(value, bool))
+            for t in allowed
+            if t is not type(None)
+        )
         ok = ok or (float in allowed and isinstance(value, int) and not isinstance(value, bool))
         if not ok:
             names = " or ".join(t.__name__ for t in allowed if t is not type(None))
@@ -175,20 +216,34 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise UserError(msg)
 
-    need(cfg.algorithm in (*ALGORITHMS, "both"), f"unknown algorithm {cfg.algorithm!r}; "
-         f"choose from {', '.join([*ALGORITHMS, 'both'])}")
+    need(
+        cfg.algorithm in (*ALGORITHMS, "both"),
+        f"unknown algorithm {cfg.algorithm!r}; choose from {', '.join([*ALGORITHMS, 'both'])}",
+    )
     need(cfg.model in MODELS, f"unknown model {cfg.model!r}; available: {', '.join(sorted(MODELS))}")
-    for key in ("steps", "batch_size", "eval_every", "eval_batch_size", "num_labels", "median_of",
-                "lr_schedule_steps", "threads"):
+    for key in (
+        "steps",
+        "batch_size",
+        "eval_every",
+        "eval_batch_size",
+        "num_labels",
+        "median_of",
+        "lr_schedule_steps",
+        "threads",
+    ):
         value = getattr(cfg, key)
         if key == "num_labels" and value is None:  # a dataset whose default is "every labeled image"
             continue
         need(isinstance(value, int) and value > 0, f"{key} must be a positive integer, got {value!r}")
     need(isinstance(cfg.mu, int) and cfg.mu >= 0, f"mu must be a non-negative integer, got {cfg.mu!r}")
-    need(cfg.mu > 0 or cfg.algorithm == "supervised", "mu=0 leaves FixMatch no unlabeled images; give mu >= 1, "
-         "or --algorithm supervised for the labeled loss alone")
-    need(cfg.lr_schedule_steps * 8 >= cfg.steps * 7, "lr_schedule_steps must be at least 7/8 of steps "
-         "(beyond that the official cosine turns negative)")
+    need(
+        cfg.mu > 0 or cfg.algorithm == "supervised",
+        "mu=0 leaves FixMatch no unlabeled images; give mu >= 1, or --algorithm supervised for the labeled loss alone",
+    )
+    need(
+        cfg.lr_schedule_steps * 8 >= cfg.steps * 7,
+        "lr_schedule_steps must be at least 7/8 of steps (beyond that the official cosine turns negative)",
+    )
     need(0 < cfg.threshold <= 1, f"threshold (tau) must lie in (0, 1], got {cfg.threshold}")
     need(cfg.lambda_u >= 0, f"lambda_u must be >= 0, got {cfg.lambda_u}")
     need(cfg.lr > 0 and math.isfinite(cfg.lr), f"lr must be a positive number, got {cfg.lr}")
@@ -197,20 +252,30 @@ def validate(cfg: RunConfig) -> None:
     need(0 < cfg.bn_momentum <= 1, f"bn_momentum must lie in (0, 1], got {cfg.bn_momentum}")
     need(0 <= cfg.ema_decay < 1, f"ema_decay must lie in [0, 1), got {cfg.ema_decay}")
     need(0 <= cfg.fold <= 9, f"fold must be 0..9 (official splits 0..5; STL-10's folds 0..9), got {cfg.fold}")
-    need(cfg.input_scaling in INPUT_SCALINGS, f"input_scaling must be one of {', '.join(INPUT_SCALINGS)}, "
-         f"got {cfg.input_scaling!r}")
-    need(cfg.time_budget is None or (cfg.time_budget > 0 and math.isfinite(cfg.time_budget)),
-         f"time_budget must be a positive number of minutes, got {cfg.time_budget}")
+    need(
+        cfg.input_scaling in INPUT_SCALINGS,
+        f"input_scaling must be one of {', '.join(INPUT_SCALINGS)}, got {cfg.input_scaling!r}",
+    )
+    need(
+        cfg.time_budget is None or (cfg.time_budget > 0 and math.isfinite(cfg.time_budget)),
+        f"time_budget must be a positive number of minutes, got {cfg.time_budget}",
+    )
     need(cfg.val_per_class >= 0, f"val_per_class must be >= 0, got {cfg.val_per_class}")
     need(cfg.image_size is None or cfg.image_size >= 8, f"image_size must be at least 8, got {cfg.image_size}")
     need(cfg.channels in (None, 1, 3), f"channels must be 1 or 3, got {cfg.channels}")
-    need(cfg.randaugment in POLICIES, f"unknown randaugment policy {cfg.randaugment!r}; "
-         f"choose from {', '.join(POLICIES)}")
-    need(cfg.strong_augment in STRONG_AUGMENTS, f"unknown strong augmentation {cfg.strong_augment!r}; "
-         f"choose from {', '.join(STRONG_AUGMENTS)}")
+    need(
+        cfg.randaugment in POLICIES,
+        f"unknown randaugment policy {cfg.randaugment!r}; choose from {', '.join(POLICIES)}",
+    )
+    need(
+        cfg.strong_augment in STRONG_AUGMENTS,
+        f"unknown strong augmentation {cfg.strong_augment!r}; choose from {', '.join(STRONG_AUGMENTS)}",
+    )
     need(cfg.fer_test in ("private", "public"), f"fer_test must be private or public, got {cfg.fer_test!r}")
-    need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
-         f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+    need(
+        cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
+        f"device must be auto, cpu or cuda[:N], got {cfg.device!r}",
+    )
     need(cfg.dist_timeout > 0, f"dist_timeout must be a positive number of minutes, got {cfg.dist_timeout}")
     for key in ("fast", "amp", "channels_last", "compile", "fused_optimizer", "cuda_graph"):
         need(getattr(cfg, key) in TOGGLES, f"{key} must be one of {', '.join(TOGGLES)}, got {getattr(cfg, key)!r}")

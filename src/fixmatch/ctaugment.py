@@ -38,17 +38,40 @@ import torch
 from torch import Tensor
 
 from fixmatch.augment import _IDX as _RA_IDX
-from fixmatch.augment import (_autocontrast_lut, _equalize_lut, _grey, _histogram, _pil_affine, _smooth, _warp,
-                              weak_augment)
+from fixmatch.augment import (
+    _autocontrast_lut,
+    _equalize_lut,
+    _grey,
+    _histogram,
+    _pil_affine,
+    _smooth,
+    _warp,
+    weak_augment,
+)
 
 __all__ = ["CTA_OPS", "CTA_OP_NAMES", "CTAugment", "proximity"]
 
 # The official registry in its registration order (random.choice draws from this list).
 BINS: dict[str, tuple[int, ...]] = {
-    "autocontrast": (17,), "blur": (17,), "brightness": (17,), "color": (17,), "contrast": (17,),
-    "cutout": (17,), "equalize": (17,), "invert": (17,), "identity": (), "posterize": (8,),
-    "rescale": (17, 6), "rotate": (17,), "sharpness": (17,), "shear_x": (17,), "shear_y": (17,),
-    "smooth": (17,), "solarize": (17,), "translate_x": (17,), "translate_y": (17,),
+    "autocontrast": (17,),
+    "blur": (17,),
+    "brightness": (17,),
+    "color": (17,),
+    "contrast": (17,),
+    "cutout": (17,),
+    "equalize": (17,),
+    "invert": (17,),
+    "identity": (),
+    "posterize": (8,),
+    "rescale": (17, 6),
+    "rotate": (17,),
+    "sharpness": (17,),
+    "shear_x": (17,),
+    "shear_y": (17,),
+    "smooth": (17,),
+    "solarize": (17,),
+    "translate_x": (17,),
+    "translate_y": (17,),
 }
 CTA_OP_NAMES: tuple[str, ...] = tuple(BINS)
 _IDX = {name: i for i, name in enumerate(CTA_OP_NAMES)}
@@ -70,7 +93,7 @@ _ALL = frozenset(CTA_OP_NAMES)
 def _nbins_table() -> Tensor:
     t = torch.zeros(len(CTA_OP_NAMES), MAX_ARGS, dtype=torch.long)
     for name, bins in BINS.items():
-        t[_IDX[name], :len(bins)] = torch.tensor(bins, dtype=torch.long)
+        t[_IDX[name], : len(bins)] = torch.tensor(bins, dtype=torch.long)
     return t
 
 
@@ -100,8 +123,13 @@ def _geom_stage(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor:
     a translation of at most 0.3 pixel, which PIL's nearest-neighbour lookup rounds away."""
     signed = 2 * a - 1
     mag = torch.where(_is(op, "rotate"), torch.round(signed * 45), signed * 0.3)
-    ra_names = {"rotate": "Rotate", "shear_x": "ShearX", "shear_y": "ShearY",
-                "translate_x": "TranslateX", "translate_y": "TranslateY"}
+    ra_names = {
+        "rotate": "Rotate",
+        "shear_x": "ShearX",
+        "shear_y": "ShearY",
+        "translate_x": "TranslateX",
+        "translate_y": "TranslateY",
+    }
     ra_op = torch.full_like(op, _RA_IDX["Identity"])
     for name in present & _GEOM:
         ra_op = torch.where(op == _IDX[name], _RA_IDX[ra_names[name]], ra_op)
@@ -155,8 +183,13 @@ def _lanczos(x: float) -> float:
     return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
 
 
-_FILTERS = {"lanczos": (_lanczos, 3.0), "bicubic": (_bicubic, 2.0), "bilinear": (_bilinear, 1.0),
-            "box": (_box, 0.5), "hamming": (_hamming, 1.0)}
+_FILTERS = {
+    "lanczos": (_lanczos, 3.0),
+    "bicubic": (_bicubic, 2.0),
+    "bilinear": (_bilinear, 1.0),
+    "box": (_box, 0.5),
+    "hamming": (_hamming, 1.0),
+}
 _PRECISION_BITS = 22  # Pillow Resample.c: 32 - 8 - 2
 
 
@@ -239,11 +272,12 @@ def _blur(xf: Tensor) -> Tensor:
     """ImageFilter.BLUR (5x5 ring of ones / 16), 2-pixel border copied. The ring is the 5x5 box sum
     minus the inner 3x3 box sum; every term is a multiple of 1/16, so PIL's float32 sum is exact and
     the result is floor(S / 16 + 0.5)."""
+
     def box(k: int) -> Tensor:  # k x k sums centred on the interior pixels, (N, C, H-4, W-4)
         o = (5 - k) // 2
         h, w = xf.shape[2] - 4, xf.shape[3] - 4
-        v = sum(xf[:, :, o + i:o + i + h] for i in range(k))
-        return sum(v[..., o + j:o + j + w] for j in range(k))
+        v = torch.stack([xf[:, :, o + i : o + i + h] for i in range(k)]).sum(0)
+        return torch.stack([v[..., o + j : o + j + w] for j in range(k)]).sum(0)
 
     out = xf.clone()
     out[:, :, 2:-2, 2:-2] = (box(5) - box(3)).mul_(1 / 16).add_(0.5).floor_()
@@ -256,7 +290,10 @@ def _lut_images(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor:
     n, c, h, w = x.shape
     i = torch.arange(256, device=x.device, dtype=torch.float64).expand(n, c, 256)
     lut = i
-    sel = lambda name: (op == _IDX[name]).view(n, 1, 1)
+
+    def sel(name: str) -> Tensor:
+        return (op == _IDX[name]).view(n, 1, 1)
+
     m = a.view(n, 1, 1)
     if present & {"autocontrast", "equalize"}:
         lo = x.amin((2, 3)).double().unsqueeze(-1)
@@ -338,8 +375,7 @@ def _cutout_stage(x: Tensor, op: Tensor, a: Tensor, cy: Tensor, cx: Tensor) -> T
 # --------------------------------------------------------------------------- one op per sample
 
 
-def _apply_masked(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor,
-                  present: frozenset = _ALL) -> Tensor:
+def _apply_masked(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor, present: frozenset = _ALL) -> Tensor:
     """op[k] with arguments args[k] (N, 2) on image k, the whole batch through every stage present
     (other samples get neutral parameters, which are exact): fixed shapes, no host sync."""
     a = args[:, 0]
@@ -373,8 +409,9 @@ def _apply_grouped(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor) 
     return out
 
 
-def apply_ops(x: Tensor, ops: Tensor, args: Tensor, generator: torch.Generator | None = None,
-              grouped: bool | None = None) -> Tensor:
+def apply_ops(
+    x: Tensor, ops: Tensor, args: Tensor, generator: torch.Generator | None = None, grouped: bool | None = None
+) -> Tensor:
     """Apply a policy: ops (N, depth) long, args (N, depth, 2) float64, slot after slot, like the
     official ``apply``. The cutout centres are drawn for every sample and slot (a fixed stream)."""
     n, _, h, w = x.shape
@@ -422,8 +459,9 @@ class CTAugment:
     official sampler, probe policy and update. ``threshold`` 0.80 is what the official FixMatch run
     uses (cta/lib/train.py's ``--ath`` default; the CTAugment class itself defaults to 0.85)."""
 
-    def __init__(self, depth: int = 2, threshold: float = 0.80, decay: float = 0.99,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self, depth: int = 2, threshold: float = 0.80, decay: float = 0.99, device: torch.device | str = "cpu"
+    ):
         self.depth, self.threshold, self.decay = depth, threshold, decay
         self.nbins = NBINS.to(device)
         valid = torch.arange(MAX_BINS, device=device) < self.nbins.unsqueeze(-1)  # (19, 2, 17)
@@ -454,22 +492,29 @@ class CTAugment:
         value = torch.minimum(value, last)  # guards u * total rounding up to total
         return ops, torch.where(nb > 0, (value + r) / nb.clamp(min=1), 0.0)
 
-    def strong_view(self, x: Tensor, *, flip: bool, generator: torch.Generator,
-                    grouped: bool | None = None) -> Tensor:
+    def strong_view(self, x: Tensor, *, flip: bool, generator: torch.Generator, grouped: bool | None = None) -> Tensor:
         """The unlabeled strong view: an own weak flip/shift (the official TF pair augmentation),
         then the CTA policy, then the cutout op at level 1."""
         x = weak_augment(x, flip=flip, generator=generator)
         ops, args = self.sample(x.shape[0], generator)
         return self._final_cutout(apply_ops(x, ops, args, generator, grouped), generator)
 
-    def probe_view(self, x: Tensor, generator: torch.Generator,
-                   grouped: bool | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def probe_view(
+        self, x: Tensor, generator: torch.Generator, grouped: bool | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """The probe of each (weakly augmented) labeled image: images, ops, args."""
         ops, args = self.sample(x.shape[0], generator, probe=True)
         return apply_ops(x, ops, args, generator, grouped), ops, args
 
-    def views(self, unlabeled: Tensor, labeled_weak: Tensor, *, flip: bool, generator: torch.Generator,
-              grouped: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def views(
+        self,
+        unlabeled: Tensor,
+        labeled_weak: Tensor,
+        *,
+        flip: bool,
+        generator: torch.Generator,
+        grouped: bool | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One step's CTA images: the unlabeled strong views (as ``strong_view``) and the probes of the
         labeled weak views (as ``probe_view``), their policies applied in one batched pass (on the
         CPU the cost is per op group, not per image). Returns strong, probes, probe ops, probe args."""
@@ -507,16 +552,23 @@ class CTAugment:
         same = ((key.unsqueeze(1) == key.unsqueeze(0)) & valid.unsqueeze(0)).to(torch.float64)
         later = torch.triu(same, diagonal=1).sum(1)  # hits of the same bin after this one
         p = prox.to(torch.float64).view(n, 1).expand(n, depth * MAX_ARGS).reshape(-1)
-        gain = torch.where(valid, (1 - self.decay) * self.decay ** later * p, 0.0)
+        gain = torch.where(valid, (1 - self.decay) * self.decay**later * p, 0.0)
         flat = self.rates.view(-1)
         # every event of a bin (and an argument-less event, parked on bin 0) writes the same new value
         new = flat[key] * torch.pow(self.decay, same.sum(1)) + same @ gain
         flat.index_put_((key,), new)
 
-
     @torch.no_grad()
-    def learn(self, model: torch.nn.Module, normalize: Callable[[Tensor], Tensor], images: Tensor, ops: Tensor,
-              args: Tensor, labels: Tensor, dist=None) -> None:
+    def learn(
+        self,
+        model: torch.nn.Module,
+        normalize: Callable[[Tensor], Tensor],
+        images: Tensor,
+        ops: Tensor,
+        args: Tensor,
+        labels: Tensor,
+        dist=None,
+    ) -> None:
         """Classify the probes with ``model`` (the trainer passes the EMA model, in eval mode, before
         the step's update: the official classify_op) and update the rates, all on the device. Under
         torchrun each rank classifies its slice of the global probe batch and the probabilities are
@@ -533,8 +585,12 @@ class CTAugment:
 
     # ---- state
     def state_dict(self) -> dict:
-        return {"rates": self.rates.detach().cpu().clone(), "depth": self.depth,
-                "threshold": self.threshold, "decay": self.decay}
+        return {
+            "rates": self.rates.detach().cpu().clone(),
+            "depth": self.depth,
+            "threshold": self.threshold,
+            "decay": self.decay,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.rates.copy_(state["rates"].to(self.rates))  # in place: a captured CUDA graph reads this tensor
@@ -542,9 +598,13 @@ class CTAugment:
     def to_json(self) -> dict:
         """Rates and sampling probabilities per op and argument (bins), for the run directory."""
         rates, probs = self.rates.cpu(), self.probabilities().cpu()
-        ops = {name: {"rates": [[round(float(v), 6) for v in rates[i, j, :nb]] for j, nb in enumerate(BINS[name])],
-                      "p": [[round(float(v), 6) for v in probs[i, j, :nb]] for j, nb in enumerate(BINS[name])]}
-               for i, name in enumerate(CTA_OP_NAMES)}
+        ops = {
+            name: {
+                "rates": [[round(float(v), 6) for v in rates[i, j, :nb]] for j, nb in enumerate(BINS[name])],
+                "p": [[round(float(v), 6) for v in probs[i, j, :nb]] for j, nb in enumerate(BINS[name])],
+            }
+            for i, name in enumerate(CTA_OP_NAMES)
+        }
         return {"depth": self.depth, "threshold": self.threshold, "decay": self.decay, "ops": ops}
 
     def stats(self) -> str:
@@ -559,9 +619,10 @@ class CTAugment:
 
 def stats_text(state: dict) -> str:
     """The official ``stats()`` layout: one line per op (sorted), the p of each bin, arguments split by /."""
-    return "\n".join("%-16s    %s" % (name, " / ".join(" ".join("%.2f" % v for v in arg)
-                                                         for arg in state["ops"][name]["p"]))
-                     for name in sorted(state["ops"]))
+    return "\n".join(
+        "%-16s    %s" % (name, " / ".join(" ".join("%.2f" % v for v in arg) for arg in state["ops"][name]["p"]))
+        for name in sorted(state["ops"])
+    )
 
 
 def read_stats(run_dir: str) -> dict:
@@ -571,6 +632,8 @@ def read_stats(run_dir: str) -> dict:
     path = Path(run_dir)
     path = path / "cta.json" if path.is_dir() else path
     if not path.is_file():
-        raise UserError(f"no CTAugment statistics at {path}: they are written at each evaluation of a run "
-                        "trained with --strong-augment cta")
+        raise UserError(
+            f"no CTAugment statistics at {path}: they are written at each evaluation of a run "
+            "trained with --strong-augment cta"
+        )
     return json.loads(path.read_text())

@@ -65,8 +65,10 @@ def setup(cfg) -> tuple[Dist, torch.device]:
     if not d.active:
         return d, pick_device(cfg.device)
     if cfg.batch_size % d.world:
-        raise UserError(f"batch_size {cfg.batch_size} must be divisible by the world size {d.world}: the global "
-                        f"batch (B labeled, mu*B unlabeled) is split evenly across ranks")
+        raise UserError(
+            f"batch_size {cfg.batch_size} must be divisible by the world size {d.world}: the global "
+            f"batch (B labeled, mu*B unlabeled) is split evenly across ranks"
+        )
     device = pick_device(cfg.device)
     if device.type == "cuda":  # one GPU per process: the one torchrun's LOCAL_RANK names
         device = torch.device("cuda", d.local_rank)
@@ -77,9 +79,11 @@ def setup(cfg) -> tuple[Dist, torch.device]:
             torch.cuda.set_device(device)
         # The timeout turns a rank that hangs or a node that vanishes into an error instead of a
         # silent wait; a rank that exits with an error is torn down by torchrun sooner.
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=timedelta(minutes=cfg.dist_timeout),
-                                device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            timeout=timedelta(minutes=cfg.dist_timeout),
+            device_id=device if device.type == "cuda" else None,
+        )
         atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     if not d.main:  # the summary and logs are printed once, by rank 0; stderr stays for errors
         sys.stdout = open(os.devnull, "w")
@@ -129,8 +133,9 @@ def wrap_model(model: nn.Module, cfg, d: Dist, device: torch.device) -> nn.Modul
     # No buffer broadcast at each forward: BN running statistics are averaged at evaluation instead
     # (average_buffers) rather than overwritten by rank 0's. torch >= 2.13 renamed the flag.
     ddp = nn.parallel.DistributedDataParallel
-    no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters \
-        else "broadcast_buffers"
+    no_sync = (
+        "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+    )
     flags: dict = {no_sync: False}
     return ddp(model, device_ids=[device] if device.type == "cuda" else None, **flags)
 
@@ -143,8 +148,8 @@ def shard_batch(x: torch.Tensor, y_l: torch.Tensor, y_u: torch.Tensor | None, d:
     b, u = y_l.shape[0] // d.world, (0 if y_u is None else y_u.shape[0] // d.world)
     parts = x.split([y_l.shape[0]] + ([] if y_u is None else [y_u.shape[0]] * 2))
     sizes = [b] + ([] if y_u is None else [u, u])
-    x = torch.cat([p[d.rank * n:(d.rank + 1) * n] for p, n in zip(parts, sizes)])
-    return x, y_l[d.rank * b:(d.rank + 1) * b], (None if y_u is None else y_u[d.rank * u:(d.rank + 1) * u])
+    x = torch.cat([p[d.rank * n : (d.rank + 1) * n] for p, n in zip(parts, sizes)])
+    return x, y_l[d.rank * b : (d.rank + 1) * b], (None if y_u is None else y_u[d.rank * u : (d.rank + 1) * u])
 
 
 @torch.no_grad()

@@ -19,8 +19,8 @@ from fixmatch.checkpoint import save_atomic
 from fixmatch.ctaugment import CTAugment
 from fixmatch.ema import EMA
 from fixmatch.evaluate import confusion_matrix, predict_logits, report_from_confusion
-from fixmatch.input_scaling import Normalizer
 from fixmatch.fast import Speedups, autocast, compile_fn
+from fixmatch.input_scaling import Normalizer
 from fixmatch.optim import cosine_lr, make_optimizer
 from fixmatch.sampler import EpochSampler
 from fixmatch.schedule_planner import StepPlanner
@@ -31,16 +31,26 @@ STAT_KEYS = ("loss", "loss_x", "loss_u", "mask_rate", "pseudo_correct", "pseudo_
 class Trainer:
     """Holds everything a run needs on the device; `step()` is one FixMatch iteration."""
 
-    def __init__(self, cfg, model: nn.Module, data, labeled_idx, device: torch.device,
-                 speedups: Speedups, normalize: Normalizer, dist: distributed.Dist = distributed.SINGLE):
+    def __init__(
+        self,
+        cfg,
+        model: nn.Module,
+        data,
+        labeled_idx,
+        device: torch.device,
+        speedups: Speedups,
+        normalize: Normalizer,
+        dist: distributed.Dist = distributed.SINGLE,
+    ):
         self.cfg, self.device, self.speedups, self.dist = cfg, device, speedups, dist
         self.algorithm = ALGORITHMS[cfg.algorithm](threshold=cfg.threshold, lambda_u=cfg.lambda_u)
         fmt = torch.channels_last if speedups.channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=fmt)  # type: ignore[call-overload]  # the stubs miss memory_format
         self.net = distributed.wrap_model(self.model, cfg, dist, device)  # DDP wrapper, or the model itself
         self.normalize = normalize.to(device)
-        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay,
-                                        fused=speedups.fused_optimizer)
+        self.optimizer = make_optimizer(
+            self.model, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, fused=speedups.fused_optimizer
+        )
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
         # The whole dataset lives on the device as uint8; batches are gathered by index there.
         # Under torchrun every rank samples and augments the same global batch and keeps its slice
@@ -151,13 +161,17 @@ class Trainer:
             "step": self.step_num,
             "accuracy": self.evaluate()["accuracy"],  # EMA model: the reported figure
             "raw_accuracy": self.evaluate(self.model)["accuracy"],
-            "loss": s["loss"] / n, "loss_x": s["loss_x"] / n,
+            "loss": s["loss"] / n,
+            "loss_x": s["loss_x"] / n,
             "lr": cosine_lr(self.cfg.lr, self.step_num, self.cfg.lr_schedule_steps),
             "seconds": round(seconds, 2),
         }
         if self.unl_sampler is not None:
-            rec.update(loss_u=s["loss_u"] / n, mask_rate=s["mask_rate"] / n,
-                       pseudo_label_accuracy=(s["pseudo_correct"] / s["pseudo_count"]) if s["pseudo_count"] else None)
+            rec.update(
+                loss_u=s["loss_u"] / n,
+                mask_rate=s["mask_rate"] / n,
+                pseudo_label_accuracy=(s["pseudo_correct"] / s["pseudo_count"]) if s["pseudo_count"] else None,
+            )
         self.history.append(rec)
         self.sums = self._zero_sums()
         return rec
@@ -178,7 +192,7 @@ class Trainer:
         self.cfg = dataclasses.replace(self.cfg, steps=steps, lr_schedule_steps=steps)
 
     def median_last(self) -> float:
-        return statistics.median(r["accuracy"] for r in self.history[-self.cfg.median_of:])
+        return statistics.median(r["accuracy"] for r in self.history[-self.cfg.median_of :])
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self, meta: dict) -> dict:
@@ -271,8 +285,9 @@ class GraphedAugment:
         except Exception as e:  # noqa: BLE001 - an older torch or driver: eager augmentation still works
             import warnings
 
-            warnings.warn(f"CUDA graph capture of the augmentation failed ({type(e).__name__}: {e}); "
-                          "augmenting eagerly")
+            warnings.warn(
+                f"CUDA graph capture of the augmentation failed ({type(e).__name__}: {e}); augmenting eagerly"
+            )
             return None
 
     def __call__(self, li: torch.Tensor, ui: torch.Tensor | None):
@@ -290,8 +305,15 @@ def write_metrics(out_dir: Path, history: list[dict]) -> None:
     tmp.replace(out_dir / "metrics.jsonl")
 
 
-def run_loop(trainer: Trainer, out_dir: Path, meta: dict, writer=None, progress: bool = True,
-             log=print, planner: StepPlanner | None = None) -> StepPlanner:
+def run_loop(
+    trainer: Trainer,
+    out_dir: Path,
+    meta: dict,
+    writer=None,
+    progress: bool = True,
+    log=print,
+    planner: StepPlanner | None = None,
+) -> StepPlanner:
     """Train from the trainer's current step to cfg.steps, evaluating every cfg.eval_every steps.
     The planner times the first steps (a projected duration in the log) and, with a time budget,
     sets cfg.steps and the cosine's K from that measurement."""
@@ -301,8 +323,14 @@ def run_loop(trainer: Trainer, out_dir: Path, meta: dict, writer=None, progress:
     t0 = time.perf_counter()
     planner = planner or StepPlanner(trainer.step_num, trainer.cfg.steps, trainer.cfg.eval_every)
     main = trainer.dist.main  # only rank 0 writes checkpoints, metrics, tensorboard and the bar
-    bar = tqdm(total=trainer.cfg.steps, initial=trainer.step_num, disable=not (progress and main),
-               desc=meta["run_name"], dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        total=trainer.cfg.steps,
+        initial=trainer.step_num,
+        disable=not (progress and main),
+        desc=meta["run_name"],
+        dynamic_ncols=True,
+        leave=False,
+    )
     best = max((r["accuracy"] for r in trainer.history), default=-1.0)
     while trainer.step_num < trainer.cfg.steps:
         trainer.step()
@@ -310,7 +338,9 @@ def run_loop(trainer: Trainer, out_dir: Path, meta: dict, writer=None, progress:
         if planner.due(trainer.step_num):
             trainer.sync()
             had_speed = planner.step_seconds is not None
-            steps = distributed.broadcast_object(planner.observe(trainer.step_num, trainer.time_evaluation), trainer.dist)
+            steps = distributed.broadcast_object(
+                planner.observe(trainer.step_num, trainer.time_evaluation), trainer.dist
+            )
             if steps != trainer.cfg.steps:
                 trainer.reschedule(steps)
                 meta["config"].update(steps=steps, lr_schedule_steps=steps)

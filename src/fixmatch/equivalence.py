@@ -14,8 +14,9 @@ def flat_params(model) -> torch.Tensor:
     return torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
 
 
-def compare_paths(plain_args: argparse.Namespace, fast_args: argparse.Namespace, steps: int = 3,
-                  return_trainers: bool = False):
+def compare_paths(
+    plain_args: argparse.Namespace, fast_args: argparse.Namespace, steps: int = 3, return_trainers: bool = False
+):
     """Run `steps` training steps from the same initial weights and batches on two configurations
     and report how far their losses and parameters drift apart (the fast path must compute the same
     function up to the rounding of its number formats)."""
@@ -30,10 +31,15 @@ def compare_paths(plain_args: argparse.Namespace, fast_args: argparse.Namespace,
             losses.append(float(trainer.sums["loss"]) - sum(losses))
         runs.append((trainer, losses, flat_params(trainer.model) - start))
     (a, la, da), (b, lb, db) = runs
-    report = {"steps": steps, "loss_plain": la, "loss_fast": lb,
-              "max_loss_rel_diff": max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(la, lb)),
-              # how far the fast path's total parameter update strays from the plain one's
-              "update_rel_diff": float((da - db).norm() / da.norm().clamp_min(1e-12)),
-              "update_cosine": float(torch.nn.functional.cosine_similarity(da, db, dim=0)),
-              "fast": b.speedups.describe(), "plain": a.speedups.describe()}
+    report = {
+        "steps": steps,
+        "loss_plain": la,
+        "loss_fast": lb,
+        "max_loss_rel_diff": max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(la, lb)),
+        # how far the fast path's total parameter update strays from the plain one's
+        "update_rel_diff": float((da - db).norm() / da.norm().clamp_min(1e-12)),
+        "update_cosine": float(torch.nn.functional.cosine_similarity(da, db, dim=0)),
+        "fast": b.speedups.describe(),
+        "plain": a.speedups.describe(),
+    }
     return (report, (a, b)) if return_trainers else report

@@ -7,12 +7,12 @@ import torch.nn as nn
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, normalize: nn.Module, images: torch.Tensor, batch_size: int,
-                   device: torch.device) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, normalize: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device
+) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    out = [model(normalize(images[i:i + batch_size].to(device))).float()
-           for i in range(0, len(images), batch_size)]
+    out = [model(normalize(images[i : i + batch_size].to(device))).float() for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out)
 
@@ -20,7 +20,7 @@ def predict_logits(model: nn.Module, normalize: nn.Module, images: torch.Tensor,
 def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(num_classes, num_classes) counts: rows the true class, columns the predicted one."""
     pred = logits.argmax(dim=1).to(labels.device)
-    return torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
+    return torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
 
 
 def report_from_confusion(confusion: torch.Tensor) -> dict:

@@ -24,6 +24,7 @@ class Speedups:
 
 def resolve_speedups(cfg, device: torch.device) -> Speedups:
     """auto = on for CUDA, off for CPU; fast=on turns every auto switch on (CPU too), fast=off all off."""
+
     def pick(value: str, auto_default: bool) -> bool:
         if cfg.fast == "off":
             return False

@@ -32,7 +32,7 @@ def square(im, size: int):
     box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
     if side == size:
         return im.crop(box)
-    return im.resize((size, size), Image.BILINEAR, box=box, reducing_gap=3.0)
+    return im.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
 
 
 def draft_for_square(image, size: int, channels: int) -> None:

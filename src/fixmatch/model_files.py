@@ -23,8 +23,10 @@ def resolve_source(source: str) -> Path:
         return path
     path = Path(source)
     if not path.exists():
-        raise UserError(f"model not found: {source} (give a checkpoint .pt, a run directory, "
-                        f"an exported .safetensors or .onnx, or a zoo name: {', '.join(ZOO)})")
+        raise UserError(
+            f"model not found: {source} (give a checkpoint .pt, a run directory, "
+            f"an exported .safetensors or .onnx, or a zoo name: {', '.join(ZOO)})"
+        )
     return path
 
 
@@ -34,12 +36,18 @@ def check_meta(meta, path) -> dict:
     if missing:
         raise UserError(f"{path}: its fixmatch metadata lacks {', '.join(missing)}")
     shape, names = meta["image_shape"], meta["class_names"]
-    if not (isinstance(shape, list) and len(shape) == 3 and shape[0] in (1, 3)
-            and all(isinstance(v, int) and v > 0 for v in shape)):
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and shape[0] in (1, 3)
+        and all(isinstance(v, int) and v > 0 for v in shape)
+    ):
         raise UserError(f"{path}: bad image_shape {shape!r} in its metadata (want [1 or 3, H, W])")
     if not isinstance(names, list) or len(names) != meta["num_classes"]:
-        raise UserError(f"{path}: its metadata names {len(names) if isinstance(names, list) else '?'} "
-                        f"classes but says num_classes={meta['num_classes']}")
+        raise UserError(
+            f"{path}: its metadata names {len(names) if isinstance(names, list) else '?'} "
+            f"classes but says num_classes={meta['num_classes']}"
+        )
     return meta
 
 

@@ -41,14 +41,25 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
     with warnings.catch_warnings():
         # the TorchScript exporter works offline with no extra package; its deprecation notice is noise
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT], output_names=list(OUTPUTS),
-                          dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)})
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT],
+            output_names=list(OUTPUTS),
+            dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)},
+        )
     model = onnx.load(str(path))
     from fixmatch.serve.preprocess import framing
 
-    meta = {**loaded.meta, "preprocess": framing(loaded.meta), **(extra_meta or {}), "input": {"name": INPUT, "dtype": "float32", "range": [0, 255],
-                                                            "layout": "NCHW", "normalized_inside": True}}
+    meta = {
+        **loaded.meta,
+        "preprocess": framing(loaded.meta),
+        **(extra_meta or {}),
+        "input": {"name": INPUT, "dtype": "float32", "range": [0, 255], "layout": "NCHW", "normalized_inside": True},
+    }
     onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
     model.doc_string = f"fixmatch {meta.get('model_name')} on {meta.get('dataset')}: pixels 0..255 -> probabilities"
     onnx.checker.check_model(model)

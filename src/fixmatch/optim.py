@@ -15,11 +15,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float,
-                   fused: bool) -> torch.optim.SGD:
+def make_optimizer(
+    model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float, fused: bool
+) -> torch.optim.SGD:
     kind = {"fused": True} if fused else {"foreach": True}
-    return torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum,
-                           nesterov=nesterov, **kind)
+    return torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov, **kind)
 
 
 def cosine_lr(base_lr: float, step: int, total: int) -> float:

@@ -59,12 +59,15 @@ def predict_paths(predictor, paths: list[Path]) -> list[dict]:
     rows = [{"path": str(p), **prepare_file(p, meta)} for p in paths]
     ok = [r for r in rows if "error" not in r]
     for i in range(0, len(ok), BATCH):
-        chunk = ok[i:i + BATCH]
+        chunk = ok[i : i + BATCH]
         probs = predictor.probabilities(np.stack([r.pop("pixels") for r in chunk]))
         for row, p in zip(chunk, probs):
             top = int(np.argmax(p))
-            row.update(label=names[top], confidence=round(float(p[top]), 5),
-                       probabilities={c: round(float(v), 5) for c, v in zip(names, p)})
+            row.update(
+                label=names[top],
+                confidence=round(float(p[top]), 5),
+                probabilities={c: round(float(v), 5) for c, v in zip(names, p)},
+            )
     return [order(r) for r in rows]
 
 
@@ -79,9 +82,16 @@ def write_csv(rows: list[dict], class_names: list[str], out) -> None:
     for r in rows:
         probs = r.get("probabilities", {})
         face = r.get("face_found")
-        writer.writerow([r["path"], r.get("label", ""), r.get("confidence", ""),
-                         "" if face is None else str(face).lower(), r.get("error", ""),
-                         *(probs.get(c, "") for c in class_names)])
+        writer.writerow(
+            [
+                r["path"],
+                r.get("label", ""),
+                r.get("confidence", ""),
+                "" if face is None else str(face).lower(),
+                r.get("error", ""),
+                *(probs.get(c, "") for c in class_names),
+            ]
+        )
 
 
 def run(args) -> int:
@@ -108,8 +118,9 @@ def run(args) -> int:
     if args.csv:
         print(f"wrote {len(rows)} rows to {args.csv} ({errors} unreadable)", file=sys.stderr)
     if errors == len(rows):
-        raise UserError(f"none of the {len(rows)} images could be read"
-                        + (f": {rows[0]['error']}" if len(rows) == 1 else ""))
+        raise UserError(
+            f"none of the {len(rows)} images could be read" + (f": {rows[0]['error']}" if len(rows) == 1 else "")
+        )
     return 0
 
 

@@ -21,7 +21,7 @@ class EpochSampler:
         while self.queue.numel() < self.batch:
             perm = torch.randperm(self.n, generator=self.generator, device=self.device)
             self.queue = torch.cat([self.queue, perm])
-        out, self.queue = self.queue[: self.batch], self.queue[self.batch:]
+        out, self.queue = self.queue[: self.batch], self.queue[self.batch :]
         return out
 
     def state_dict(self) -> dict:

@@ -70,11 +70,15 @@ class StepPlanner:
         """One log line: the measured speed and how long the planned steps take."""
         assert self.step_seconds is not None  # called once the speed is measured
         remaining = (self.steps - self.start_step - WARMUP - WINDOW) * self.step_seconds
-        text = (f"measured {1000 * self.step_seconds:.1f} ms/step: {self.steps:,} steps take about "
-                f"{format_duration(remaining)} more (plus evaluations)")
+        text = (
+            f"measured {1000 * self.step_seconds:.1f} ms/step: {self.steps:,} steps take about "
+            f"{format_duration(remaining)} more (plus evaluations)"
+        )
         if self.budget_s is None and remaining > HOUR:
-            text += (". That is over an hour: --time-budget MINUTES fits the schedule to the time you have, "
-                     "or lower --steps, or pick a smaller --model")
+            text += (
+                ". That is over an hour: --time-budget MINUTES fits the schedule to the time you have, "
+                "or lower --steps, or pick a smaller --model"
+            )
         return text
 
 

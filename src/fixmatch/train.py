@@ -18,8 +18,8 @@ from fixmatch.data import get_spec, load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.engine import Trainer, run_loop, write_metrics
 from fixmatch.errors import UserError
-from fixmatch.input_scaling import normalizer_for
 from fixmatch.fast import resolve_speedups
+from fixmatch.input_scaling import normalizer_for
 from fixmatch.models import build_model, count_parameters
 from fixmatch.models.layers import DEFAULT_WIRING
 from fixmatch.schedule_planner import StepPlanner
@@ -55,8 +55,9 @@ def open_writer(out_dir: Path):
 def make_trainer(cfg: RunConfig, data, labeled, device: torch.device, dist=distributed.SINGLE) -> Trainer:
     """The network cfg names (initialised from torch's global RNG, official wiring), its input
     scaling, inside a Trainer with cfg's speed switches."""
-    model = build_model(cfg.model, data.num_classes, data.image_shape[0], wiring=DEFAULT_WIRING,
-                        bn_momentum=cfg.bn_momentum)
+    model = build_model(
+        cfg.model, data.num_classes, data.image_shape[0], wiring=DEFAULT_WIRING, bn_momentum=cfg.bn_momentum
+    )
     normalize = normalizer_for(cfg.input_scaling, data)
     return Trainer(cfg, model, data, labeled, device, resolve_speedups(cfg, device), normalize, dist)
 
@@ -80,18 +81,27 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         make_run_dir(out_dir)
         save_yaml(cfg, out_dir / "config.yaml")
         write_skipped(out_dir, data.skipped)
-        save_split(out_dir / "split.json", labeled, {"dataset": cfg.dataset, "num_labels": int(len(labeled)),
-                                                    "fold": cfg.fold})
+        save_split(
+            out_dir / "split.json", labeled, {"dataset": cfg.dataset, "num_labels": int(len(labeled)), "fold": cfg.fold}
+        )
 
     torch.manual_seed(cfg.seed)  # model initialisation
     trainer = make_trainer(cfg, data, labeled, device, dist)
     c, h, w = data.image_shape
     mean, std = trainer.normalize.mean.flatten().tolist(), trainer.normalize.std.flatten().tolist()
     meta = {
-        "run_name": out_dir.name, "config": cfg.to_dict(), "dataset": cfg.dataset, "class_names": data.class_names,
-        "image_shape": [c, h, w], "mean": mean, "std": std, "model_name": cfg.model, "arch_variant": DEFAULT_WIRING,
+        "run_name": out_dir.name,
+        "config": cfg.to_dict(),
+        "dataset": cfg.dataset,
+        "class_names": data.class_names,
+        "image_shape": [c, h, w],
+        "mean": mean,
+        "std": std,
+        "model_name": cfg.model,
+        "arch_variant": DEFAULT_WIRING,
         "preprocess": get_spec(cfg.dataset).framing,  # how predict and serve frame a photo for this model
-        "num_classes": data.num_classes, "parameters": count_parameters(trainer.model),
+        "num_classes": data.num_classes,
+        "parameters": count_parameters(trainer.model),
     }
     if resume_ckpt is not None:
         trainer.load_state_dict(resume_ckpt)  # every rank loads the same (global) state
@@ -99,17 +109,24 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
             write_metrics(out_dir, trainer.history)
         log(f"resumed {out_dir} at step {trainer.step_num}")
     steps_text = f"up to {cfg.time_budget:g} minutes" if cfg.time_budget else f"{cfg.steps} steps"
-    log(f"{cfg.algorithm} on {cfg.dataset}: {len(labeled)} labels, {cfg.model} "
+    log(
+        f"{cfg.algorithm} on {cfg.dataset}: {len(labeled)} labels, {cfg.model} "
         f"({meta['parameters']:,} params), {steps_text}, device {device} ({trainer.speedups.describe()})"
-        + (f", {dist.world} ranks x {cfg.batch_size // dist.world} labeled images" if dist.active else ""))
+        + (f", {dist.world} ranks x {cfg.batch_size // dist.world} labeled images" if dist.active else "")
+    )
     for note in run_notes(cfg, data):
         log(note)
 
     writer = open_writer(out_dir) if dist.main else None
     t0 = time.perf_counter()
     used = trainer.history[-1]["seconds"] if trainer.history else 0.0
-    planner = StepPlanner(trainer.step_num, cfg.steps, cfg.eval_every, t0=t_start,
-                          budget_s=cfg.time_budget * 60 - used if cfg.time_budget else None)
+    planner = StepPlanner(
+        trainer.step_num,
+        cfg.steps,
+        cfg.eval_every,
+        t0=t_start,
+        budget_s=cfg.time_budget * 60 - used if cfg.time_budget else None,
+    )
     run_loop(trainer, out_dir, meta, writer=writer, progress=cfg.progress, log=log, planner=planner)
     if writer is not None:
         writer.close()
@@ -117,18 +134,30 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         save_yaml(trainer.cfg, out_dir / "config.yaml")  # the planned schedule, for --resume
     last = trainer.history[-1]
     summary = {
-        "dataset": cfg.dataset, "algorithm": cfg.algorithm, "model": cfg.model,
-        "num_labels": int(len(labeled)), "steps": trainer.cfg.steps, "seed": cfg.seed, "fold": cfg.fold,
+        "dataset": cfg.dataset,
+        "algorithm": cfg.algorithm,
+        "model": cfg.model,
+        "num_labels": int(len(labeled)),
+        "steps": trainer.cfg.steps,
+        "seed": cfg.seed,
+        "fold": cfg.fold,
         "evaluated_on": data.eval_note or "the dataset's test split",
-        "time_budget_minutes": cfg.time_budget, "planned_steps": planner.planned_steps,
+        "time_budget_minutes": cfg.time_budget,
+        "planned_steps": planner.planned_steps,
         "ms_per_step": round(1000 * planner.step_seconds, 2) if planner.step_seconds else None,
         "skipped_images": len(data.skipped),
-        "accuracy": last["accuracy"], "median_last20": trainer.median_last(),
-        "raw_accuracy": last["raw_accuracy"], "mask_rate": last.get("mask_rate"),
+        "accuracy": last["accuracy"],
+        "median_last20": trainer.median_last(),
+        "raw_accuracy": last["raw_accuracy"],
+        "mask_rate": last.get("mask_rate"),
         "pseudo_label_accuracy": last.get("pseudo_label_accuracy"),
-        "seconds": last["seconds"], "seconds_this_session": round(time.perf_counter() - t0, 2),
+        "seconds": last["seconds"],
+        "seconds_this_session": round(time.perf_counter() - t0, 2),
         "wall_seconds_this_session": round(time.perf_counter() - t_start, 2),
-        "device": str(device), "speedups": trainer.speedups.describe(), "world_size": dist.world, "out": str(out_dir),
+        "device": str(device),
+        "speedups": trainer.speedups.describe(),
+        "world_size": dist.world,
+        "out": str(out_dir),
     }
     if dist.main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -162,8 +191,10 @@ def run_notes(cfg: RunConfig, data) -> list[str]:
     if data.eval_note:
         notes.append(f"evaluation: {data.eval_note}")
     if cfg.ema_warmup or cfg.bn_momentum != PAPER_DEFAULTS["bn_momentum"]:
-        notes.append(f"short-schedule options: EMA warm-up {'on' if cfg.ema_warmup else 'off'}, BatchNorm "
-                     f"momentum {cfg.bn_momentum} (official: EMA without warm-up, momentum 0.001)")
+        notes.append(
+            f"short-schedule options: EMA warm-up {'on' if cfg.ema_warmup else 'off'}, BatchNorm "
+            f"momentum {cfg.bn_momentum} (official: EMA without warm-up, momentum 0.001)"
+        )
     return notes
 
 
@@ -180,8 +211,10 @@ def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
         old_k = cfg.lr_schedule_steps
         if old_k is None or old_k == cfg.steps:
             overrides["lr_schedule_steps"] = None
-            log(f"resume: {cfg.steps} -> {overrides['steps']} steps; the cosine's K follows ({old_k} -> "
-                f"{overrides['steps']}); give --lr-schedule-steps {old_k} to keep the old schedule")
+            log(
+                f"resume: {cfg.steps} -> {overrides['steps']} steps; the cosine's K follows ({old_k} -> "
+                f"{overrides['steps']}); give --lr-schedule-steps {old_k} to keep the old schedule"
+            )
         else:
             log(f"resume: {cfg.steps} -> {overrides['steps']} steps; the cosine's K stays {old_k} (set on its own)")
     cfg = dataclasses.replace(cfg, out=str(run_dir), **overrides)
@@ -205,20 +238,24 @@ def compare(cfg: TrainConfig, log=print) -> list[dict]:
 def next_steps(base: Path) -> str:
     """Where the demo's runs are and what to try next (printed after its table)."""
     fixmatch_run = base / "fixmatch"
-    return "\n".join([
-        f"runs: {base}/supervised and {fixmatch_run} (metrics.jsonl, summary.json, checkpoints)",
-        "next:",
-        f"  tensorboard --logdir {base}                     # the curves of both runs",
-        f"  fixmatch evaluate --checkpoint {fixmatch_run}    # accuracy per class, confusion matrix",
-        f"  fixmatch predict --checkpoint {fixmatch_run} IMAGE_OR_FOLDER",
-        "  fixmatch train --dataset folders --data-dir ROOT  # your own images (README: Your own images)",
-        "  fixmatch train --help                             # every option",
-    ])
+    return "\n".join(
+        [
+            f"runs: {base}/supervised and {fixmatch_run} (metrics.jsonl, summary.json, checkpoints)",
+            "next:",
+            f"  tensorboard --logdir {base}                     # the curves of both runs",
+            f"  fixmatch evaluate --checkpoint {fixmatch_run}    # accuracy per class, confusion matrix",
+            f"  fixmatch predict --checkpoint {fixmatch_run} IMAGE_OR_FOLDER",
+            "  fixmatch train --dataset folders --data-dir ROOT  # your own images (README: Your own images)",
+            "  fixmatch train --help                             # every option",
+        ]
+    )
 
 
 def format_table(results: list[dict]) -> str:
     rows = [f"{'algorithm':<12} {'labels':>6} {'steps':>6} {'accuracy':>9} {'median':>7} {'seconds':>8}"]
     for r in results:
-        rows.append(f"{r['algorithm']:<12} {r['num_labels']:>6} {r['steps']:>6} {100 * r['accuracy']:>8.1f}% "
-                    f"{100 * r['median_last20']:>6.1f}% {r['seconds']:>8.1f}")
+        rows.append(
+            f"{r['algorithm']:<12} {r['num_labels']:>6} {r['steps']:>6} {100 * r['accuracy']:>8.1f}% "
+            f"{100 * r['median_last20']:>6.1f}% {r['seconds']:>8.1f}"
+        )
     return "\n".join(rows)

@@ -18,14 +18,20 @@ class FixMatch:
         self.threshold = threshold
         self.lambda_u = lambda_u
 
-    def __call__(self, logits_x: torch.Tensor, y_x: torch.Tensor, logits_uw: torch.Tensor,
-                 logits_us: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def __call__(
+        self, logits_x: torch.Tensor, y_x: torch.Tensor, logits_uw: torch.Tensor, logits_us: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]:
         loss_x = F.cross_entropy(logits_x, y_x)
         probs = logits_uw.detach().softmax(dim=-1)  # the weak view labels, it is not trained
         confidence, pseudo = probs.max(dim=-1)
         mask = (confidence >= self.threshold).float()
         # mean over ALL mu*B unlabeled images, masked ones count as zero (official normalisation)
         loss_u = (F.cross_entropy(logits_us, pseudo, reduction="none") * mask).mean()
-        stats = {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(), "mask_rate": mask.mean(),
-                 "pseudo_labels": pseudo, "mask": mask}  # per image, for monitoring only
+        stats = {
+            "loss_x": loss_x.detach(),
+            "loss_u": loss_u.detach(),
+            "mask_rate": mask.mean(),
+            "pseudo_labels": pseudo,
+            "mask": mask,
+        }  # per image, for monitoring only
         return loss_x + self.lambda_u * loss_u, stats

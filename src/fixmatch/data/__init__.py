@@ -1,10 +1,9 @@
 """Dataset registry. Each module registers its loader; `load_dataset` looks it up by name."""
 
-from fixmatch.data.base import DATASETS, DatasetSpec, ImageDataset, from_numpy, register
-from fixmatch.errors import UserError
-
 # Importing a module registers its datasets (base must come first: they import the registry from it).
 from fixmatch.data import cifar, digits, fer2013, imagefolder, npz, stl10, svhn, user_folders  # noqa: E402,F401,I001
+from fixmatch.data.base import DATASETS, DatasetSpec, ImageDataset, from_numpy, register
+from fixmatch.errors import UserError
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -19,9 +18,16 @@ def load_dataset(name: str, data_dir=None, **options) -> ImageDataset:
 
 def load_data(cfg) -> ImageDataset:
     """The dataset a TrainConfig names, with the loader options it sets."""
-    return load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, svhn_extra=cfg.svhn_extra,
-                        fer_test=cfg.fer_test, image_size=cfg.image_size, channels=cfg.channels,
-                        val_per_class=cfg.val_per_class)
+    return load_dataset(
+        cfg.dataset,
+        cfg.data_dir,
+        download=cfg.download,
+        svhn_extra=cfg.svhn_extra,
+        fer_test=cfg.fer_test,
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+        val_per_class=cfg.val_per_class,
+    )
 
 
 __all__ = ["DATASETS", "DatasetSpec", "ImageDataset", "from_numpy", "register", "get_spec", "load_dataset", "load_data"]

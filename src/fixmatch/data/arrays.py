@@ -28,4 +28,3 @@ def dataset_from_arrays(name: str, path, x_train, y_train, x_test, y_test, class
         return from_numpy(name, x_train, y_train, x_test, y_test, class_names)
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
-

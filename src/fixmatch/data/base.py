@@ -67,14 +67,17 @@ def from_numpy(name: str, x_train, y_train, x_test, y_test, class_names) -> Imag
         if y.ndim != 1 or len(y) != len(x):
             raise DataError(f"{name}: y_{split} must be a vector of {len(x)} labels, got shape {y.shape}")
         if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
-            raise DataError(f"{name}: y_{split} labels must lie in 0..{len(class_names) - 1}, "
-                            f"got {int(y.min())}..{int(y.max())}")
-        xs.append((torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
-                   torch.from_numpy(y.astype(np.int64))))
+            raise DataError(
+                f"{name}: y_{split} labels must lie in 0..{len(class_names) - 1}, got {int(y.min())}..{int(y.max())}"
+            )
+        xs.append(
+            (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y.astype(np.int64)))
+        )
     (xtr, ytr), (xte, yte) = xs
     if xtr.shape[1:] != xte.shape[1:]:
-        raise DataError(f"{name}: train images {tuple(xtr.shape[1:])} and test images "
-                        f"{tuple(xte.shape[1:])} differ in shape")
+        raise DataError(
+            f"{name}: train images {tuple(xtr.shape[1:])} and test images {tuple(xte.shape[1:])} differ in shape"
+        )
     return ImageDataset(name, xtr, ytr, xte, yte, [str(c) for c in class_names])
 
 

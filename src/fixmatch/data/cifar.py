@@ -24,8 +24,11 @@ DEFAULT_CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog",
 
 # A pickle may call any importable function; CIFAR batches need only these to rebuild numpy arrays.
 SAFE_GLOBALS = {
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"), ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
     ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
 }
 
@@ -48,11 +51,26 @@ class Layout:
         return self.train_files + self.test_files + (self.meta_file,)
 
 
-CIFAR10 = Layout("cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz",
-                 tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta",
-                 "labels", "label_names")
-CIFAR100 = Layout("cifar100", "cifar-100-python", "cifar-100-python.tar.gz", ("train",), ("test",), "meta",
-                  "fine_labels", "fine_label_names")
+CIFAR10 = Layout(
+    "cifar10",
+    "cifar-10-batches-py",
+    "cifar-10-python.tar.gz",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    ("test_batch",),
+    "batches.meta",
+    "labels",
+    "label_names",
+)
+CIFAR100 = Layout(
+    "cifar100",
+    "cifar-100-python",
+    "cifar-100-python.tar.gz",
+    ("train",),
+    ("test",),
+    "meta",
+    "fine_labels",
+    "fine_label_names",
+)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -71,8 +89,10 @@ def unpickle(fileobj, label) -> dict:
     try:
         d = _ArrayUnpickler(fileobj, encoding="bytes").load()
     except Exception as e:  # a damaged pickle can fail in many ways (EOF, bad opcode, bad array...)
-        raise DataError(f"{label} is not a readable CIFAR pickle ({type(e).__name__}: {e}); "
-                        "replace the file (re-download or re-extract it)") from None
+        raise DataError(
+            f"{label} is not a readable CIFAR pickle ({type(e).__name__}: {e}); "
+            "replace the file (re-download or re-extract it)"
+        ) from None
     if not isinstance(d, dict):
         raise DataError(f"{label} is not a CIFAR pickle (holds a {type(d).__name__}, not a dict)")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
@@ -82,12 +102,13 @@ def read_batch(fileobj, label, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     """One batch: rows of 3072 bytes (1024 red, 1024 green, 1024 blue, row-major) -> NHWC."""
     d = unpickle(fileobj, label)
     if "data" not in d or layout.label_key not in d:
-        raise DataError(f"{label} lacks the 'data' or '{layout.label_key}' entry; it is not a "
-                        f"{layout.name} batch")
+        raise DataError(f"{label} lacks the 'data' or '{layout.label_key}' entry; it is not a {layout.name} batch")
     x, y = np.asarray(d["data"]), integer_labels(d[layout.label_key], layout.label_key, label)
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),):
-        raise DataError(f"{label}: expected 'data' (N, 3072) uint8 and N labels, got {x.dtype} "
-                        f"{x.shape} and {y.shape} labels; the file is damaged")
+        raise DataError(
+            f"{label}: expected 'data' (N, 3072) uint8 and N labels, got {x.dtype} "
+            f"{x.shape} and {y.shape} labels; the file is damaged"
+        )
     return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y
 
 
@@ -113,8 +134,9 @@ def load_folder(layout: Layout, folder: Path):
         try:
             return io.BytesIO((folder / name).read_bytes())
         except FileNotFoundError:
-            raise DataError(f"{layout.name}: {folder / name} is missing; {folder} must hold "
-                            f"{', '.join(layout.all_files)}") from None
+            raise DataError(
+                f"{layout.name}: {folder / name} is missing; {folder} must hold {', '.join(layout.all_files)}"
+            ) from None
 
     return build(layout, open_member, folder)
 
@@ -147,8 +169,7 @@ def load_offline(root: Path):
     if rest.is_file():
         parts.append(read_npz_xz(rest))
     else:
-        print(f"warning: {rest} not found; training on the 21,000 images of {device.name} only",
-              file=sys.stderr)
+        print(f"warning: {rest} not found; training on the 21,000 images of {device.name} only", file=sys.stderr)
     require_keys(parts[0], ("x_train", "y_train", "x_test", "y_test"), device)
     for part, f in zip(parts[1:], OFFLINE_FILES[1:]):
         require_keys(part, ("x_train", "y_train"), root / f)
@@ -175,16 +196,19 @@ def load_cifar(layout: Layout, data_dir, download: bool):
     layouts = [f"{layout.folder}/ with {', '.join(layout.all_files)}", layout.archive]
     if layout is CIFAR10:
         layouts.append(" + ".join(OFFLINE_FILES) + " (the project's offline copy)")
-    raise missing_error(layout.name, root, layouts,
-                        f"Pass --download to fetch {layout.archive} into {root}, or --data-dir to point elsewhere.")
+    raise missing_error(
+        layout.name,
+        root,
+        layouts,
+        f"Pass --download to fetch {layout.archive} into {root}, or --data-dir to point elsewhere.",
+    )
 
 
 @register(
     "cifar10",
     "CIFAR-10, 32x32 RGB, 10 classes, 50,000 train / 10,000 test",
     defaults={},  # the paper recipe (config.PAPER_DEFAULTS) as it is
-    files="cifar-10-batches-py/ or cifar-10-python.tar.gz (--download), or cifar10_device.npz.xz + "
-          "cifar10_rest.npz.xz",
+    files="cifar-10-batches-py/ or cifar-10-python.tar.gz (--download), or cifar10_device.npz.xz + cifar10_rest.npz.xz",
 )
 def load_cifar10(data_dir=None, download=False, **_):
     return load_cifar(CIFAR10, data_dir, download)

@@ -16,8 +16,18 @@ SPLIT_SEED = 0  # fixed: the test split never changes between runs
     "scikit-learn load_digits, 8x8 grey, 10 classes (embedded, no download)",
     # A short CPU schedule: EMA warm-up and a faster BatchNorm momentum, since the official 0.999
     # averages (EMA and BN) still remember the random initialisation after only 1000 steps.
-    defaults=dict(algorithm="both", model="cnn_small", num_labels=20, steps=1000, eval_every=100,
-                  batch_size=16, flip=False, ema_warmup=True, bn_momentum=0.1, lr=0.05),
+    defaults=dict(
+        algorithm="both",
+        model="cnn_small",
+        num_labels=20,
+        steps=1000,
+        eval_every=100,
+        batch_size=16,
+        flip=False,
+        ema_warmup=True,
+        bn_momentum=0.1,
+        lr=0.05,
+    ),
     files="nothing: ships inside scikit-learn",
 )
 def load_digits(data_dir=None, **_):

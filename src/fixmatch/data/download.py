@@ -26,16 +26,21 @@ class Remote:
 
 # Official sources. Tests (or a user behind a mirror) may edit this table or set MIRROR_ENV.
 REMOTES: dict[str, Remote] = {
-    "cifar-10-python.tar.gz": Remote("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                                     "c58f30108f718f92721af3b95e74349a"),
-    "cifar-100-python.tar.gz": Remote("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                                      "eb9058c3a382ffc7106e4002c42a8d85"),
-    "train_32x32.mat": Remote("http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
-                              "e26dedcc434d2e4c54c9b2d4a06d8373"),
-    "test_32x32.mat": Remote("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
-                             "eb5a983be6a315427106f1b164d9cef3"),
-    "extra_32x32.mat": Remote("http://ufldl.stanford.edu/housenumbers/extra_32x32.mat",
-                              "a93ce644f1a588dc4d68dda5feec44a7"),
+    "cifar-10-python.tar.gz": Remote(
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"
+    ),
+    "cifar-100-python.tar.gz": Remote(
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"
+    ),
+    "train_32x32.mat": Remote(
+        "http://ufldl.stanford.edu/housenumbers/train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"
+    ),
+    "test_32x32.mat": Remote(
+        "http://ufldl.stanford.edu/housenumbers/test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"
+    ),
+    "extra_32x32.mat": Remote(
+        "http://ufldl.stanford.edu/housenumbers/extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7"
+    ),
 }
 
 
@@ -77,8 +82,10 @@ def download(url: str, dest_path, sha256: str | None = None, md5: str | None = N
                 out.write(chunk)
         got = digest.hexdigest()
         if got != str(expected).lower():
-            raise DataError(f"download of {url} is corrupt: {algo} {got}, expected {expected}. "
-                            f"Try again, or fetch it by hand and save it as {dest}")
+            raise DataError(
+                f"download of {url} is corrupt: {algo} {got}, expected {expected}. "
+                f"Try again, or fetch it by hand and save it as {dest}"
+            )
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, ValueError) as e:  # ValueError: malformed URL
         os.unlink(tmp)

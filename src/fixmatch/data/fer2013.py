@@ -28,9 +28,11 @@ KAGGLE_PAGE = "https://www.kaggle.com/c/challenges-in-representation-learning-fa
 
 
 def how_to_get(root: Path) -> str:
-    return ("FER2013 has no public download URL, so --download cannot fetch it. Download fer2013.csv "
-            "(inside fer2013.tar.gz) from the Kaggle competition \"Challenges in Representation Learning: "
-            f"Facial Expression Recognition Challenge\" ({KAGGLE_PAGE}/data) and save it as {root / 'fer2013.csv'}.")
+    return (
+        "FER2013 has no public download URL, so --download cannot fetch it. Download fer2013.csv "
+        '(inside fer2013.tar.gz) from the Kaggle competition "Challenges in Representation Learning: '
+        f'Facial Expression Recognition Challenge" ({KAGGLE_PAGE}/data) and save it as {root / "fer2013.csv"}.'
+    )
 
 
 def parse_pixels(text: str) -> np.ndarray:
@@ -65,14 +67,17 @@ def read_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                         raise ValueError(f"emotion must be 0..6 and Usage one of {', '.join(USAGES)}")
                     image = parse_pixels(row[ip])
                 except (ValueError, IndexError) as e:
-                    raise DataError(f"{path}, line {line}: bad row ({e}); the file is damaged, "
-                                    "download it again") from None
+                    raise DataError(
+                        f"{path}, line {line}: bad row ({e}); the file is damaged, download it again"
+                    ) from None
                 rows[usage][0].append(image)
                 rows[usage][1].append(label)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read {path} ({e}); download it again") from None
-    return {u: (np.array(xs, dtype=np.uint8).reshape(-1, SIDE, SIDE), np.array(ys, dtype=np.int64))
-            for u, (xs, ys) in rows.items()}
+    return {
+        u: (np.array(xs, dtype=np.uint8).reshape(-1, SIDE, SIDE), np.array(ys, dtype=np.int64))
+        for u, (xs, ys) in rows.items()
+    }
 
 
 def has_kaggle_folders(root: Path) -> bool:
@@ -90,8 +95,7 @@ def read_kaggle_split(split_dir: Path, prefix: str | None) -> tuple[np.ndarray, 
     paths, labels = [], []
     for folder, files in class_folders(split_dir).items():
         if folder.lower() not in index:
-            raise DataError(f"fer2013: unknown class folder {split_dir / folder}; expected "
-                            f"{', '.join(sorted(index))}")
+            raise DataError(f"fer2013: unknown class folder {split_dir / folder}; expected {', '.join(sorted(index))}")
         chosen = [p for p in files if prefix is None or p.name.startswith(prefix + "_")]
         paths += chosen
         labels += [index[folder.lower()]] * len(chosen)
@@ -105,8 +109,12 @@ def read_offline(path: Path, test_usage: str) -> tuple:
     d = read_npz_xz(path)
     require_keys(d, ("x_train", "y_train", "x_test", "y_test", "test_usage"), path)
     keep = d["test_usage"] == {"PublicTest": 0, "PrivateTest": 1}[test_usage]
-    return (d["x_train"], integer_labels(d["y_train"], "y_train", path),
-            d["x_test"][keep], integer_labels(d["y_test"], "y_test", path)[keep])
+    return (
+        d["x_train"],
+        integer_labels(d["y_train"], "y_train", path),
+        d["x_test"][keep],
+        integer_labels(d["y_test"], "y_test", path)[keep],
+    )
 
 
 @register(
@@ -130,9 +138,15 @@ def load_fer2013(data_dir=None, download=False, fer_test="private", **_):
     elif (root / "fer2013.npz.xz").is_file():
         arrays, source = read_offline(root / "fer2013.npz.xz", usage), root / "fer2013.npz.xz"
     else:
-        raise missing_error("fer2013", root, [
-            "fer2013.csv (or fer2013/fer2013.csv): Kaggle's CSV with columns emotion, pixels, Usage",
-            "train/<class>/*.jpg and test/<class>/{PublicTest,PrivateTest}_*.jpg, classes "
-            + ", ".join(c.lower() for c in CLASS_NAMES),
-            "fer2013.npz.xz: the project's offline copy"], how_to_get(root))
+        raise missing_error(
+            "fer2013",
+            root,
+            [
+                "fer2013.csv (or fer2013/fer2013.csv): Kaggle's CSV with columns emotion, pixels, Usage",
+                "train/<class>/*.jpg and test/<class>/{PublicTest,PrivateTest}_*.jpg, classes "
+                + ", ".join(c.lower() for c in CLASS_NAMES),
+                "fer2013.npz.xz: the project's offline copy",
+            ],
+            how_to_get(root),
+        )
     return dataset_from_arrays("fer2013", source, *arrays, list(CLASS_NAMES))

@@ -33,6 +33,7 @@ GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 # ---------------------------------------------------------------- one image
 
+
 def is_grey(path) -> bool:
     """Whether an image is greyscale, from its header (and palette) only: no pixel decoding."""
     from PIL import Image
@@ -108,8 +109,9 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def decode_many(paths: list[str], size: int, channels: int, workers: int | None = None,
-                desc: str = "decoding") -> tuple[np.ndarray, np.ndarray, list[str]]:
+def decode_many(
+    paths: list[str], size: int, channels: int, workers: int | None = None, desc: str = "decoding"
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode `paths` with a process pool and a progress bar.
     Returns (images (N, C, S, S) with a row for every path, zeros where unreadable; ok flags; reasons)."""
     from tqdm import tqdm
@@ -118,15 +120,16 @@ def decode_many(paths: list[str], size: int, channels: int, workers: int | None 
     images = np.zeros((n, channels, size, size), np.uint8)
     ok = np.zeros(n, bool)
     reasons = [""] * n
-    tasks = [(i, paths[i:i + CHUNK], size, channels) for i in range(0, n, CHUNK)]
+    tasks = [(i, paths[i : i + CHUNK], size, channels) for i in range(0, n, CHUNK)]
     workers = workers or default_workers()
     with tqdm(total=n, desc=desc, unit="img", file=sys.stderr, disable=None, mininterval=1.0) as bar:
+
         def take(result):
             start, imgs, flags, why = result
             rows = start + np.flatnonzero(flags)
             images[rows] = imgs
-            ok[start:start + len(flags)] = flags
-            reasons[start:start + len(flags)] = why
+            ok[start : start + len(flags)] = flags
+            reasons[start : start + len(flags)] = why
             bar.update(len(flags))
 
         if workers <= 1 or n < POOL_MIN:
@@ -167,16 +170,26 @@ def run_pool(tasks: list, workers: int, take) -> None:
                     unfinished.append(task)
             if hunting:
                 start, _, size, channels = unfinished[0]
-                take((start, np.empty((0, channels, size, size), np.uint8), [False],
-                      ["crashed the image decoder (a damaged or hostile file)"]))
+                take(
+                    (
+                        start,
+                        np.empty((0, channels, size, size), np.uint8),
+                        [False],
+                        ["crashed the image decoder (a damaged or hostile file)"],
+                    )
+                )
                 tasks, hunting = unfinished[1:], False
             else:
-                tasks = [(start + k, [p], size, channels) for start, paths, size, channels in unfinished
-                         for k, p in enumerate(paths)]
+                tasks = [
+                    (start + k, [p], size, channels)
+                    for start, paths, size, channels in unfinished
+                    for k, p in enumerate(paths)
+                ]
                 hunting = True
 
 
 # ---------------------------------------------------------------- memory
+
 
 def uint8_bytes(n_images: int, channels: int, size: int) -> int:
     """Bytes of n square uint8 images: what the data costs in RAM or on the device."""
@@ -210,6 +223,7 @@ def available_ram() -> int | None:
 
 
 # ---------------------------------------------------------------- the cache
+
 
 def cache_location(root: Path) -> tuple[Path, str]:
     """ROOT/.fixmatch-cache when writable, else the user cache dir (one folder per data root)."""
@@ -283,8 +297,7 @@ def read_cache(cache_dir: Path, size: int, channels: int) -> dict | None:
     try:
         with np.load(index, allow_pickle=False) as z:
             entry = {k: z[k] for k in INDEX_KEYS}
-        entry["images"] = np.load(cache_paths(cache_dir, size, channels, str(entry["token"]))[1],
-                                  allow_pickle=False)
+        entry["images"] = np.load(cache_paths(cache_dir, size, channels, str(entry["token"]))[1], allow_pickle=False)
         if entry["images"].shape[0] != int(entry["ok"].sum()):
             return None
         return entry
@@ -313,12 +326,15 @@ def write_cache(cache_dir: Path, size: int, channels: int, images: np.ndarray, i
             if old != images_path:
                 old.unlink(missing_ok=True)
     except OSError as e:
-        print(f"warning: could not write the image cache in {cache_dir} ({e}); the next run decodes again",
-              file=sys.stderr)
+        print(
+            f"warning: could not write the image cache in {cache_dir} ({e}); the next run decodes again",
+            file=sys.stderr,
+        )
 
 
-def cached_decode(root: Path, files: list[tuple[str, int, int]], size: int, channels: int, cache_dir: Path,
-                  workers: int | None = None) -> Decoded:
+def cached_decode(
+    root: Path, files: list[tuple[str, int, int]], size: int, channels: int, cache_dir: Path, workers: int | None = None
+) -> Decoded:
     """Images of `files` ((name under root, size, mtime_ns), as walk() lists them), from the cache
     where name, size and mtime still match; the rest decoded."""
     n = len(files)
@@ -329,8 +345,13 @@ def cached_decode(root: Path, files: list[tuple[str, int, int]], size: int, chan
     old = read_cache(cache_dir, size, channels)
     load_seconds = time.perf_counter() - t0
 
-    if (old is not None and len(old["names"]) == n and (old["names"] == names).all()
-            and (old["sizes"] == sizes).all() and (old["mtimes"] == mtimes).all()):
+    if (
+        old is not None
+        and len(old["names"]) == n
+        and (old["names"] == names).all()
+        and (old["sizes"] == sizes).all()
+        and (old["mtimes"] == mtimes).all()
+    ):
         ok = old["ok"]  # the whole list unchanged: the stored array is the answer, no copy
         return Decoded(old["images"], np.flatnonzero(ok), skipped_of(ok, old["reasons"]), 0, 0.0, load_seconds)
 
@@ -340,10 +361,14 @@ def cached_decode(root: Path, files: list[tuple[str, int, int]], size: int, chan
     images = np.zeros((n, channels, size, size), np.uint8)
     todo = np.ones(n, bool)
     if old is not None:
-        row_of = {key: j for j, key in enumerate(zip(old["names"].tolist(), old["sizes"].tolist(),
-                                                     old["mtimes"].tolist()))}
-        pairs = [(i, row_of[key]) for i, key in enumerate(zip(names.tolist(), sizes.tolist(), mtimes.tolist()))
-                 if key in row_of]
+        row_of = {
+            key: j for j, key in enumerate(zip(old["names"].tolist(), old["sizes"].tolist(), old["mtimes"].tolist()))
+        }
+        pairs = [
+            (i, row_of[key])
+            for i, key in enumerate(zip(names.tolist(), sizes.tolist(), mtimes.tolist()))
+            if key in row_of
+        ]
         if pairs:
             new, was = (np.array(v, dtype=np.int64) for v in zip(*pairs))
             todo[new], ok[new], reasons[new] = False, old["ok"][was], old["reasons"][was]
@@ -360,8 +385,9 @@ def cached_decode(root: Path, files: list[tuple[str, int, int]], size: int, chan
     kept = np.flatnonzero(ok)
     images = images[kept] if len(kept) < n else images
     reasons = reasons.astype(str) if n else np.array([], dtype=str)
-    write_cache(cache_dir, size, channels, images,
-                dict(names=names, sizes=sizes, mtimes=mtimes, ok=ok, reasons=reasons))
+    write_cache(
+        cache_dir, size, channels, images, dict(names=names, sizes=sizes, mtimes=mtimes, ok=ok, reasons=reasons)
+    )
     return Decoded(images, kept, skipped_of(ok, reasons), int(len(idx)), seconds, load_seconds)
 
 

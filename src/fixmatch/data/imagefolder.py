@@ -17,17 +17,16 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 GRAY_MODES = {"1", "L"}
 
 
-
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in `folder`, sorted by name; hidden files (.DS_Store...) skipped."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def class_folders(split_dir: Path) -> dict[str, list[Path]]:
     """{class folder name: its image files} for every visible subfolder of split_dir."""
-    return {d.name: list_images(d) for d in sorted(split_dir.iterdir())
-            if d.is_dir() and not d.name.startswith(".")}
+    return {d.name: list_images(d) for d in sorted(split_dir.iterdir()) if d.is_dir() and not d.name.startswith(".")}
 
 
 def open_image(path: Path):
@@ -58,8 +57,10 @@ def read_images(paths: list[Path], mode: str, size: tuple[int, int] | None = Non
             if size is None:
                 size, ref = im.size, f"{p} is"
             if im.size != size:
-                raise DataError(f"image {p} is {im.size[0]}x{im.size[1]} but {ref} {size[0]}x{size[1]}; "
-                                "all images must have one size (resize them)")
+                raise DataError(
+                    f"image {p} is {im.size[0]}x{im.size[1]} but {ref} {size[0]}x{size[1]}; "
+                    "all images must have one size (resize them)"
+                )
             try:
                 out.append(np.asarray(im.convert(mode), dtype=np.uint8))
             except (OSError, ValueError) as e:  # truncated or undecodable pixel data
@@ -76,24 +77,30 @@ def read_images(paths: list[Path], mode: str, size: tuple[int, int] | None = Non
 def load_imagefolder(data_dir=None, **_):
     root = resolve_data_dir(data_dir)
     if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise missing_error("imagefolder", root, ["train/<class>/<image files> and test/<class>/<image files>"],
-                            "Create one subfolder per class in both; class names come from train/.")
+        raise missing_error(
+            "imagefolder",
+            root,
+            ["train/<class>/<image files> and test/<class>/<image files>"],
+            "Create one subfolder per class in both; class names come from train/.",
+        )
     train, test = class_folders(root / "train"), class_folders(root / "test")
     classes = sorted(train)
     unknown = sorted(set(test) - set(train))
     if unknown:
-        raise DataError(f"imagefolder: {root / 'test'} has class folders missing from {root / 'train'}: "
-                        f"{', '.join(unknown)}")
+        raise DataError(
+            f"imagefolder: {root / 'test'} has class folders missing from {root / 'train'}: {', '.join(unknown)}"
+        )
     splits = []
     for split, folders in (("train", train), ("test", test)):
         paths = [p for c in classes for p in folders.get(c, [])]
         labels = np.array([i for i, c in enumerate(classes) for _ in folders.get(c, [])], dtype=np.int64)
         if not paths:
-            raise DataError(f"imagefolder: no image files under {root / split}/<class>/ "
-                            f"(accepted: {', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise DataError(
+                f"imagefolder: no image files under {root / split}/<class>/ "
+                f"(accepted: {', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
         splits.append((paths, labels))
     mode = common_mode(splits[0][0] + splits[1][0])
     x_train = read_images(splits[0][0], mode)
     x_test = read_images(splits[1][0], mode, size=(x_train.shape[2], x_train.shape[1]))
     return dataset_from_arrays("imagefolder", root, x_train, splits[0][1], x_test, splits[1][1], classes)
-

@@ -19,7 +19,6 @@ from fixmatch.errors import DataError
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-
 def read_npz(source, label=None) -> dict[str, np.ndarray]:
     """All arrays of an .npz (path or file object). No pickles: a data file must not run code."""
     label = label or source
@@ -58,8 +57,10 @@ def find_npz(data_dir) -> Path:
     found = sorted(path.glob("*.npz")) if path.is_dir() else []
     if len(found) != 1:
         what = "no" if not found else f"{len(found)} ({', '.join(p.name for p in found)})"
-        raise DataError(f"npz: {path} holds {what} .npz files; pass --data-dir the path of one .npz "
-                        f"with arrays {', '.join(NPZ_KEYS)} (optional class_names)")
+        raise DataError(
+            f"npz: {path} holds {what} .npz files; pass --data-dir the path of one .npz "
+            f"with arrays {', '.join(NPZ_KEYS)} (optional class_names)"
+        )
     return found[0]
 
 
@@ -81,4 +82,3 @@ def load_npz(data_dir=None, **_):
         top = max([int(y.max()) for y in (y_train, y_test) if len(y)], default=0)
         names = [str(i) for i in range(top + 1)]
     return dataset_from_arrays("npz", path, d["x_train"], y_train, d["x_test"], y_test, names)
-

@@ -38,8 +38,10 @@ def official_labeled_indices(labels, num_labels: int, seed: int) -> np.ndarray:
     for _ in range(num_labels):
         c = int(np.argmax(share - taken / max(taken.max(), 1)))
         if taken[c] == len(by_class[c]):
-            raise UserError(f"class {c} has only {len(by_class[c])} training images, too few for "
-                            f"num_labels={num_labels} spread like the training set")
+            raise UserError(
+                f"class {c} has only {len(by_class[c])} training images, too few for "
+                f"num_labels={num_labels} spread like the training set"
+            )
         picked.append(by_class[c][taken[c]])
         taken[c] += 1
     return np.sort(np.array(picked, np.int64))

@@ -36,8 +36,9 @@ LABELED_FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "fold
 UNLABELED_FILE = "unlabeled_X.bin"
 
 # The official archive (2.6 GB). MD5 as published with the dataset loaders that use it (e.g. torchvision).
-REMOTES[ARCHIVE] = Remote("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
-                          "91f7769df0f17e558f3565bffb0c7dfb")
+REMOTES[ARCHIVE] = Remote(
+    "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", "91f7769df0f17e558f3565bffb0c7dfb"
+)
 
 
 def read_images(path: Path) -> torch.Tensor:
@@ -48,12 +49,14 @@ def read_images(path: Path) -> torch.Tensor:
     except FileNotFoundError:
         raise DataError(f"stl10: {path} is missing") from None
     if nbytes == 0 or nbytes % IMAGE_BYTES:
-        raise DataError(f"stl10: {path} holds {nbytes:,} bytes, not a whole number of 3x96x96 images; "
-                        "the file is truncated or damaged (extract or download it again)")
+        raise DataError(
+            f"stl10: {path} holds {nbytes:,} bytes, not a whole number of 3x96x96 images; "
+            "the file is truncated or damaged (extract or download it again)"
+        )
     raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, SIDE, SIDE)
     out = torch.empty((len(raw), 3, SIDE, SIDE), dtype=torch.uint8)
     for i in range(0, len(raw), 8192):  # stored (N, C, x, y): swap the last two axes for (N, C, y, x)
-        out[i:i + 8192] = torch.from_numpy(np.ascontiguousarray(raw[i:i + 8192].transpose(0, 1, 3, 2)))
+        out[i : i + 8192] = torch.from_numpy(np.ascontiguousarray(raw[i : i + 8192].transpose(0, 1, 3, 2)))
     del raw
     return out
 
@@ -79,11 +82,16 @@ def read_folds(path: Path, n_train: int) -> dict[int, np.ndarray]:
         raise DataError(f"stl10: {path} is missing") from None
     except ValueError as e:
         raise DataError(f"stl10: {path} must hold lines of integer indices ({e})") from None
-    bad = [f for f, idx in folds.items() if len(idx) == 0 or idx.min() < 0 or idx.max() >= n_train
-           or len(np.unique(idx)) != len(idx)]
+    bad = [
+        f
+        for f, idx in folds.items()
+        if len(idx) == 0 or idx.min() < 0 or idx.max() >= n_train or len(np.unique(idx)) != len(idx)
+    ]
     if not folds or bad:
-        raise DataError(f"stl10: {path}: every line must list distinct indices in 0..{n_train - 1} "
-                        f"(bad lines: {', '.join(map(str, bad)) or 'no lines at all'})")
+        raise DataError(
+            f"stl10: {path}: every line must list distinct indices in 0..{n_train - 1} "
+            f"(bad lines: {', '.join(map(str, bad)) or 'no lines at all'})"
+        )
     return folds
 
 
@@ -108,6 +116,8 @@ def extract(archive: Path, root: Path, with_unlabeled: bool) -> Path:
                 base = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and base in wanted:  # never trust paths inside an archive
                     src = tar.extractfile(member)
+                    if src is None:  # isfile() above: never happens, but the type says it may
+                        continue
                     tmp = out / f"{base}.part"
                     with open(tmp, "wb") as f:
                         while chunk := src.read(1 << 22):
@@ -124,9 +134,14 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
         return x
     out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
     for i in range(0, len(x), 4096):
-        chunk = x[i:i + 4096].float()
-        out[i:i + 4096] = torch.nn.functional.interpolate(
-            chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False).round_().clamp_(0, 255)
+        chunk = x[i : i + 4096].float()
+        out[i : i + 4096] = (
+            torch.nn.functional.interpolate(
+                chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )
+            .round_()
+            .clamp_(0, 255)
+        )
     return out
 
 
@@ -137,7 +152,7 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     # The paper's STL-10 row: 1,000 labels (an official fold), WRN-37-2 (WRN-var), the CIFAR recipe.
     defaults=dict(model="wrn37_2", num_labels=1000),  # the paper's STL-10 settings
     files=f"{FOLDER}/ with train_X.bin, train_y.bin, test_X.bin, test_y.bin, unlabeled_X.bin, "
-          f"fold_indices.txt, or {ARCHIVE} (--download)",
+    f"fold_indices.txt, or {ARCHIVE} (--download)",
 )
 def load_stl10(data_dir=None, download=False, image_size=None, stl10_unlabeled=True, **_):
     """image_size: resize from 96 (e.g. 32 or 48 for CPU-scale runs); stl10_unlabeled=False leaves the
@@ -151,10 +166,15 @@ def load_stl10(data_dir=None, download=False, image_size=None, stl10_unlabeled=T
         if not archive.is_file() and download:
             archive = fetch(ARCHIVE, root)
         if not archive.is_file():
-            raise missing_error("stl10", root, [
-                f"{FOLDER}/ with {', '.join(LABELED_FILES)} and {UNLABELED_FILE} (the official binary release)",
-                f"{ARCHIVE} (extracted into {FOLDER}/ on first use)"],
-                f"Pass --download to fetch {REMOTES[ARCHIVE].url} (2.6 GB, MD5-checked) into {root}.")
+            raise missing_error(
+                "stl10",
+                root,
+                [
+                    f"{FOLDER}/ with {', '.join(LABELED_FILES)} and {UNLABELED_FILE} (the official binary release)",
+                    f"{ARCHIVE} (extracted into {FOLDER}/ on first use)",
+                ],
+                f"Pass --download to fetch {REMOTES[ARCHIVE].url} (2.6 GB, MD5-checked) into {root}.",
+            )
         folder = extract(archive, root, stl10_unlabeled)
     x_train = read_images(folder / "train_X.bin")
     y_train = read_labels(folder / "train_y.bin", len(x_train))
@@ -164,8 +184,10 @@ def load_stl10(data_dir=None, download=False, image_size=None, stl10_unlabeled=T
     x_unl = None
     if stl10_unlabeled:
         if not (folder / UNLABELED_FILE).is_file():
-            raise DataError(f"stl10: {folder / UNLABELED_FILE} is missing (the 100,000 unlabeled images); "
-                            "extract it from the archive, or train without it (stl10_unlabeled=False)")
+            raise DataError(
+                f"stl10: {folder / UNLABELED_FILE} is missing (the 100,000 unlabeled images); "
+                "extract it from the archive, or train without it (stl10_unlabeled=False)"
+            )
         x_unl = read_images(folder / UNLABELED_FILE)
     if image_size is not None:
         if not isinstance(image_size, int) or image_size < 8:
@@ -174,5 +196,14 @@ def load_stl10(data_dir=None, download=False, image_size=None, stl10_unlabeled=T
         x_unl = resize(x_unl, image_size) if x_unl is not None else None
     size = x_train.shape[-1]
     note = "" if size == SIDE else f"STL-10 test set at {size}x{size} (resized from 96 by --image-size)"
-    return ImageDataset("stl10", x_train, y_train, x_test, y_test, read_class_names(folder),
-                        x_unlabeled=x_unl, eval_note=note, fixed_splits=folds)
+    return ImageDataset(
+        "stl10",
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        read_class_names(folder),
+        x_unlabeled=x_unl,
+        eval_note=note,
+        fixed_splits=folds,
+    )

@@ -20,14 +20,17 @@ def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         d = loadmat(path, variable_names=("X", "y"))
     except Exception as e:  # scipy raises ValueError, TypeError, MatReadError... for damaged files
-        raise DataError(f"{path} is not a readable SVHN .mat file ({type(e).__name__}: {e}); "
-                        "delete it and download it again") from None
+        raise DataError(
+            f"{path} is not a readable SVHN .mat file ({type(e).__name__}: {e}); delete it and download it again"
+        ) from None
     if "X" not in d or "y" not in d:
         raise DataError(f"{path} lacks the X or y variable; it is not an SVHN *_32x32.mat file")
     x, y = d["X"], np.asarray(d["y"]).reshape(-1)
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or len(y) != x.shape[3]:
-        raise DataError(f"{path}: expected X (32, 32, 3, N) uint8 and N labels, got {x.dtype} {x.shape} "
-                        f"and {len(y)} labels; the file is damaged")
+        raise DataError(
+            f"{path}: expected X (32, 32, 3, N) uint8 and N labels, got {x.dtype} {x.shape} "
+            f"and {len(y)} labels; the file is damaged"
+        )
     if len(y) and (y.min() < 1 or y.max() > 10):
         raise DataError(f"{path}: labels must lie in 1..10 (10 = digit 0), got {y.min()}..{y.max()}")
     return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), (y % 10).astype(np.int64)
@@ -44,9 +47,13 @@ def load_svhn(data_dir=None, download=False, svhn_extra=False, **_):
     wanted = ["train_32x32.mat", "test_32x32.mat"] + (["extra_32x32.mat"] if svhn_extra else [])
     missing = [f for f in wanted if not (root / f).is_file()]
     if missing and not download:
-        raise missing_error("svhn", root, [" + ".join(wanted)],
-                            f"Missing: {', '.join(missing)}. Pass --download to fetch them from "
-                            "http://ufldl.stanford.edu/housenumbers/ into that folder.")
+        raise missing_error(
+            "svhn",
+            root,
+            [" + ".join(wanted)],
+            f"Missing: {', '.join(missing)}. Pass --download to fetch them from "
+            "http://ufldl.stanford.edu/housenumbers/ into that folder.",
+        )
     for f in missing:
         fetch(f, root)
     x_train, y_train = read_mat(root / "train_32x32.mat")

@@ -48,8 +48,11 @@ def log(msg: str) -> None:
 def class_files(root: Path, split: str) -> dict[str, list]:
     """{class folder name: its files (walk() entries, any depth)} for the visible folders of root/split.
     Non-image files are kept: decoding lists them as skipped."""
-    return {d.name: walk(root, f"{split}/{d.name}") for d in sorted((root / split).iterdir())
-            if d.is_dir() and not d.name.startswith(".")}
+    return {
+        d.name: walk(root, f"{split}/{d.name}")
+        for d in sorted((root / split).iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    }
 
 
 @dataclass
@@ -69,42 +72,59 @@ class Layout:
 def scan(root: Path, val_per_class: int) -> Layout:
     """List the files and check the layout: every mistake is one error before any decoding."""
     if not (root / "labeled").is_dir():
-        raise missing_error("folders", root, [
-            "labeled/<class>/<images>  (a few labeled images per class)",
-            "unlabeled/**/<images>     (optional: many images without labels, any nesting)",
-            "test/<class>/<images>     (optional: held-out labeled images)"],
-            "Class names come from the folder names under labeled/.")
+        raise missing_error(
+            "folders",
+            root,
+            [
+                "labeled/<class>/<images>  (a few labeled images per class)",
+                "unlabeled/**/<images>     (optional: many images without labels, any nesting)",
+                "test/<class>/<images>     (optional: held-out labeled images)",
+            ],
+            "Class names come from the folder names under labeled/.",
+        )
     loose = [p.name for p in (root / "labeled").iterdir() if p.is_file() and not p.name.startswith(".")]
     if loose:
-        raise DataError(f"folders: {root / 'labeled'} holds files outside any class folder ({', '.join(loose[:3])}"
-                        f"{'...' if len(loose) > 3 else ''}); put each image in labeled/<class>/")
+        raise DataError(
+            f"folders: {root / 'labeled'} holds files outside any class folder ({', '.join(loose[:3])}"
+            f"{'...' if len(loose) > 3 else ''}); put each image in labeled/<class>/"
+        )
     labeled = class_files(root, "labeled")
     if not labeled:
-        raise DataError(f"folders: {root / 'labeled'} has no class folders; create labeled/<class>/ "
-                        "with a few images each")
+        raise DataError(
+            f"folders: {root / 'labeled'} has no class folders; create labeled/<class>/ with a few images each"
+        )
     empty = [c for c, files in labeled.items() if not files]
     if empty:
-        raise DataError(f"folders: empty class folder{'s' if len(empty) > 1 else ''} in {root / 'labeled'}: "
-                        f"{', '.join(empty)}; every class needs at least one labeled image")
+        raise DataError(
+            f"folders: empty class folder{'s' if len(empty) > 1 else ''} in {root / 'labeled'}: "
+            f"{', '.join(empty)}; every class needs at least one labeled image"
+        )
     if len(labeled) < 2:
-        raise DataError(f"folders: {root / 'labeled'} has one class folder ({next(iter(labeled))}); "
-                        "a classifier needs at least two")
+        raise DataError(
+            f"folders: {root / 'labeled'} has one class folder ({next(iter(labeled))}); a classifier needs at least two"
+        )
     test = class_files(root, "test") if (root / "test").is_dir() else None
     if test is not None:
         unknown = sorted(set(test) - set(labeled))
         if unknown:
-            raise DataError(f"folders: {root / 'test'} has class folders that {root / 'labeled'} lacks: "
-                            f"{', '.join(unknown)} (known classes: {', '.join(sorted(labeled))})")
+            raise DataError(
+                f"folders: {root / 'test'} has class folders that {root / 'labeled'} lacks: "
+                f"{', '.join(unknown)} (known classes: {', '.join(sorted(labeled))})"
+            )
         if not any(test.values()):
             raise DataError(f"folders: {root / 'test'} holds no files; remove it or add test/<class>/ images")
     if val_per_class:
         if test is not None:
-            raise UserError(f"--val-per-class holds out labeled images only when there is no test/ folder, "
-                            f"and {root / 'test'} exists: drop --val-per-class (test/ is evaluated)")
+            raise UserError(
+                f"--val-per-class holds out labeled images only when there is no test/ folder, "
+                f"and {root / 'test'} exists: drop --val-per-class (test/ is evaluated)"
+            )
         short = [f"{c} ({len(f)})" for c, f in labeled.items() if len(f) <= val_per_class]
         if short:
-            raise UserError(f"--val-per-class {val_per_class} leaves no labeled image to train on in: "
-                            f"{', '.join(short)}; lower it or add images")
+            raise UserError(
+                f"--val-per-class {val_per_class} leaves no labeled image to train on in: "
+                f"{', '.join(short)}; lower it or add images"
+            )
     unlabeled = walk(root, "unlabeled") if (root / "unlabeled").is_dir() else []
     return Layout(root, labeled, test, unlabeled)
 
@@ -123,8 +143,10 @@ def choose_format(layout: Layout, image_size, channels) -> tuple[int, int, str]:
                 pass
         median = int(np.median(sides)) if sides else MAX_DEFAULT_SIZE
         image_size = min(max(median, MIN_SIZE), MAX_DEFAULT_SIZE)
-        notes.append(f"image size {image_size} (median shorter side of the labeled images: {median}, "
-                     f"capped at {MAX_DEFAULT_SIZE}; --image-size to change)")
+        notes.append(
+            f"image size {image_size} (median shorter side of the labeled images: {median}, "
+            f"capped at {MAX_DEFAULT_SIZE}; --image-size to change)"
+        )
     elif not isinstance(image_size, int) or image_size < MIN_SIZE:
         raise UserError(f"--image-size must be an integer >= {MIN_SIZE}, got {image_size!r}")
     if channels is None:
@@ -137,9 +159,11 @@ def choose_format(layout: Layout, image_size, channels) -> tuple[int, int, str]:
             if not grey:
                 break
         channels = 1 if grey else 3
-        notes.append(f"{channels} channel{'s' if channels == 3 else ''} "
-                     f"({'every labeled image is grey' if grey else 'some labeled images are colour'}; "
-                     "--channels to change)")
+        notes.append(
+            f"{channels} channel{'s' if channels == 3 else ''} "
+            f"({'every labeled image is grey' if grey else 'some labeled images are colour'}; "
+            "--channels to change)"
+        )
     elif channels not in (1, 3):
         raise UserError(f"--channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     return image_size, channels, "; ".join(notes)
@@ -151,11 +175,16 @@ def check_memory(n_images: int, channels: int, size: int) -> None:
     need = 2 * uint8_bytes(n_images, channels, size)  # the array + the engine's pool (train + unlabeled)
     if ram is not None and need > 0.9 * ram:
         fit = largest_fitting_size(2 * n_images, channels, int(0.9 * ram))
-        advice = (f"--image-size {fit} would fit (or fewer unlabeled images)" if fit >= MIN_SIZE else
-                  f"not even --image-size {MIN_SIZE} fits: move some unlabeled images out")
-        raise UserError(f"folders: {n_images:,} images at {size}x{size}x{channels} need about "
-                        f"{human_bytes(need)} of RAM (the array and the training pool), but "
-                        f"{human_bytes(ram)} is available; {advice}")
+        advice = (
+            f"--image-size {fit} would fit (or fewer unlabeled images)"
+            if fit >= MIN_SIZE
+            else f"not even --image-size {MIN_SIZE} fits: move some unlabeled images out"
+        )
+        raise UserError(
+            f"folders: {n_images:,} images at {size}x{size}x{channels} need about "
+            f"{human_bytes(need)} of RAM (the array and the training pool), but "
+            f"{human_bytes(ram)} is available; {advice}"
+        )
 
 
 def hold_out(y: np.ndarray, per_class: int) -> np.ndarray:
@@ -176,8 +205,16 @@ def hold_out(y: np.ndarray, per_class: int) -> np.ndarray:
     # the digits demo's small CNN and batch, every labeled image used (num_labels None = all), and the
     # two options a short schedule needs (EMA warm-up; BatchNorm statistics that follow the weights
     # within 1,000 steps).
-    defaults=dict(model="cnn_small", num_labels=None, steps=1000, eval_every=100, batch_size=16,
-                  lr=0.05, ema_warmup=True, bn_momentum=0.1),
+    defaults=dict(
+        model="cnn_small",
+        num_labels=None,
+        steps=1000,
+        eval_every=100,
+        batch_size=16,
+        lr=0.05,
+        ema_warmup=True,
+        bn_momentum=0.1,
+    ),
     files="labeled/<class>/<images>, optional unlabeled/**/<images> and test/<class>/<images>",
     framing="crop",  # predict/serve frame photos as the cache did: shorter side, centre square
 )
@@ -206,27 +243,34 @@ def load_folders(data_dir=None, image_size=None, channels=None, val_per_class=0,
     t0 = time.perf_counter()
     got = cached_decode(root, files, size, channels, cache_dir, workers)
     if got.decoded:
-        log(f"decoded {got.decoded:,} of {len(files):,} images in {got.seconds:.1f} s "
-            f"({got.decoded / max(got.seconds, 1e-9):,.0f} images/s); cache {cache_dir} ({where})")
+        log(
+            f"decoded {got.decoded:,} of {len(files):,} images in {got.seconds:.1f} s "
+            f"({got.decoded / max(got.seconds, 1e-9):,.0f} images/s); cache {cache_dir} ({where})"
+        )
     else:
         log(f"{len(files):,} images from the cache in {time.perf_counter() - t0:.2f} s ({cache_dir}, {where})")
     skipped = [(str(root / files[i][0]), reason) for i, reason in got.skipped]
     if skipped:
-        log(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} "
-            f"(listed in skipped.txt of the run): " + "; ".join(f"{p} ({r})" for p, r in skipped[:3])
-            + (" ..." if len(skipped) > 3 else ""))
+        log(
+            f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} "
+            f"(listed in skipped.txt of the run): "
+            + "; ".join(f"{p} ({r})" for p, r in skipped[:3])
+            + (" ..." if len(skipped) > 3 else "")
+        )
 
     # The kept rows are in file order, so each part is one contiguous slice (no copy of the pixels).
     x = torch.from_numpy(got.images)
     y, kept_part = labels[got.kept], part[got.kept]
     bounds = np.searchsorted(kept_part, [0, 1, 2, 3])
-    x_lab, x_tst, x_unl = (x[bounds[k]:bounds[k + 1]] for k in range(3))
-    y_lab, y_tst = y[bounds[0]:bounds[1]], y[bounds[1]:bounds[2]]
+    x_lab, x_tst, x_unl = (x[bounds[k] : bounds[k + 1]] for k in range(3))
+    y_lab, y_tst = y[bounds[0] : bounds[1]], y[bounds[1] : bounds[2]]
     counts = np.bincount(y_lab, minlength=len(classes))
     unreadable = [c for c, n in zip(classes, counts) if n <= val_per_class]
     if unreadable:
-        raise DataError(f"folders: no readable labeled image left to train on in class folder(s) "
-                        f"{', '.join(unreadable)} of {root / 'labeled'} (see the skipped files above)")
+        raise DataError(
+            f"folders: no readable labeled image left to train on in class folder(s) "
+            f"{', '.join(unreadable)} of {root / 'labeled'} (see the skipped files above)"
+        )
 
     if layout.test is not None:
         x_test, y_test = x_tst, y_tst
@@ -235,14 +279,29 @@ def load_folders(data_dir=None, image_size=None, channels=None, val_per_class=0,
         held = hold_out(y_lab, val_per_class)
         x_test, y_test = x_lab[torch.from_numpy(held)], y_lab[held]
         x_lab, y_lab = x_lab[torch.from_numpy(~held)], y_lab[~held]
-        note = (f"held-out: {val_per_class} labeled image{'s' if val_per_class > 1 else ''} per class "
-                f"(--val-per-class; {len(y_test)} images, not trained on)")
+        note = (
+            f"held-out: {val_per_class} labeled image{'s' if val_per_class > 1 else ''} per class "
+            f"(--val-per-class; {len(y_test)} images, not trained on)"
+        )
     else:
         x_test, y_test = x_lab, y_lab
-        note = (f"no held-out images: accuracy is on the {len(y_lab)} labeled training images "
-                "(add ROOT/test/<class>/ or pass --val-per-class K for a real estimate)")
-    log(f"{len(classes)} classes ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}), "
+        note = (
+            f"no held-out images: accuracy is on the {len(y_lab)} labeled training images "
+            "(add ROOT/test/<class>/ or pass --val-per-class K for a real estimate)"
+        )
+    log(
+        f"{len(classes)} classes ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}), "
         f"{len(y_lab)} labeled, {len(x_unl):,} unlabeled (+ the labeled ones in the pool), "
-        f"{size}x{size}x{channels}; evaluation: {note}")
-    return ImageDataset("folders", x_lab, torch.from_numpy(y_lab), x_test, torch.from_numpy(y_test),
-                        list(classes), x_unlabeled=x_unl if len(x_unl) else None, skipped=skipped, eval_note=note)
+        f"{size}x{size}x{channels}; evaluation: {note}"
+    )
+    return ImageDataset(
+        "folders",
+        x_lab,
+        torch.from_numpy(y_lab),
+        x_test,
+        torch.from_numpy(y_test),
+        list(classes),
+        x_unlabeled=x_unl if len(x_unl) else None,
+        skipped=skipped,
+        eval_note=note,
+    )

@@ -20,8 +20,13 @@ def register(name: str):
     return wrap
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3, wiring: str = "official",
-                bn_momentum: float = OFFICIAL_BN_MOMENTUM) -> nn.Module:
+def build_model(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    wiring: str = "official",
+    bn_momentum: float = OFFICIAL_BN_MOMENTUM,
+) -> nn.Module:
     """`wiring` names the layer variant (models.layers.WIRINGS): "official" for everything trained
     now; older model files record theirs in their metadata."""
     from fixmatch.models.layers import WIRINGS

@@ -54,8 +54,9 @@ class Conv2dSame(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride[0] > 1:
-            (top, bottom), (left, right) = (same_padding(n, k, s) for n, k, s in
-                                            zip(x.shape[-2:], self.kernel_size, self.stride))
+            (top, bottom), (left, right) = (
+                same_padding(n, k, s) for n, k, s in zip(x.shape[-2:], self.kernel_size, self.stride)
+            )
             if top or bottom or left or right:
                 x = F.pad(x, (left, right, top, bottom))
         return super().forward(x)

@@ -27,8 +27,9 @@ class PreActBlock(nn.Module):
         self.conv2 = conv(c_out, c_out, 3, 1, wiring)
         self.shortcut = None if c_in == c_out else conv(c_in, c_out, 1, stride, wiring)
         # official: only the first block's shortcut reads the activated input
-        self.shortcut_reads_activation = first or (wiring.shortcut_from_activation == "all"
-                                                   and self.shortcut is not None)
+        self.shortcut_reads_activation = first or (
+            wiring.shortcut_from_activation == "all" and self.shortcut is not None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.pre(x)
@@ -41,8 +42,9 @@ class WideResNet(nn.Module):
     """`len(widths)` groups of `blocks` blocks; group g has width widths[g] and the first block of
     every group but the first halves the resolution."""
 
-    def __init__(self, num_classes: int, in_channels: int, widths: list[int], blocks: int,
-                 wiring: Wiring, stem: int = 16):
+    def __init__(
+        self, num_classes: int, in_channels: int, widths: list[int], blocks: int, wiring: Wiring, stem: int = 16
+    ):
         super().__init__()
         self.stem = conv(in_channels, stem, 3, 1, wiring)
         layers, c = [], stem

@@ -28,11 +28,21 @@ def __getattr__(name):  # `from fixmatch.serve import create_app` without import
 
 
 def gunicorn_settings(args) -> dict:
-    return {"bind": f"{format_host(args.host)}:{args.port}", "workers": args.workers,
-            "worker_class": "fixmatch.serve.worker.ClockedThreadWorker", "threads": THREADS,
-            "worker_connections": CONNECTIONS, "keepalive": KEEPALIVE, "timeout": 30, "graceful_timeout": 10,
-            "limit_request_line": 4094, "limit_request_fields": 50, "limit_request_field_size": 8190,
-            "accesslog": "-", "control_socket_disable": True}
+    return {
+        "bind": f"{format_host(args.host)}:{args.port}",
+        "workers": args.workers,
+        "worker_class": "fixmatch.serve.worker.ClockedThreadWorker",
+        "threads": THREADS,
+        "worker_connections": CONNECTIONS,
+        "keepalive": KEEPALIVE,
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "limit_request_line": 4094,
+        "limit_request_fields": 50,
+        "limit_request_field_size": 8190,
+        "accesslog": "-",
+        "control_socket_disable": True,
+    }
 
 
 def format_host(host: str) -> str:
@@ -83,11 +93,13 @@ def check_address(host: str, port: int) -> None:
             s.bind(address)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise UserError(f"port {port} on {host} is already in use: stop the other server or pick "
-                                "another --port") from None
+                raise UserError(
+                    f"port {port} on {host} is already in use: stop the other server or pick another --port"
+                ) from None
             if e.errno == errno.EACCES:
-                raise UserError(f"no permission to listen on port {port} (ports below 1024 need root): "
-                                "pick another --port") from None
+                raise UserError(
+                    f"no permission to listen on port {port} (ports below 1024 need root): pick another --port"
+                ) from None
             raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
@@ -103,7 +115,10 @@ def run_server(args) -> int:
     check_address(args.host, args.port)
     # every worker would fail the same way: say it once, here (the workers load the model themselves)
     meta = check_model(args.model)
-    print(f"fixmatch serve: http://{format_host(args.host)}:{args.port}/ model {args.model} "
-          f"({len(meta['class_names'])} classes), {args.workers} worker(s) x {THREADS} threads", flush=True)
+    print(
+        f"fixmatch serve: http://{format_host(args.host)}:{args.port}/ model {args.model} "
+        f"({len(meta['class_names'])} classes), {args.workers} worker(s) x {THREADS} threads",
+        flush=True,
+    )
     run_gunicorn(args, rate_limit)
     return 0

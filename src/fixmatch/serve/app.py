@@ -14,15 +14,16 @@ from werkzeug.exceptions import HTTPException
 from fixmatch.serve.model import load_predictor
 from fixmatch.serve.preprocess import draft, framing, prepare
 from fixmatch.serve.ratelimit import SharedRateLimit, parse_rate_limit
-from fixmatch.serve.upload import (MAX_FILE_BYTES, ApiError, RequestReadTimeout, open_checked, read_upload,
-                                   too_large)
+from fixmatch.serve.upload import MAX_FILE_BYTES, ApiError, RequestReadTimeout, open_checked, read_upload, too_large
 
 __all__ = ["create_app", "parse_rate_limit"]
 
 ENVELOPE = 64 * 1024  # multipart overhead allowed on top of the file's own 1 MB
 MAX_FORM_PARTS = 8  # the API takes one field; werkzeug's default allows 1,000
-CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; "
-       "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 # Decoding and inference at once per process: each holds up to ~180 MB for a 40 MP PNG (JPEGs are
 # decoded downscaled), and a worker has about one core: a second at once would only slow the first
 # (measured: p95 93 ms instead of 65 at 2 workers x 4 clients). Others queue this long:
@@ -41,10 +42,16 @@ class MemoryRequest(Request):
 def model_info(predictor) -> dict:
     meta = predictor.meta
     c, h, w = meta["image_shape"]
-    return {"classes": meta["class_names"], "input": {"channels": c, "height": h, "width": w},
-            "normalization": {"mean": meta.get("mean"), "std": meta.get("std"), "inside_model": True},
-            "preprocess": framing(meta), "model_name": meta.get("model_name"), "dataset": meta.get("dataset"),
-            "file": Path(predictor.path).name, "card": meta.get("card")}
+    return {
+        "classes": meta["class_names"],
+        "input": {"channels": c, "height": h, "width": w},
+        "normalization": {"mean": meta.get("mean"), "std": meta.get("std"), "inside_model": True},
+        "preprocess": framing(meta),
+        "model_name": meta.get("model_name"),
+        "dataset": meta.get("dataset"),
+        "file": Path(predictor.path).name,
+        "card": meta.get("card"),
+    }
 
 
 def predict(predictor, data: bytes) -> dict:
@@ -57,15 +64,20 @@ def predict(predictor, data: bytes) -> dict:
     t2 = time.perf_counter()
     probs = predictor.probabilities(prepared["pixels"][None])[0]
     t3 = time.perf_counter()
-    return {**summarise(probs, meta["class_names"]),
-            **{k: prepared[k] for k in ("framing", "face_found", "box", "image_size")},
-            "ms": {"decode": ms(t1 - t0), "preprocess": ms(t2 - t1), "model": ms(t3 - t2), "total": ms(t3 - t0)}}
+    return {
+        **summarise(probs, meta["class_names"]),
+        **{k: prepared[k] for k in ("framing", "face_found", "box", "image_size")},
+        "ms": {"decode": ms(t1 - t0), "preprocess": ms(t2 - t1), "model": ms(t3 - t2), "total": ms(t3 - t0)},
+    }
 
 
 def summarise(probs: np.ndarray, names: list[str]) -> dict:
     top = int(np.argmax(probs))
-    return {"label": names[top], "confidence": round(float(probs[top]), 5),
-            "probabilities": {c: round(float(p), 5) for c, p in zip(names, probs)}}
+    return {
+        "label": names[top],
+        "confidence": round(float(probs[top]), 5),
+        "probabilities": {c: round(float(p), 5) for c, p in zip(names, probs)},
+    }
 
 
 def ms(seconds: float) -> float:
@@ -76,8 +88,13 @@ def http_error_answer(e: HTTPException) -> tuple[str, int]:
     if e.code == 413 and (request.content_length or 0) <= MAX_FILE_BYTES + ENVELOPE:
         # werkzeug says 413 for a form with too many parts too, whatever its size
         return f"the form has too many parts (at most {MAX_FORM_PARTS}); send one field, 'file'", 400
-    return {413: too_large().message, 404: "not found", 405: "method not allowed",
-            408: "the request took too long to arrive"}.get(e.code, e.name.lower()), e.code
+    code = e.code or 500
+    return {
+        413: too_large().message,
+        404: "not found",
+        405: "method not allowed",
+        408: "the request took too long to arrive",
+    }.get(code, e.name.lower()), code
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -109,15 +126,16 @@ def security_headers(response):
     return response
 
 
-def create_app(model_source: str = "fer2013", rate_limit: str | SharedRateLimit | None = "60/minute",
-               predictor=None) -> Flask:
+def create_app(
+    model_source: str = "fer2013", rate_limit: str | SharedRateLimit | None = "60/minute", predictor=None
+) -> Flask:
     """One app per worker process; the model is loaded here, once (or passed in, for tests).
     rate_limit: a text such as '60/minute', or a SharedRateLimit made before the workers forked."""
     limiter = SharedRateLimit.from_text(rate_limit) if rate_limit is None or isinstance(rate_limit, str) else rate_limit
     app = Flask(__name__)
     app.request_class = MemoryRequest
     app.url_map.merge_slashes = False  # '//x' is a 404, not a redirect built from the Host header
-    app.json.sort_keys = False  # probabilities keep the model's class order
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # probabilities keep the model's class order
     app.config["MAX_CONTENT_LENGTH"] = MAX_FILE_BYTES + ENVELOPE
     predictor = predictor or load_predictor(model_source)
     info = model_info(predictor)
@@ -136,8 +154,11 @@ def create_app(model_source: str = "fer2013", rate_limit: str | SharedRateLimit 
             return None  # the page, static files and /healthz are never limited
         allowed, left, retry = limiter.hit(request.remote_addr or "")
         if not allowed:
-            return (jsonify(error=f"too many requests (at most {limiter.text} per client); try again in "
-                                  f"{retry} s"), 429, {"Retry-After": str(retry)})
+            return (
+                jsonify(error=f"too many requests (at most {limiter.text} per client); try again in {retry} s"),
+                429,
+                {"Retry-After": str(retry)},
+            )
         return None
 
     @app.get("/")

@@ -24,7 +24,8 @@ _idle: queue.SimpleQueue = queue.SimpleQueue()
 
 
 def load_cascade() -> cv2.CascadeClassifier:
-    found = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    cascades = cv2.data.haarcascades  # type: ignore[attr-defined]  # cv2's stubs miss its data module
+    found = cv2.CascadeClassifier(cascades + "haarcascade_frontalface_default.xml")
     if found.empty():
         raise RuntimeError("OpenCV's haarcascade_frontalface_default.xml is missing from this install")
     return found
@@ -57,12 +58,14 @@ def shrink(grey: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
     return cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA), scale
 
 
-def detect(grey: np.ndarray, min_side: int, max_side: int = 0, step: float = 1.1,
-           neighbours: int = 5) -> list[np.ndarray]:
+def detect(
+    grey: np.ndarray, min_side: int, max_side: int = 0, step: float = 1.1, neighbours: int = 5
+) -> list[np.ndarray]:
     """Cascade hits as float [x, y, w, h] arrays, largest first."""
     with cascade() as detector:
-        faces = detector.detectMultiScale(grey, scaleFactor=step, minNeighbors=neighbours,
-                                          minSize=(min_side, min_side), maxSize=(max_side, max_side))
+        faces = detector.detectMultiScale(
+            grey, scaleFactor=step, minNeighbors=neighbours, minSize=(min_side, min_side), maxSize=(max_side, max_side)
+        )
     return sorted((f.astype(float) for f in faces), key=lambda f: -f[2] * f[3])
 
 
@@ -77,7 +80,7 @@ def refine(grey: np.ndarray, rough: np.ndarray) -> np.ndarray | None:
     x, y, w, _ = rough
     pad = round(0.4 * w)
     x0, y0 = max(0, round(x) - pad), max(0, round(y) - pad)
-    roi = grey[y0:round(y + w) + pad, x0:round(x + w) + pad]
+    roi = grey[y0 : round(y + w) + pad, x0 : round(x + w) + pad]
     found = largest(roi, max(MIN_FACE, round(0.7 * w)), round(1.4 * w) + 1)
     return None if found is None else found + [x0, y0, 0, 0]
 
@@ -93,8 +96,9 @@ def detect_face(grey: np.ndarray) -> list[int] | None:
     small, scale = shrink(grey, DETECT_SIDE)
     coarse, coarse_scale = shrink(small, COARSE_SIDE)
     proposals = detect(coarse, MIN_FACE, step=1.25, neighbours=1) if coarse_scale < 1 else []
-    found = next((f for f in (refine(small, p / coarse_scale) for p in proposals[:MAX_PROPOSALS])
-                  if f is not None), None)
+    found = next(
+        (f for f in (refine(small, p / coarse_scale) for p in proposals[:MAX_PROPOSALS]) if f is not None), None
+    )
     if found is None:
         found = largest(small, max(MIN_FACE, min(small.shape) // MIN_FACE_FRACTION))
     if found is None:
@@ -112,7 +116,7 @@ def centre_square(h: int, w: int) -> list[int]:
 def crop_to_input(pixels: np.ndarray, box: list[int], size: tuple[int, int]) -> np.ndarray:
     """The box, resized to (height, width) with area averaging -> uint8 (C, H, W)."""
     x, y, w, h = box
-    crop = cv2.resize(pixels[y:y + h, x:x + w], (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(pixels[y : y + h, x : x + w], (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)
 
 

@@ -26,8 +26,10 @@ def resolve_model(source: str, suffixes=SUFFIXES) -> Path:
     for path in (model_files.ZOO_DIR / (stem + s) for s in suffixes):
         if path.is_file():
             return path
-    raise UserError(f"the {source} model is not installed: expected {model_files.ZOO_DIR / (stem + '.onnx')}. "
-                    f"Train and export one (fixmatch export --checkpoint RUN --onnx {stem}.onnx) and pass --model PATH")
+    raise UserError(
+        f"the {source} model is not installed: expected {model_files.ZOO_DIR / (stem + '.onnx')}. "
+        f"Train and export one (fixmatch export --checkpoint RUN --onnx {stem}.onnx) and pass --model PATH"
+    )
 
 
 def check_model(source: str) -> dict:
@@ -84,6 +86,6 @@ class TorchPredictor:
 
 def load_predictor(source: str, suffixes=SUFFIXES):
     path = resolve_model(source, suffixes)
-    predictor = (OnnxPredictor if path.suffix == ".onnx" else TorchPredictor)(path)
-    predictor.path = path
+    predictor: OnnxPredictor | TorchPredictor = (OnnxPredictor if path.suffix == ".onnx" else TorchPredictor)(path)
+    predictor.path = path  # type: ignore[union-attr]  # both classes take it here, for the page's footer
     return predictor

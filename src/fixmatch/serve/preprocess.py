@@ -75,7 +75,7 @@ def resize_whole(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """The whole image at the input size, area-averaged (PIL's BOX filter) -> uint8 (C, H, W)."""
     image = Image.fromarray(pixels)
     if image.size != (width, height):
-        image = image.resize((width, height), Image.BOX)
+        image = image.resize((width, height), Image.Resampling.BOX)
     arr = np.asarray(image, dtype=np.uint8)
     return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
@@ -89,13 +89,23 @@ def prepare(image: Image.Image, meta: dict) -> dict:
     pixels = upright(image, c)
     size = [pixels.shape[1], pixels.shape[0]]
     if framing(meta) == "resize":
-        return {"pixels": resize_whole(pixels, h, w), "framing": "resize", "face_found": None, "box": None,
-                "image_size": size}
+        return {
+            "pixels": resize_whole(pixels, h, w),
+            "framing": "resize",
+            "face_found": None,
+            "box": None,
+            "image_size": size,
+        }
     if framing(meta) == "crop":  # a user's folders: shorter side to the input size, centre square
         crop = np.asarray(square(Image.fromarray(pixels), h), dtype=np.uint8)
         crop = crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)
-        return {"pixels": np.ascontiguousarray(crop), "framing": "crop", "face_found": None, "box": None,
-                "image_size": size}
+        return {
+            "pixels": np.ascontiguousarray(crop),
+            "framing": "crop",
+            "face_found": None,
+            "box": None,
+            "image_size": size,
+        }
     from fixmatch.serve.face import frame_face
 
     crop, box = frame_face(pixels, (h, w))

@@ -34,8 +34,9 @@ class ApiError(Exception):
 
 def too_large(size: int | None = None) -> ApiError:
     what = f"the file is {size:,} bytes" if size else "the upload is too large"
-    return ApiError(413, f"{what}; the limit is 1 MB ({MAX_FILE_BYTES:,} bytes). "
-                         "Send a smaller or more compressed JPEG or PNG.")
+    return ApiError(
+        413, f"{what}; the limit is 1 MB ({MAX_FILE_BYTES:,} bytes). Send a smaller or more compressed JPEG or PNG."
+    )
 
 
 def read_upload(files) -> bytes:
@@ -56,8 +57,9 @@ def sniff(data: bytes) -> str:
     for magic, kind in MAGIC.items():
         if data.startswith(magic):
             return kind
-    raise ApiError(415, "not a JPEG or PNG image (judged by the file's content, not its name); "
-                        "send a .jpg or .png photo")
+    raise ApiError(
+        415, "not a JPEG or PNG image (judged by the file's content, not its name); send a .jpg or .png photo"
+    )
 
 
 def jpeg_scan_count(data: bytes) -> int:
@@ -92,14 +94,18 @@ def jpeg_scan_count(data: bytes) -> int:
 def check_decode_cost(image: Image.Image, data: bytes, kind: str) -> None:
     width, height = image.size
     if width * height > MAX_PIXELS:
-        raise ApiError(413, f"the image declares {width}x{height} pixels; the limit is "
-                            f"{MAX_PIXELS // 1_000_000} megapixels")
+        raise ApiError(
+            413, f"the image declares {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels"
+        )
     if kind == "JPEG":
         scans = jpeg_scan_count(data)
         if scans > MAX_SCANS or scans * width * height > MAX_SCAN_MEGAPIXELS * 1_000_000:
-            raise ApiError(422, f"the JPEG has {'more than ' + str(MAX_SCANS) if scans > MAX_SCANS else scans} "
-                                f"scans over {width}x{height} pixels: too costly to decode. Re-save it "
-                                "as a baseline (non-progressive) JPEG or a PNG")
+            raise ApiError(
+                422,
+                f"the JPEG has {'more than ' + str(MAX_SCANS) if scans > MAX_SCANS else scans} "
+                f"scans over {width}x{height} pixels: too costly to decode. Re-save it "
+                "as a baseline (non-progressive) JPEG or a PNG",
+            )
 
 
 class DecodeTimeout(Exception):
@@ -118,7 +124,7 @@ class DeadlineReader(io.BytesIO):
         super().__init__(data)
         self.deadline = time.monotonic() + seconds
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         if time.monotonic() > self.deadline:
             raise DecodeTimeout()
         return super().read(size)
@@ -139,11 +145,17 @@ def open_checked(data: bytes, draft=None, seconds: float | None = None) -> Image
                 draft(image)
             image.load()
     except DecodeTimeout:
-        raise ApiError(422, f"the image took more than {seconds:g} s to decode and was abandoned; "
-                            "send an ordinary photo (a baseline JPEG or a PNG)") from None
+        raise ApiError(
+            422,
+            f"the image took more than {seconds:g} s to decode and was abandoned; "
+            "send an ordinary photo (a baseline JPEG or a PNG)",
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ApiError(413, f"the image declares too many pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels") from None
+        raise ApiError(
+            413, f"the image declares too many pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ApiError(400, f"the {kind} file is corrupt or truncated and cannot be decoded "
-                            f"({type(e).__name__})") from None
+        raise ApiError(
+            400, f"the {kind} file is corrupt or truncated and cannot be decoded ({type(e).__name__})"
+        ) from None
     return image

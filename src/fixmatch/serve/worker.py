@@ -31,8 +31,14 @@ MAX_HEAD = 4094 + 50 * 8192  # request line and headers within gunicorn's limits
 MAX_BUFFERED = 1024 * 1024 + 96 * 1024  # the largest body the app accepts (1 MB file + multipart envelope)
 EXPECT_CONTINUE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*\r\n", re.IGNORECASE)
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*(?=\r\n)", re.IGNORECASE)
-REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented"}
+REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+}
 
 
 class ClockedSocket:
@@ -72,7 +78,7 @@ def request_arrived(data: bytes) -> bool:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return len(data) > MAX_HEAD
-    head = data[:end + 2]
+    head = data[: end + 2]
     if b"transfer-encoding" in head.lower():
         return True
     found = CONTENT_LENGTH.search(head)
@@ -82,9 +88,11 @@ def request_arrived(data: bytes) -> bool:
 
 def json_error(status: int, message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
-    return (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "X-Content-Type-Options: nosniff\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "X-Content-Type-Options: nosniff\r\n\r\n"
+    ).encode() + body
 
 
 def describe(exc: Exception) -> tuple[int, str]:
@@ -179,7 +187,7 @@ class ClockedThreadWorker(gthread.ThreadWorker):
         if end < 0 or getattr(conn, "continued", False):
             return
         conn.continued = True
-        if EXPECT_CONTINUE.search(bytes(conn.arrived[:end + 2])):
+        if EXPECT_CONTINUE.search(bytes(conn.arrived[: end + 2])):
             try:
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             except OSError:

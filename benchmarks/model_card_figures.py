@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fixmatch.inference import evaluate_on_dataset, load_model
+from fixmatch.evaluate import evaluate_on_dataset
+from fixmatch.inference import load_model
 
 
 def plot(report, class_names, path):

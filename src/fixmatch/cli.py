@@ -69,7 +69,8 @@ def saved_run_config(source: str) -> dict:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from fixmatch.inference import evaluate_on_dataset, format_report, load_model
+    from fixmatch.evaluate import evaluate_on_dataset, format_report
+    from fixmatch.inference import load_model
 
     if args.threads < 1:
         raise UserError("--threads must be at least 1")

@@ -1,9 +1,17 @@
-"""Batched inference and accuracy metrics on uint8 image tensors."""
+"""Batched inference and accuracy metrics on uint8 image tensors, and a trained model scored on a
+dataset's test split (`fixmatch evaluate`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
+
+from fixmatch.errors import UserError
+
+if TYPE_CHECKING:
+    from fixmatch.inference import LoadedModel
 
 
 @torch.no_grad()
@@ -36,3 +44,61 @@ def report_from_confusion(confusion: torch.Tensor) -> dict:
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
     return report_from_confusion(confusion_matrix(logits, labels, num_classes))
+
+
+def evaluate_on_dataset(
+    loaded: "LoadedModel",
+    dataset: str,
+    data_dir=None,
+    fer_test: str = "private",
+    batch_size: int = 512,
+    run_config: dict | None = None,
+) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix of `loaded` on a dataset's test split.
+    run_config: the training run's saved config, for how its data was read (folders: image size,
+    channels, held-out images); dataset, data_dir and fer_test given here take precedence."""
+    from fixmatch.config import FIELD_NAMES, from_dict
+    from fixmatch.data import load_data
+
+    base = {k: v for k, v in (run_config or {}).items() if k in FIELD_NAMES and k != "out"}
+    if base.get("dataset") != dataset:  # another dataset: nothing of the run's data settings applies
+        base = {}
+    data = load_data(from_dict({**base, "dataset": dataset, "data_dir": data_dir, "fer_test": fer_test}))
+    if list(data.image_shape) != list(loaded.meta["image_shape"]) or data.num_classes != loaded.meta["num_classes"]:
+        raise UserError(
+            f"the model expects {loaded.meta['image_shape']} images and {loaded.meta['num_classes']} "
+            f"classes; {dataset} has {list(data.image_shape)} and {data.num_classes}"
+        )
+    device = next(loaded.model.parameters()).device
+    logits = predict_logits(loaded.model, loaded.normalize, data.x_test, batch_size, device)
+    return {
+        "dataset": dataset,
+        "test_split": fer_test if dataset == "fer2013" else "test",
+        "num_test": len(data.y_test),
+        **classification_report(logits, data.y_test, data.num_classes),
+        "class_names": data.class_names,
+    }
+
+
+def format_report(report: dict) -> str:
+    """evaluate_on_dataset's result as a table: accuracy per class by name, then the confusion matrix."""
+    names = report["class_names"]
+    width = max(8, *(len(n) for n in names))
+    confusion = report["confusion_matrix"]
+    lines = [
+        f"{report['dataset']} ({report['test_split']}): {report['num_test']:,} images, "
+        f"accuracy {100 * report['accuracy']:.2f}%",
+        "",
+        f"{'class':<{width}} {'images':>7} {'accuracy':>9}",
+    ]
+    for name, row, acc in zip(names, confusion, report["per_class_accuracy"]):
+        lines.append(f"{name:<{width}} {sum(row):>7,} {100 * acc:>8.1f}%")
+    cell = max(6, *(len(str(v)) for row in confusion for v in row)) + 1
+    short = [n[: cell - 1] for n in names]
+    lines += [
+        "",
+        "confusion matrix (rows: true class, columns: predicted)",
+        " " * width + "".join(f"{n:>{cell}}" for n in short),
+    ]
+    lines += [f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row) for name, row in zip(names, confusion)]
+    return "\n".join(lines)

@@ -71,65 +71,6 @@ def build_loaded(path: Path, device) -> LoadedModel:
     return LoadedModel(model, Normalizer(meta["mean"], meta["std"]).to(device), meta)
 
 
-def evaluate_on_dataset(
-    loaded: LoadedModel,
-    dataset: str,
-    data_dir=None,
-    fer_test: str = "private",
-    batch_size: int = 512,
-    run_config: dict | None = None,
-) -> dict:
-    """Accuracy, per-class accuracy and confusion matrix of `loaded` on a dataset's test split.
-    run_config: the training run's saved config, for how its data was read (folders: image size,
-    channels, held-out images); dataset, data_dir and fer_test given here take precedence."""
-    from fixmatch.config import FIELD_NAMES, from_dict
-    from fixmatch.data import load_data
-    from fixmatch.evaluate import classification_report, predict_logits
-
-    base = {k: v for k, v in (run_config or {}).items() if k in FIELD_NAMES and k != "out"}
-    if base.get("dataset") != dataset:  # another dataset: nothing of the run's data settings applies
-        base = {}
-    data = load_data(from_dict({**base, "dataset": dataset, "data_dir": data_dir, "fer_test": fer_test}))
-    if list(data.image_shape) != list(loaded.meta["image_shape"]) or data.num_classes != loaded.meta["num_classes"]:
-        raise UserError(
-            f"the model expects {loaded.meta['image_shape']} images and {loaded.meta['num_classes']} "
-            f"classes; {dataset} has {list(data.image_shape)} and {data.num_classes}"
-        )
-    device = next(loaded.model.parameters()).device
-    logits = predict_logits(loaded.model, loaded.normalize, data.x_test, batch_size, device)
-    return {
-        "dataset": dataset,
-        "test_split": fer_test if dataset == "fer2013" else "test",
-        "num_test": len(data.y_test),
-        **classification_report(logits, data.y_test, data.num_classes),
-        "class_names": data.class_names,
-    }
-
-
-def format_report(report: dict) -> str:
-    """evaluate_on_dataset's result as a table: accuracy per class by name, then the confusion matrix."""
-    names = report["class_names"]
-    width = max(8, *(len(n) for n in names))
-    confusion = report["confusion_matrix"]
-    lines = [
-        f"{report['dataset']} ({report['test_split']}): {report['num_test']:,} images, "
-        f"accuracy {100 * report['accuracy']:.2f}%",
-        "",
-        f"{'class':<{width}} {'images':>7} {'accuracy':>9}",
-    ]
-    for name, row, acc in zip(names, confusion, report["per_class_accuracy"]):
-        lines.append(f"{name:<{width}} {sum(row):>7,} {100 * acc:>8.1f}%")
-    cell = max(6, *(len(str(v)) for row in confusion for v in row)) + 1
-    short = [n[: cell - 1] for n in names]
-    lines += [
-        "",
-        "confusion matrix (rows: true class, columns: predicted)",
-        " " * width + "".join(f"{n:>{cell}}" for n in short),
-    ]
-    lines += [f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row) for name, row in zip(names, confusion)]
-    return "\n".join(lines)
-
-
 def write_safetensors(loaded: LoadedModel, path, extra_meta: dict | None = None) -> None:
     from safetensors.torch import save_file
 
@@ -150,12 +91,3 @@ def read_safetensors(path: Path) -> tuple[dict, dict]:
         return load_file(str(path)), meta
     except (KeyError, ValueError, OSError) as e:
         raise UserError(f"{path} is not a fixmatch .safetensors export ({e})") from None
-
-
-def image_to_tensor(image, image_shape) -> torch.Tensor:
-    """A PIL image -> uint8 (C, H, W): the whole image at the model's input size, the way `fixmatch
-    predict` and the server prepare a non-face model's input (EXIF, 8 bits, grey/RGB, area-averaged)."""
-    from fixmatch.serve.preprocess import resize_whole, upright
-
-    c, h, w = image_shape
-    return torch.from_numpy(resize_whole(upright(image, c), h, w).copy())

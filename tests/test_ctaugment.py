@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
-from resume_helpers import kill_then_resume
 from shared_data import SHARED, read_head
+from tiny_runs import kill_then_resume, tiny_config
 
 from fixmatch.ctaugment import (
     BINS,
@@ -328,21 +328,7 @@ def test_cuda_equals_cpu_and_never_syncs(images):
 
 
 def _tiny(tmp_path, **kw):
-    from fixmatch.config import TrainConfig
-
-    base = dict(
-        dataset="digits",
-        algorithm="fixmatch",
-        strong_augment="cta",
-        steps=24,
-        eval_every=8,
-        batch_size=8,
-        mu=2,
-        progress=False,
-        out=str(tmp_path / "run"),
-        seed=3,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(tmp_path, strong_augment="cta", **kw)
 
 
 def test_training_moves_the_rates_and_resume_restores_them_exactly(tmp_path, monkeypatch):

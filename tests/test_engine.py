@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from resume_helpers import kill_then_resume
+from tiny_runs import kill_then_resume, tiny_config
 
 from fixmatch.bench_options import bench_args
 from fixmatch.cli import main
@@ -102,19 +102,7 @@ def test_cli_reports_bad_input_with_exit_code_2(capsys):
     assert main(["train", "--num-labels", "5000", "--algorithm", "fixmatch"]) == 2
 
 
-def tiny(tmp_path, **kw):
-    base = dict(
-        dataset="digits",
-        algorithm="fixmatch",
-        steps=24,
-        eval_every=8,
-        batch_size=8,
-        mu=2,
-        progress=False,
-        out=str(tmp_path / "run"),
-        seed=3,
-    )
-    return TrainConfig(**{**base, **kw})
+tiny = tiny_config
 
 
 def test_train_writes_the_run_directory(tmp_path):

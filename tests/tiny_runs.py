@@ -1,4 +1,5 @@
-"""A run killed right after a checkpoint, resumed, and compared with the same run uninterrupted."""
+"""Tiny digits runs for the engine tests: their config, and a run killed right after a checkpoint,
+resumed, and compared with the same run uninterrupted."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ import pytest
 import torch
 
 from fixmatch import engine
+from fixmatch.config import TrainConfig
 from fixmatch.train import resume, train
+
+
+def tiny_config(folder, **overrides) -> TrainConfig:
+    """24 FixMatch steps on digits (B=8, mu=2), evaluated every 8, the run in folder/run."""
+    base = dict(
+        dataset="digits", algorithm="fixmatch", steps=24, eval_every=8, batch_size=8, mu=2, progress=False, seed=3
+    )
+    return TrainConfig(**{**base, "out": str(folder / "run"), **overrides})
+
 
 COMPARED = ("accuracy", "median_last20", "raw_accuracy", "mask_rate", "pseudo_label_accuracy")
 

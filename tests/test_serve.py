@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 from PIL import Image
-from serve_fixtures import encode, face_jpeg, png_bomb, progressive_jpeg_bomb, skimage_photo
+from serve_fixtures import encode, face_jpeg, png_bomb, progressive_jpeg_bomb, skimage_photo, start_server, stop_server
 
 pytest.importorskip("flask", reason="the serve extra is not installed")
 from fixmatch.errors import UserError  # noqa: E402
@@ -331,44 +329,11 @@ def test_cli_serve_reports_a_missing_model(tmp_path, capsys):
     assert "model not found" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_gunicorn_workers_serve(fer_model, fer_slice):
     """`fixmatch serve --workers 2` runs gunicorn; both workers load the model and answer."""
     pytest.importorskip("gunicorn", reason="gunicorn is in the serve extra")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fixmatch",
-            "serve",
-            "--model",
-            str(fer_model["onnx"]),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--rate-limit",
-            "off",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc, base = start_server(fer_model["onnx"], "--rate-limit", "off")
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                assert urllib.request.urlopen(base + "/healthz", timeout=2).status == 200
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-2000:]
-                time.sleep(0.3)
         body, boundary = multipart(face_jpeg(fer_slice["x_test"][2]))
         req = urllib.request.Request(
             base + "/api/predict",
@@ -380,8 +345,7 @@ def test_gunicorn_workers_serve(fer_model, fer_slice):
 
         check_prediction(json.loads(urllib.request.urlopen(req, timeout=10).read()))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_server(proc)
 
 
 def multipart(data: bytes, name="face.jpg") -> tuple[bytes, str]:
@@ -394,8 +358,6 @@ def multipart(data: bytes, name="face.jpg") -> tuple[bytes, str]:
 
 
 def test_serving_an_onnx_model_never_imports_torch(fer_model):
-    import subprocess
-    import sys
 
     code = (
         "import sys; from fixmatch.serve.model import check_model; from fixmatch.serve.app import create_app; "

@@ -8,14 +8,12 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from serve_fixtures import face_jpeg
+from serve_fixtures import face_jpeg, free_port, start_server, stop_server
 
 pytest.importorskip("gunicorn", reason="gunicorn is in the serve extra")
 from fixmatch.cli import main  # noqa: E402
@@ -24,60 +22,14 @@ READ_TIMEOUT = 2.0
 STALLED = 16  # twice the threads of 2 workers x 4
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(model, *extra) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fixmatch",
-            "serve",
-            "--model",
-            str(model),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=2)
-            return proc, base
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise AssertionError(proc.stdout.read().decode()[-3000:])
-            time.sleep(0.3)
-
-
-def stop(proc) -> None:
-    proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown (SIGTERM waits for idle connections)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 @pytest.fixture(scope="module")
 def served(fer_model):
     """One 2-worker server for the module. Its rate limit (10 a day per client) is tested from
     127.0.0.2 (any 127.x address reaches a server on 127.0.0.1); the other tests, from 127.0.0.1,
     send fewer than 10 API requests in all."""
-    proc, base = start(fer_model["onnx"], "--rate-limit", "10/day", "--read-timeout", str(READ_TIMEOUT))
+    proc, base = start_server(fer_model["onnx"], "--rate-limit", "10/day", "--read-timeout", str(READ_TIMEOUT))
     yield proc, base
-    stop(proc)
+    stop_server(proc)
 
 
 @pytest.fixture

@@ -202,3 +202,12 @@ def test_resume_with_more_steps_says_what_the_cosine_does(tmp_path):
     assert longer["steps"] == 32 and "the cosine's K follows (24 -> 32)" in said[0]
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert ckpt["meta"]["config"]["lr_schedule_steps"] == 32
+
+
+def test_out_that_cannot_be_a_run_directory_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    args = ["train", "--algorithm", "fixmatch", "--steps", "2", "--out"]
+    assert main([*args, str(tmp_path / "a_file")]) == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert main([*args, str(tmp_path / "a_file" / "run")]) == 2  # cannot be created (even by root)
+    assert "cannot write the run directory" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Multi-GPU / multi-node training with DistributedDataParallel, launched by torchrun.
 
-Design, in short (docs/multi_gpu.md has the user-facing version):
+Design, in short (the README's multi-GPU section has the user-facing version):
 - Every rank draws the same GLOBAL batch indices from the same generator and augments the whole
   global batch identically, then keeps its own slice. The generator therefore stays identical on
   all ranks (checkpoints are rank-independent, resuming at another world size continues the same

@@ -238,17 +238,16 @@ def compare(cfg: TrainConfig, log=print) -> list[dict]:
 def next_steps(base: Path) -> str:
     """Where the demo's runs are and what to try next (printed after its table)."""
     fixmatch_run = base / "fixmatch"
-    return "\n".join(
-        [
-            f"runs: {base}/supervised and {fixmatch_run} (metrics.jsonl, summary.json, checkpoints)",
-            "next:",
-            f"  tensorboard --logdir {base}                     # the curves of both runs",
-            f"  fixmatch evaluate --checkpoint {fixmatch_run}    # accuracy per class, confusion matrix",
-            f"  fixmatch predict --checkpoint {fixmatch_run} IMAGE_OR_FOLDER",
-            "  fixmatch train --dataset folders --data-dir ROOT  # your own images (README: Your own images)",
-            "  fixmatch train --help                             # every option",
-        ]
-    )
+    tries = [
+        (f"tensorboard --logdir {base}", "the curves of both runs"),
+        (f"fixmatch evaluate --checkpoint {fixmatch_run}", "accuracy per class, confusion matrix"),
+        (f"fixmatch predict --checkpoint {fixmatch_run} IMAGE_OR_FOLDER", "label and probabilities per image"),
+        ("fixmatch train --dataset folders --data-dir ROOT", "your own images (README: Your own images)"),
+        ("fixmatch train --help", "every option"),
+    ]
+    width = max(len(command) for command, _ in tries)
+    lines = [f"runs: {base}/supervised and {fixmatch_run} (metrics.jsonl, summary.json, checkpoints)", "next:"]
+    return "\n".join(lines + [f"  {command:<{width}}  # {why}" for command, why in tries])
 
 
 def format_table(results: list[dict]) -> str:

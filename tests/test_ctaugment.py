@@ -328,7 +328,7 @@ def test_cuda_equals_cpu_and_never_syncs(images):
 
 
 def _tiny(tmp_path, **kw):
-    return tiny_config(tmp_path, strong_augment="cta", **kw)
+    return tiny_config(tmp_path, **{"strong_augment": "cta", **kw})
 
 
 def test_training_moves_the_rates_and_resume_restores_them_exactly(tmp_path, monkeypatch):

@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 from serve_fixtures import face_jpeg, skimage_photo
 
+pytestmark = pytest.mark.slow  # a real Chromium against a live server
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
     "--no-sandbox",

@@ -373,6 +373,7 @@ def test_bad_strong_augment_and_missing_stats_are_clear_errors(tmp_path, capsys)
     assert "--strong-augment cta" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a torchrun launch
 def test_two_ranks_apply_the_single_process_update(tmp_path):
     """torchrun, 2 CPU ranks x B/2 (gloo): each rank classifies its half of the global probe batch and
     the probabilities are all-gathered, so the rates equal a 1-process run's (BN-free model: the

@@ -22,6 +22,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import gpu_results  # noqa: E402  (from benchmarks/, put on the path above)
 import gpu_results_data  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the results script end to end, in child processes
+
 
 def write_npz_xz(path: Path, **arrays) -> None:
     raw = io.BytesIO()

@@ -19,17 +19,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from shared_data import SHARED, read_head
 from tiny_runs import kill_then_resume, tiny_config
 
-from fixmatch.ctaugment import (
-    BINS,
-    CTA_OP_NAMES,
-    CTA_OPS,
-    CTAugment,
-    _apply_grouped,
-    _apply_masked,
-    apply_ops,
-    proximity,
-    stats_text,
-)
+from fixmatch.ctaugment import CTAugment, proximity, stats_text
+from fixmatch.ctaugment_ops import BINS, CTA_OP_NAMES, CTA_OPS, _apply_grouped, _apply_masked, apply_ops
 
 METHODS = (
     Image.Resampling.LANCZOS,

@@ -415,9 +415,9 @@ def strong_augment(
 
 
 def __getattr__(name: str):
-    """``fixmatch.augment.CTA_OPS``: the CTAugment ops, loaded on first use (ctaugment imports this module)."""
+    """``fixmatch.augment.CTA_OPS``: the CTAugment ops, loaded on first use (ctaugment_ops imports this module)."""
     if name == "CTA_OPS":
-        from fixmatch.ctaugment import CTA_OPS
+        from fixmatch.ctaugment_ops import CTA_OPS
 
         return CTA_OPS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

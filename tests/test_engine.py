@@ -89,6 +89,9 @@ def test_split_errors_are_clear():
         ("fold", 10, "fold must be 0..9"),
         ("input_scaling", "zscore", "input_scaling"),
         ("time_budget", -1, "time_budget"),
+        ("lr", "abc", "lr must be float, got 'abc'"),  # a YAML file can hold any type
+        ("steps", 1.5, "steps must be int, got 1.5"),
+        ("flip", 1, "flip must be bool, got 1"),
     ],
 )
 def test_invalid_config_is_one_clear_error(field, value, msg):

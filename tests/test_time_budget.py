@@ -75,3 +75,12 @@ def test_a_real_run_ends_on_time(tmp_path):
     assert s["steps"] > WARMUP + WINDOW and s["ms_per_step"] > 0
     # the planner aims at 98.5% of the budget; a busy machine may make the end land a bit off that
     assert 0.85 * 60 * budget_min <= s["wall_seconds_this_session"] <= 1.05 * 60 * budget_min
+
+
+def test_costly_evaluations_are_part_of_the_plan():
+    """Evaluations every 200 steps that cost 40 steps' time each: a plan that left them out would
+    overrun the budget by about a fifth."""
+    budget = 120.0
+    end, steps, planner = simulate(budget, setup_s=1.0, step_s=lambda k: 0.01, eval_s=0.4, eval_every=200)
+    assert 0.95 * budget <= end <= budget, end
+    assert abs(steps - planner.planned_steps) < 0.02 * steps  # the first plan was right: the replan barely moved it

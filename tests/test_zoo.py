@@ -45,3 +45,18 @@ def test_zoo_onnx_equals_torch(private_test):
     x = private_test[0][:64]
     onnx_probs = session.run(["probabilities"], {"pixels": x.float().numpy()})[0]
     assert np.abs(onnx_probs - loaded.probabilities(x).numpy()).max() < 1e-4
+
+
+def test_a_model_file_without_an_architecture_variant_loads_with_the_old_wiring(private_test, tmp_path):
+    """Files written before `arch_variant` existed were all built with fixmatch 0.1's wiring."""
+    from safetensors.torch import load_file, save_file
+
+    from fixmatch.model_files import META_KEY, read_safetensors_meta
+
+    zoo = ZOO_DIR / "fer2013.safetensors"
+    meta = read_safetensors_meta(zoo)
+    assert meta.pop("arch_variant") == "fixmatch-0.1"
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(zoo)), str(old), metadata={META_KEY: json.dumps(meta)})
+    x = private_test[0][:32]
+    torch.testing.assert_close(load_model(str(old)).probabilities(x), load_model("fer2013").probabilities(x))

@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Where one training step's time goes on the device (issue 12, step 4): a torch.profiler trace of
+WRN-28-2, B=64, mu=7 at 32x32x3 on synthetic data, under three sets of switches, each in a child
+process with its own time limit:
+
+  eager   bf16 + channels-last + fused SGD, no compile     (every kernel launched from Python)
+  compile the same + torch.compile (default mode)          (BN/activation/optimizer fused by Inductor)
+  graph   every switch: compile reduce-overhead + CUDA graphs (the training stages' path)
+
+Per configuration: the median wall time of a step, the augmentation alone, and the device time of
+the profiled steps' kernels by kind (convolution, batch norm, elementwise, reduction, optimizer,
+copies, Inductor-fused, other). Kernel time below the wall time is the launch gaps / host overhead.
+
+  python benchmarks/step_profile.py --out $OUT                      (on the GPU, ~90 s)
+  python benchmarks/step_profile.py --device cpu --tiny --out /tmp/p (CPU dry run: operators, not kernels)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+CONFIGS = {
+    "eager": dict(fast="on", compile="off", cuda_graph="off"),
+    "compile": dict(fast="on", compile="on", cuda_graph="off"),
+    "graph": dict(fast="on", compile="on", cuda_graph="on"),
+}
+LIMIT_S = {"eager": 35.0, "compile": 70.0, "graph": 65.0}
+
+# Kernel (or, on CPU, operator) names -> kind; the first matching rule wins.
+KINDS = [
+    ("optimizer", ("multi_tensor", "foreach", "fused_sgd", "sgd")),
+    ("convolution", ("conv", "cudnn", "xmma", "sm90", "sm80", "gemm", "cutlass", "wgrad", "dgrad", "fprop")),
+    ("batch_norm", ("batch_norm", "batchnorm", "bn_", "welford")),
+    ("inductor_fused", ("triton",)),
+    ("reduction", ("reduce", "sum", "mean", "max")),
+    ("copy", ("copy", "memcpy", "memset", "cat", "fill")),
+    ("elementwise", ("elementwise", "vectorized", "leaky", "relu", "mul", "add", "where", "index", "gather")),
+]
+
+
+def kind_of(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KINDS if any(k in low for k in keys)), "other")
+
+
+def child(name: str, opts) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    from fixmatch.bench import build_trainer, measure, sync
+    from fixmatch.bench_options import bench_args
+
+    tiny = dict(model="cnn_small", batch_size=8, mu=2, warmup=2, steps=3) if opts.tiny else {}
+    args = bench_args(device=opts.device, **{**dict(warmup=15, steps=30), **tiny}, **CONFIGS[name])
+    if opts.tiny:
+        args.compile = args.cuda_graph = "off"  # no CPU compile in a dry run
+    t = time.perf_counter()
+    trainer, _, device = build_trainer(args)
+    timing = measure(args, trainer)  # warm-up (compilation, capture) + timed steps + augmentation alone
+    start_s = time.perf_counter() - t
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    n = opts.profile_steps
+    sync(device)
+    with profile(activities=activities) as prof:
+        for _ in range(n):
+            trainer.step()
+        sync(device)
+    kinds: dict[str, float] = {}
+    kernels: dict[str, float] = {}
+    for e in prof.events():
+        on_device = cuda and str(e.device_type).endswith("CUDA")
+        if cuda != on_device or (not cuda and e.cpu_parent is not None):
+            continue  # CUDA: kernels only; CPU: top-level operators only
+        us = e.time_range.elapsed_us() if cuda else e.cpu_time_total
+        kinds[kind_of(e.name)] = kinds.get(kind_of(e.name), 0.0) + us / 1e3 / n
+        kernels[e.name] = kernels.get(e.name, 0.0) + us / 1e3 / n
+    busy = sum(kinds.values())
+    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:12]
+    return {
+        "config": name,
+        "switches": timing["speedups"],
+        "device": timing["device"],
+        "torch": timing["torch"],
+        "start_s": round(start_s, 1),
+        "ms_per_step": timing["ms_per_step"],
+        "augment_ms": timing.get("augment_ms"),
+        "device_ms_per_step_by_kind": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+        "device_busy_ms_per_step": round(busy, 3),
+        "idle_ms_per_step": round(timing["ms_per_step"]["median"] - busy, 3),
+        "kernels_per_step": round(sum(1 for e in prof.events() if cuda and str(e.device_type).endswith("CUDA")) / n),
+        "top_kernels_ms_per_step": [[k[:90], round(v, 3)] for k, v in top],
+        "profiled_steps": n,
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--tiny", action="store_true", help="CPU dry run: a small network, a few steps")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}")
+    p.add_argument("--profile-steps", type=int, default=10)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    opts = p.parse_args(argv)
+    out = Path(opts.out)
+    if opts.child:
+        (out / f"profile_{opts.child}.json").write_text(json.dumps(child(opts.child, opts), indent=1))
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"configs": {}}
+    for name in opts.configs.split(","):
+        limit = 30.0 if opts.tiny else LIMIT_S[name]
+        cmd = [sys.executable, __file__, "--child", name, "--out", str(out), "--device", opts.device]
+        cmd += ["--profile-steps", str(opts.profile_steps)] + (["--tiny"] if opts.tiny else [])
+        t = time.perf_counter()
+        try:
+            rc = subprocess.run(cmd, timeout=limit).returncode
+            status = "ok" if rc == 0 else f"failed (exit {rc})"
+        except subprocess.TimeoutExpired:
+            status = f"killed at its {limit:.0f} s limit"
+        part = out / f"profile_{name}.json"
+        entry = json.loads(part.read_text()) if part.is_file() else {}
+        part.unlink(missing_ok=True)  # one file back: the device tool returns at most 8
+        report["configs"][name] = {"status": status, "wall_s": round(time.perf_counter() - t, 1), **entry}
+        print(name, json.dumps(report["configs"][name]), flush=True)
+        (out / "step_profile.json").write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

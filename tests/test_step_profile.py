@@ -1,0 +1,49 @@
+"""benchmarks/step_profile.py on CPU with --tiny: each configuration in its own child, one JSON back
+with the step time, the augmentation's share and the profiled time by kind of work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import step_profile  # noqa: E402  (from benchmarks/, put on the path above)
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("sm90_xmma_dgrad_implicit_gemm_bf16bf16_bf16f32", "convolution"),
+        ("void at::native::batch_norm_collect_statistics_channels_last_kernel<at::native::Var>", "batch_norm"),
+        ("triton_red_fused__native_batch_norm_legit_functional_leaky_relu_backward", "batch_norm"),
+        ("triton_poi_fused_add_13", "inductor_fused"),
+        ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedSgdMathFunctor>", "optimizer"),
+        ("void at::native::vectorized_elementwise_kernel<8, leaky_relu_kernel>", "elementwise"),
+        ("Memcpy DtoD (Device -> Device)", "copy"),
+        ("ncclKernel_something", "other"),
+    ],
+)
+def test_kernels_are_sorted_into_kinds_of_work(name, kind):
+    assert step_profile.kind_of(name) == kind
+
+
+@pytest.mark.slow
+def test_cpu_dry_run_profiles_each_configuration_in_a_child(tmp_path):
+    cmd = [sys.executable, str(REPO / "benchmarks/step_profile.py"), "--device", "cpu", "--tiny"]
+    cmd += ["--out", str(tmp_path), "--configs", "eager,graph", "--profile-steps", "3"]
+    subprocess.run(cmd, check=True, timeout=180, capture_output=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_profile.json"]  # one file back
+    configs = json.loads((tmp_path / "step_profile.json").read_text())["configs"]
+    assert list(configs) == ["eager", "graph"]
+    for c in configs.values():
+        assert c["status"] == "ok" and c["profiled_steps"] == 3
+        assert c["ms_per_step"]["median"] > c["augment_ms"] > 0
+        kinds = c["device_ms_per_step_by_kind"]
+        assert kinds["convolution"] > 0 and kinds["optimizer"] > 0  # the step's work was traced
+        assert c["device_busy_ms_per_step"] == pytest.approx(sum(kinds.values()), abs=0.01)

@@ -9,6 +9,8 @@ Stages, each in a child process with its own time limit (a slow stage costs only
   cifar10_250_cta  CIFAR-10 @ 250 with CTAugment (--strong-augment cta)
   fer_70, fer_700  FER2013, WRN-28-2, 70 / 700 labels (10 / 100 per class on average), FixMatch vs
                    supervised on the same labels, equal time budgets
+  fer_release      the released FER2013 model's recipe (configs/fer2013.yaml) under the time left:
+                   its retraining on the official wiring (compare with the zoo model before replacing it)
 A stage whose data file is not in --data is skipped with one line saying so. The training stages
 plan nothing themselves: `fixmatch train --time-budget` measures its own speed and ends on time;
 the child's limit (budget + MARGIN_S) is the safety net, and a killed run still yields its last
@@ -43,6 +45,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # the device machine runs the source tree (nothing installed)
@@ -81,6 +85,8 @@ FAST = dict(fast="on", cuda_graph="on")
 EAGER = dict(fast="on", compile="off", cuda_graph="off")
 CIFAR = dict(dataset="cifar10", model="wrn28_2", fold=1, seed=0)
 FER = dict(dataset="fer2013", model="wrn28_2", fold=1, seed=0, eval_every=256)  # short runs: more points
+# The released model's recipe, one source: configs/fer2013.yaml, its --steps replaced by the stage's budget.
+FER_RELEASE = {k: v for k, v in yaml.safe_load((REPO / "configs/fer2013.yaml").read_text()).items() if k != "steps"}
 
 
 @dataclass(frozen=True)
@@ -107,12 +113,13 @@ STAGES = {
         Stage(
             "fer_700", FER_FILE, None, {a: dict(FER, num_labels=700, algorithm=a) for a in ("fixmatch", "supervised")}
         ),
+        Stage("fer_release", FER_FILE, None, {"fixmatch": dict(FER_RELEASE, fold=1)}),  # every image labeled
     ]
 }
 
 # --tiny: the same stages on CPU in seconds (tests): a small network, a small batch, short limits.
 TINY_RUN = dict(model="cnn_small", batch_size=8, mu=2, eval_every=10, fast="off", cuda_graph="off")
-TINY_LABELS = {4000: 40, 250: 20, 70: 14, 700: 21}
+TINY_LABELS = {4000: 40, 250: 20, 70: 14, 700: 21, 28709: 28}
 TINY_SECONDS, TINY_MARGIN_S, TINY_COMPARE_STEPS, TINY_TIMED_STEPS = 30.0, 18.0, 10, 5
 
 T0 = time.time()
@@ -317,8 +324,6 @@ def read_run(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     config = {}
     if (run_dir / "requested.yaml").is_file():
-        import yaml
-
         config = yaml.safe_load((run_dir / "requested.yaml").read_text())
     last = history[-1] if history else {}
     accs = [r["accuracy"] for r in history[-20:]]

@@ -1,17 +1,19 @@
 #!/usr/bin/env python
 """Where one training step's time goes on the device (issue 12, step 4): a torch.profiler trace of
-WRN-28-2, B=64, mu=7 at 32x32x3 on synthetic data, under three sets of switches, each in a child
+WRN-28-2, B=64, mu=7 at 32x32x3 on synthetic data, under up to five sets of switches, each in a child
 process with its own time limit:
 
   eager   bf16 + channels-last + fused SGD, no compile     (every kernel launched from Python)
   compile the same + torch.compile (default mode)          (BN/activation/optimizer fused by Inductor)
   graph   every switch: compile reduce-overhead + CUDA graphs (the training stages' path)
+  stream  graph + --augment-stream (the next batch augmented on a second stream)
+  autotune graph + --max-autotune (Inductor's tuned templates; a long compile)
 
 Per configuration: the median wall time of a step, the augmentation alone, and the device time of
 the profiled steps' kernels by kind (convolution, batch norm, elementwise, reduction, optimizer,
 copies, Inductor-fused, other). Kernel time below the wall time is the launch gaps / host overhead.
 
-  python benchmarks/step_profile.py --out $OUT                      (on the GPU, ~90 s)
+  python benchmarks/step_profile.py --out $OUT --configs eager,graph   (on the GPU: 43 s on 11-27)
   python benchmarks/step_profile.py --device cpu --tiny --out /tmp/p (CPU dry run: operators, not kernels)
 """
 
@@ -31,8 +33,11 @@ CONFIGS = {
     "eager": dict(fast="on", compile="off", cuda_graph="off"),
     "compile": dict(fast="on", compile="on", cuda_graph="off"),
     "graph": dict(fast="on", compile="on", cuda_graph="on"),
+    "stream": dict(fast="on", compile="on", cuda_graph="on", augment_stream="on"),
+    "autotune": dict(fast="on", compile="on", cuda_graph="on", max_autotune="on"),
 }
-LIMIT_S = {"eager": 35.0, "compile": 70.0, "graph": 65.0}
+# From the H100's figures (11-27: eager 18.5 s, graph 24.9 s per child); autotune's compile: not measured.
+LIMIT_S = {"eager": 35.0, "compile": 70.0, "graph": 65.0, "stream": 70.0, "autotune": 240.0}
 
 # Kernel (or, on CPU, operator) names -> kind; the first matching rule wins.
 KINDS = [
@@ -60,7 +65,7 @@ def child(name: str, opts) -> dict:
     tiny = dict(model="cnn_small", batch_size=8, mu=2, warmup=2, steps=3) if opts.tiny else {}
     args = bench_args(device=opts.device, **{**dict(warmup=15, steps=30), **tiny}, **CONFIGS[name])
     if opts.tiny:
-        args.compile = args.cuda_graph = "off"  # no CPU compile in a dry run
+        args.compile = args.cuda_graph = args.max_autotune = "off"  # no CPU compile in a dry run
     t = time.perf_counter()
     trainer, _, device = build_trainer(args)
     timing = measure(args, trainer)  # warm-up (compilation, capture) + timed steps + augmentation alone

@@ -36,11 +36,11 @@ def test_kernels_are_sorted_into_kinds_of_work(name, kind):
 @pytest.mark.slow
 def test_cpu_dry_run_profiles_each_configuration_in_a_child(tmp_path):
     cmd = [sys.executable, str(REPO / "benchmarks/step_profile.py"), "--device", "cpu", "--tiny"]
-    cmd += ["--out", str(tmp_path), "--configs", "eager,graph", "--profile-steps", "3"]
+    cmd += ["--out", str(tmp_path), "--configs", "eager,stream,autotune", "--profile-steps", "3"]
     subprocess.run(cmd, check=True, timeout=180, capture_output=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_profile.json"]  # one file back
     configs = json.loads((tmp_path / "step_profile.json").read_text())["configs"]
-    assert list(configs) == ["eager", "graph"]
+    assert list(configs) == ["eager", "stream", "autotune"]
     for c in configs.values():
         assert c["status"] == "ok" and c["profiled_steps"] == 3
         assert c["ms_per_step"]["median"] > c["augment_ms"] > 0

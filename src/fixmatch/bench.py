@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from fixmatch.config import TrainConfig, resolve
+from fixmatch.config import SPEED_SWITCHES, TrainConfig, resolve
 from fixmatch.data import ImageDataset, load_dataset
 from fixmatch.devices import pick_device, sync
 
@@ -50,12 +50,7 @@ def build_trainer(args, data: ImageDataset | None = None):
             strong_augment=args.strong_augment,
             device=args.device,
             threads=args.threads,
-            fast=args.fast,
-            amp=args.amp,
-            channels_last=args.channels_last,
-            compile=args.compile,
-            fused_optimizer=args.fused_optimizer,
-            cuda_graph=args.cuda_graph,
+            **{name: getattr(args, name) for name in SPEED_SWITCHES},
             num_labels=min(4000, len(data.y_train)) // data.num_classes * data.num_classes,
             steps=10**9,
             eval_every=10**9,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from fixmatch.config import STRONG_AUGMENTS, TOGGLES, TrainConfig
-
-SPEED_SWITCHES = ("fast", "amp", "channels_last", "compile", "fused_optimizer", "cuda_graph")
+from fixmatch.config import SPEED_SWITCHES, STRONG_AUGMENTS, TOGGLES, TrainConfig
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:

@@ -30,6 +30,17 @@ PAPER_DEFAULTS = dict(
 )
 
 TOGGLES = ("auto", "on", "off")
+# The options that change only speed, never the function computed (fixmatch.fast resolves them).
+SPEED_SWITCHES = (
+    "fast",
+    "amp",
+    "channels_last",
+    "compile",
+    "fused_optimizer",
+    "cuda_graph",
+    "max_autotune",
+    "augment_stream",
+)
 INPUT_SCALINGS = ("official", "mean_std")
 STRONG_AUGMENTS = ("ra", "cta")
 
@@ -115,6 +126,12 @@ class TrainConfig:
     fused_optimizer: str = opt("auto", "fused SGD kernel instead of foreach (auto/on/off)")
     cuda_graph: str = opt(
         "off", "CUDA graphs of the augmentation and of forward+backward (compile mode=reduce-overhead)"
+    )
+    max_autotune: str = opt(
+        "off", "torch.compile mode max-autotune: Inductor times Triton templates for convolutions (long compile)"
+    )
+    augment_stream: str = opt(
+        "off", "augment the next step's batch on a second CUDA stream during this step's backward (RandAugment)"
     )
     # multi-GPU (torchrun): see the README's multi-GPU section
     sync_bn: bool = opt(
@@ -277,5 +294,9 @@ def validate(cfg: RunConfig) -> None:
         f"device must be auto, cpu or cuda[:N], got {cfg.device!r}",
     )
     need(cfg.dist_timeout > 0, f"dist_timeout must be a positive number of minutes, got {cfg.dist_timeout}")
-    for key in ("fast", "amp", "channels_last", "compile", "fused_optimizer", "cuda_graph"):
+    for key in SPEED_SWITCHES:
         need(getattr(cfg, key) in TOGGLES, f"{key} must be one of {', '.join(TOGGLES)}, got {getattr(cfg, key)!r}")
+    need(
+        not (cfg.augment_stream == "on" and cfg.strong_augment == "cta"),
+        "augment_stream works with RandAugment only: CTAugment's next views depend on this step's rate update",
+    )

@@ -15,6 +15,7 @@ import torch.nn as nn
 from fixmatch import devices, distributed
 from fixmatch.algorithms import ALGORITHMS
 from fixmatch.augment import strong_augment, weak_augment
+from fixmatch.augment_stream import AugmentStream
 from fixmatch.checkpoint import save_atomic
 from fixmatch.ctaugment import CTAugment
 from fixmatch.ema import EMA
@@ -68,7 +69,18 @@ class Trainer:
         # CTAugment: bin rates on the device, learned from probes of the labeled images (fixmatch.ctaugment)
         self.cta = CTAugment(device=device) if uses_unl and cfg.strong_augment == "cta" else None
         self.forward_loss = compile_fn(self._forward_loss, speedups)
-        self.graphed_augment = GraphedAugment.try_capture(self) if speedups.cuda_graph else None
+        self.graphed_augment = capture_augment(self) if speedups.cuda_graph else None
+        self.augment_stream = (
+            AugmentStream(
+                self.draw_now,
+                (self.lab_sampler, self.unl_sampler),
+                self.generator,
+                device,
+                self.graphed_augment is None,
+            )
+            if speedups.augment_stream
+            else None
+        )
         self.step_num = 0
         self.history: list[dict] = []
         self.sums = self._zero_sums()
@@ -76,6 +88,9 @@ class Trainer:
     # ---- one step -------------------------------------------------------------------------------
     def draw_batch(self):
         """[labeled weak | unlabeled weak | unlabeled strong] as one uint8 batch, plus labels."""
+        return self.augment_stream.take() if self.augment_stream is not None else self.draw_now()
+
+    def draw_now(self):
         li = self.lab_sampler.next()
         ui = self.unl_sampler.next() if self.unl_sampler is not None else None
         augment = self.graphed_augment or self.augment_indices
@@ -125,6 +140,8 @@ class Trainer:
         if self.speedups.cuda_graph:  # tell the compiled graphs a new iteration begins
             torch.compiler.cudagraph_mark_step_begin()
         loss, stats = self.forward_loss(x, y_l, y_u)
+        if self.augment_stream is not None:  # the next batch, during backward + SGD + EMA
+            self.augment_stream.launch()
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -208,6 +225,8 @@ class Trainer:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cta": self.cta.state_dict() if self.cta is not None else None,
+            # a batch in flight is not in the checkpoint: rewind to before it, so a resume redraws it
+            **(self.augment_stream.rewound_state() if self.augment_stream is not None else {}),
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
@@ -296,6 +315,26 @@ class GraphedAugment:
             self.ui.copy_(ui)
         self.graph.replay()
         return self.out
+
+
+class AlternatingGraphs:
+    """Two captured augmentations replayed in turn (double buffering): with --augment-stream the
+    next batch is written while the current step may still read the last one."""
+
+    def __init__(self, first: GraphedAugment, second: GraphedAugment):
+        self.graphs, self.turn = (first, second), 0
+
+    def __call__(self, li: torch.Tensor, ui: torch.Tensor | None):
+        self.turn ^= 1
+        return self.graphs[self.turn](li, ui)
+
+
+def capture_augment(trainer: Trainer) -> GraphedAugment | AlternatingGraphs | None:
+    first = GraphedAugment.try_capture(trainer)
+    if first is None or not trainer.speedups.augment_stream:
+        return first
+    second = GraphedAugment.try_capture(trainer)
+    return AlternatingGraphs(first, second) if second is not None else None
 
 
 def write_metrics(out_dir: Path, history: list[dict]) -> None:

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from fixmatch.errors import UserError
+
 
 @dataclass(frozen=True)
 class Speedups:
@@ -16,6 +18,8 @@ class Speedups:
     compile: bool = False  # torch.compile of normalize + model + loss
     fused_optimizer: bool = False  # fused SGD kernel (else foreach)
     cuda_graph: bool = False  # compile mode "reduce-overhead": CUDA graphs of forward and backward
+    max_autotune: bool = False  # compile mode "max-autotune": Inductor times Triton templates per shape
+    augment_stream: bool = False  # the next batch augmented on a second stream (fixmatch.augment_stream)
 
     def describe(self) -> str:
         on = [k for k, v in asdict(self).items() if v]
@@ -33,13 +37,21 @@ def resolve_speedups(cfg, device: torch.device) -> Speedups:
         return value == "on"
 
     cuda = device.type == "cuda"
-    return Speedups(
+    s = Speedups(
         amp=pick(cfg.amp, cuda),
         channels_last=pick(cfg.channels_last, cuda),
         compile=pick(cfg.compile, cuda),
         fused_optimizer=pick(cfg.fused_optimizer, cuda),
         cuda_graph=pick(cfg.cuda_graph, False) and cuda,
+        max_autotune=pick(cfg.max_autotune, False),
+        augment_stream=pick(cfg.augment_stream, False),  # on CPU too: the same order, no overlap
     )
+    if s.max_autotune and not (s.compile or s.cuda_graph):
+        raise UserError(
+            f"--max-autotune tunes torch.compile, which is off here (device {device.type}, --fast {cfg.fast}, "
+            f"--compile {cfg.compile}): add --compile on or leave --max-autotune off"
+        )
+    return s
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -48,8 +60,15 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+COMPILE_MODES = {  # (cuda_graph, max_autotune) -> torch.compile's mode
+    (False, False): None,
+    (True, False): "reduce-overhead",
+    (False, True): "max-autotune-no-cudagraphs",
+    (True, True): "max-autotune",  # max-autotune with CUDA graphs
+}
+
+
 def compile_fn(fn, speedups: Speedups):
     if not speedups.compile and not speedups.cuda_graph:
         return fn
-    mode = "reduce-overhead" if speedups.cuda_graph else None
-    return torch.compile(fn, mode=mode, dynamic=False)
+    return torch.compile(fn, mode=COMPILE_MODES[speedups.cuda_graph, speedups.max_autotune], dynamic=False)

@@ -24,8 +24,9 @@ class EpochSampler:
         out, self.queue = self.queue[: self.batch], self.queue[self.batch :]
         return out
 
-    def state_dict(self) -> dict:
-        return {"queue": self.queue.cpu()}
+    def state_dict(self, queue: torch.Tensor | None = None) -> dict:
+        """The state now, or with an earlier queue (fixmatch.augment_stream rewinds a batch in flight)."""
+        return {"queue": (self.queue if queue is None else queue).cpu()}
 
     def load_state_dict(self, state: dict) -> None:
         self.queue = state["queue"].to(self.device)

@@ -1,0 +1,75 @@
+"""--augment-stream: the next step's batch is augmented on a second CUDA stream while the current
+step's backward pass, SGD update and EMA run, instead of before the next step on the same stream.
+
+The batches are exactly those of the plain order: the same sampler and generator calls in the same
+order; only when the device runs them changes. A checkpoint taken while a batch is in flight records
+the sampler and generator state from before it, so a resumed run draws that batch again. On CPU the
+same code runs without a second stream (the order is all that differs; nothing overlaps)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from fixmatch.sampler import EpochSampler
+
+
+class AugmentStream:
+    def __init__(
+        self,
+        draw: Callable[[], tuple],
+        samplers: tuple[EpochSampler | None, ...],
+        generator: torch.Generator,
+        device: torch.device,
+        owns_outputs: bool,
+    ):
+        self.draw = draw  # the plain draw: () -> (x, y_l, y_u)
+        self.samplers = samplers
+        self.generator = generator
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        # Eager augmentation allocates its outputs on the side stream: the caching allocator must
+        # not hand that memory out again before the main stream is done with it (record_stream).
+        # Replayed CUDA graphs write into their own static buffers instead (double-buffered).
+        self.owns_outputs = owns_outputs
+        self.pending: tuple | None = None  # (batch, event) in flight
+        self.before: tuple | None = None  # (sampler queues, generator state) before the batch in flight
+
+    def launch(self) -> None:
+        """Start drawing the next batch. The side stream first waits for all the main stream has
+        queued (this step's forward, earlier steps' backward): what it overwrites is no longer read."""
+        self.before = (tuple(s.queue if s else None for s in self.samplers), self.generator.get_state())
+        if self.stream is None:
+            self.pending = (self.draw(), None)
+            return
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            batch = self.draw()
+            done = torch.cuda.Event()
+            done.record()
+        self.pending = (batch, done)
+
+    def take(self) -> tuple:
+        """The batch launched last (drawn now if none is in flight), ready to use on the main stream."""
+        if self.pending is None:
+            self.launch()
+        assert self.pending is not None
+        batch, done = self.pending
+        self.pending = self.before = None
+        if done is not None:
+            main = torch.cuda.current_stream()
+            main.wait_event(done)
+            if self.owns_outputs:
+                for t in batch:
+                    if t is not None:
+                        t.record_stream(main)
+        return batch
+
+    def rewound_state(self) -> dict:
+        """Checkpoint entries for the state before the batch in flight ({} when none is)."""
+        if self.before is None:
+            return {}
+        queues, generator = self.before
+        names = ("lab_sampler", "unl_sampler")
+        state = {n: (s.state_dict(q) if s else None) for n, s, q in zip(names, self.samplers, queues)}
+        return {**state, "generator": generator}

@@ -15,6 +15,7 @@ import torch.nn as nn
 from fixmatch import devices, distributed
 from fixmatch.algorithms import ALGORITHMS
 from fixmatch.augment import strong_augment, weak_augment
+from fixmatch.augment_graph import capture_augment
 from fixmatch.augment_stream import AugmentStream
 from fixmatch.checkpoint import save_atomic
 from fixmatch.ctaugment import CTAugment
@@ -274,67 +275,6 @@ def score_pseudo_labels(stats: dict, y_u: torch.Tensor) -> dict:
     stats["pseudo_correct"] = ((pseudo == y_u).float() * known).sum()
     stats["pseudo_count"] = known.sum()
     return stats
-
-
-class GraphedAugment:
-    """The augmentation of one step (~600 small kernels) captured once as a CUDA graph and replayed:
-    one launch per step instead of hundreds. Index sampling stays outside (it reshuffles between
-    passes); the graph reads the indices from static buffers. The generator is registered with the
-    graph so every replay draws fresh random numbers."""
-
-    def __init__(self, trainer: "Trainer"):
-        self.li = trainer.lab_sampler.next().clone()
-        self.ui = trainer.unl_sampler.next().clone() if trainer.unl_sampler is not None else None
-        fn = trainer.augment_indices
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up outside the graph, as CUDA graph capture requires
-            for _ in range(2):
-                fn(self.li, self.ui)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        self.graph.register_generator_state(trainer.generator)
-        with torch.cuda.graph(self.graph):
-            self.out = fn(self.li, self.ui)
-
-    @classmethod
-    def try_capture(cls, trainer: "Trainer"):
-        try:
-            return cls(trainer)
-        except Exception as e:  # noqa: BLE001 - an older torch or driver: eager augmentation still works
-            import warnings
-
-            warnings.warn(
-                f"CUDA graph capture of the augmentation failed ({type(e).__name__}: {e}); augmenting eagerly"
-            )
-            return None
-
-    def __call__(self, li: torch.Tensor, ui: torch.Tensor | None):
-        self.li.copy_(li)
-        if ui is not None and self.ui is not None:
-            self.ui.copy_(ui)
-        self.graph.replay()
-        return self.out
-
-
-class AlternatingGraphs:
-    """Two captured augmentations replayed in turn (double buffering): with --augment-stream the
-    next batch is written while the current step may still read the last one."""
-
-    def __init__(self, first: GraphedAugment, second: GraphedAugment):
-        self.graphs, self.turn = (first, second), 0
-
-    def __call__(self, li: torch.Tensor, ui: torch.Tensor | None):
-        self.turn ^= 1
-        return self.graphs[self.turn](li, ui)
-
-
-def capture_augment(trainer: Trainer) -> GraphedAugment | AlternatingGraphs | None:
-    first = GraphedAugment.try_capture(trainer)
-    if first is None or not trainer.speedups.augment_stream:
-        return first
-    second = GraphedAugment.try_capture(trainer)
-    return AlternatingGraphs(first, second) if second is not None else None
 
 
 def write_metrics(out_dir: Path, history: list[dict]) -> None:

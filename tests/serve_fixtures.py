@@ -226,3 +226,17 @@ def stop_server(proc) -> None:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def scene_with_face(face: np.ndarray, size=(900, 600), at=(560, 300), side=220) -> np.ndarray:
+    """A FER face pasted far from the centre of a larger textured scene (the centre is background)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[: size[1], : size[0]]
+    background = 100 + 50 * np.sin(xx / 41.0) * np.cos(yy / 29.0) + rng.normal(0, 5, (size[1], size[0]))
+    canvas = np.clip(background, 0, 255).astype(np.uint8)
+    canvas[at[1] : at[1] + side, at[0] : at[0] + side] = np.asarray(
+        Image.fromarray(face).resize((side, side), Image.BICUBIC)
+    )
+    return canvas

@@ -12,7 +12,16 @@ import urllib.request
 import numpy as np
 import pytest
 from PIL import Image
-from serve_fixtures import encode, face_jpeg, png_bomb, progressive_jpeg_bomb, skimage_photo, start_server, stop_server
+from serve_fixtures import (
+    encode,
+    face_jpeg,
+    png_bomb,
+    progressive_jpeg_bomb,
+    scene_with_face,
+    skimage_photo,
+    start_server,
+    stop_server,
+)
 
 pytest.importorskip("flask", reason="the serve extra is not installed")
 from fixmatch.errors import UserError  # noqa: E402
@@ -29,18 +38,6 @@ def client(fer_model):
 def post(client, data: bytes | None = None, name="photo.jpg", field="file", mimetype="image/jpeg", extra=None):
     form = {} if data is None else {field: (io.BytesIO(data), name, mimetype)}
     return client.post("/api/predict", data={**form, **(extra or {})}, content_type="multipart/form-data")
-
-
-def scene(face: np.ndarray, size=(640, 480), at=(300, 120), side=180) -> np.ndarray:
-    """A FER face pasted into a larger textured grey scene (a non-FER framing), as an array."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[: size[1], : size[0]]
-    background = 90 + 60 * np.sin(xx / 37.0) * np.cos(yy / 53.0) + rng.normal(0, 6, (size[1], size[0]))
-    canvas = np.clip(background, 0, 255).astype(np.uint8)
-    canvas[at[1] : at[1] + side, at[0] : at[0] + side] = np.asarray(
-        Image.fromarray(face).resize((side, side), Image.BICUBIC)
-    )
-    return canvas
 
 
 def check_prediction(body: dict) -> None:
@@ -87,7 +84,7 @@ def test_face_in_a_larger_scene_png(client, fer_slice):
     """A face (chosen as one the detector finds at 200 px) pasted at a known place in a 1600x1200 JPEG:
     detection runs downscaled, and the box comes back in full-size pixels, around the face."""
     face = next(f for f in fer_slice["x_test"] if post(client, face_jpeg(f)).json["face_found"])
-    r = post(client, encode(scene(face, size=(1600, 1200), at=(700, 300), side=450), "JPEG", quality=85))
+    r = post(client, encode(scene_with_face(face, size=(1600, 1200), at=(700, 300), side=450), "JPEG", quality=85))
     assert r.status_code == 200 and r.json["face_found"], r.json
     x, y, w, h = r.json["box"]
     assert abs((x + w / 2) - 925) < 80 and abs((y + h / 2) - 525) < 100 and 250 < w < 600

@@ -19,6 +19,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -146,39 +147,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, workers: int) -> tuple[subprocess.Popen, str]:
+def start_server(model, *extra: str, workers: int = 2) -> tuple[subprocess.Popen, str]:
+    """`fixmatch serve` on a free local port, once it answers /healthz -> (process, base URL). (The
+    serving tests start theirs with it too.) Its output goes to a temporary file, not a pipe nobody
+    reads; a server that exits, or does not answer within 60 s, raises RuntimeError with its output."""
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fixmatch",
-            "serve",
-            "--model",
-            model,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--rate-limit",
-            "off",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            return proc, base
-        except OSError:
-            if proc.poll() is not None:
-                sys.exit(
-                    f"the server exited with code {proc.returncode}; run `fixmatch serve --model {model}` to see why"
-                )
-            time.sleep(0.2)
-    proc.terminate()
-    sys.exit("the server did not answer /healthz within 60 s")
+    cmd = [sys.executable, "-m", "fixmatch", "serve", "--model", str(model), "--port", str(port)]
+    cmd += ["--workers", str(workers), *extra]
+    with tempfile.TemporaryFile() as log:  # the server keeps its own handle open
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=2)
+                return proc, base
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    log.seek(0)
+                    output = log.read().decode(errors="replace")[-3000:]
+                    raise RuntimeError(f"`fixmatch {' '.join(cmd[3:])}` did not come up:\n{output}") from None
+                time.sleep(0.3)
 
 
 def main() -> None:
@@ -200,7 +191,14 @@ def main() -> None:
         sys.exit(
             f"--requests must be 1..{MAX_REQUESTS}, --concurrency 1..{MAX_CONCURRENCY}, --stalled 0..{MAX_STALLED}"
         )
-    proc, base = start_server(args.serve, args.workers) if args.serve else (None, args.url.rstrip("/"))
+    try:
+        proc, base = (
+            start_server(args.serve, "--rate-limit", "off", workers=args.workers)
+            if args.serve
+            else (None, args.url.rstrip("/"))
+        )
+    except RuntimeError as e:
+        sys.exit(str(e))
     if urlparse(base).hostname not in LOOPBACK:
         sys.exit("refusing to load-test a server that is not on this machine (127.0.0.1 / localhost)")
     body = multipart(open(args.image, "rb").read())

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from gpu_results import run_child  # beside this file; importing it also puts src/ on the path
 
 CONFIGS = {
     "eager": dict(fast="on", compile="off", cuda_graph="off"),
@@ -56,6 +55,15 @@ def kind_of(name: str) -> str:
     return next((kind for kind, keys in KINDS if any(k in low for k in keys)), "other")
 
 
+def traced(prof, cuda: bool):
+    """(name, ms) of what the profiler saw: the kernels on CUDA, the top-level operators on CPU."""
+    for e in prof.events():
+        if cuda and str(e.device_type).endswith("CUDA"):
+            yield e.name, e.time_range.elapsed_us() / 1e3
+        elif not cuda and e.cpu_parent is None:
+            yield e.name, e.cpu_time_total / 1e3
+
+
 def child(name: str, opts) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
@@ -80,13 +88,9 @@ def child(name: str, opts) -> dict:
         sync(device)
     kinds: dict[str, float] = {}
     kernels: dict[str, float] = {}
-    for e in prof.events():
-        on_device = cuda and str(e.device_type).endswith("CUDA")
-        if cuda != on_device or (not cuda and e.cpu_parent is not None):
-            continue  # CUDA: kernels only; CPU: top-level operators only
-        us = e.time_range.elapsed_us() if cuda else e.cpu_time_total
-        kinds[kind_of(e.name)] = kinds.get(kind_of(e.name), 0.0) + us / 1e3 / n
-        kernels[e.name] = kernels.get(e.name, 0.0) + us / 1e3 / n
+    for name_, ms in traced(prof, cuda):
+        kinds[kind_of(name_)] = kinds.get(kind_of(name_), 0.0) + ms / n
+        kernels[name_] = kernels.get(name_, 0.0) + ms / n
     busy = sum(kinds.values())
     top = sorted(kernels.items(), key=lambda kv: -kv[1])[:12]
     return {
@@ -100,7 +104,7 @@ def child(name: str, opts) -> dict:
         "device_ms_per_step_by_kind": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
         "device_busy_ms_per_step": round(busy, 3),
         "idle_ms_per_step": round(timing["ms_per_step"]["median"] - busy, 3),
-        "kernels_per_step": round(sum(1 for e in prof.events() if cuda and str(e.device_type).endswith("CUDA")) / n),
+        "kernels_per_step": round(sum(1 for _ in traced(prof, cuda)) / n) if cuda else None,
         "top_kernels_ms_per_step": [[k[:90], round(v, 3)] for k, v in top],
         "profiled_steps": n,
     }
@@ -115,7 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile-steps", type=int, default=10)
     p.add_argument("--child", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
-    out = Path(opts.out)
+    out = Path(opts.out).resolve()  # the children run in the repository's root
     if opts.child:
         (out / f"profile_{opts.child}.json").write_text(json.dumps(child(opts.child, opts), indent=1))
         return 0
@@ -123,18 +127,19 @@ def main(argv=None) -> int:
     report = {"configs": {}}
     for name in opts.configs.split(","):
         limit = 30.0 if opts.tiny else LIMIT_S[name]
-        cmd = [sys.executable, __file__, "--child", name, "--out", str(out), "--device", opts.device]
-        cmd += ["--profile-steps", str(opts.profile_steps)] + (["--tiny"] if opts.tiny else [])
-        t = time.perf_counter()
-        try:
-            rc = subprocess.run(cmd, timeout=limit).returncode
-            status = "ok" if rc == 0 else f"failed (exit {rc})"
-        except subprocess.TimeoutExpired:
-            status = f"killed at its {limit:.0f} s limit"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--out", str(out)]
+        cmd += ["--device", opts.device, "--profile-steps", str(opts.profile_steps)] + (["--tiny"] if opts.tiny else [])
+        with tempfile.TemporaryDirectory() as logs:  # not in --out: the device tool returns at most 8 files
+            log = Path(logs) / "child.log"
+            ended = run_child(cmd, limit, log)  # its own process group: compile workers die with it
+            tail = log.read_text(errors="replace")[-2000:]
+        status = "ok" if ended["status"] == "finished" else ended["status"]
         part = out / f"profile_{name}.json"
         entry = json.loads(part.read_text()) if part.is_file() else {}
         part.unlink(missing_ok=True)  # one file back: the device tool returns at most 8
-        report["configs"][name] = {"status": status, "wall_s": round(time.perf_counter() - t, 1), **entry}
+        report["configs"][name] = {"status": status, "wall_s": ended["wall_s"], **entry}
+        if status != "ok":
+            report["configs"][name]["log_tail"] = tail
         print(name, json.dumps(report["configs"][name]), flush=True)
         (out / "step_profile.json").write_text(json.dumps(report, indent=1))
     return 0

@@ -9,17 +9,17 @@ from __future__ import annotations
 import io
 import lzma
 import signal
-import socket
 import struct
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from shared_data import SHARED, read_npy_member
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from load_test import free_port, start_server  # noqa: E402, F401  (one server start for the tests and the load test)
 
 FER = SHARED / "fer2013.npz.xz"
 N_TRAIN, N_HELD_OUT = 700, 100
@@ -179,45 +179,6 @@ def progressive_jpeg_bomb(side: int = 6324, size: int = 1_048_000) -> bytes:
     scan = data[last:end]
     head, tail = data[:end], data[end:]
     return head + scan * ((size - len(head) - len(tail)) // len(scan)) + tail
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model, *extra) -> tuple[subprocess.Popen, str]:
-    """`fixmatch serve --workers 2` on a free local port, once it answers /healthz -> (process, base URL)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fixmatch",
-            "serve",
-            "--model",
-            str(model),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=2)
-            return proc, base
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise AssertionError(proc.stdout.read().decode()[-3000:])
-            time.sleep(0.3)
 
 
 def stop_server(proc) -> None:

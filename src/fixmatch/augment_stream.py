@@ -65,11 +65,6 @@ class AugmentStream:
                         t.record_stream(main)
         return batch
 
-    def rewound_state(self) -> dict:
-        """Checkpoint entries for the state before the batch in flight ({} when none is)."""
-        if self.before is None:
-            return {}
-        queues, generator = self.before
-        names = ("lab_sampler", "unl_sampler")
-        state = {n: (s.state_dict(q) if s else None) for n, s, q in zip(names, self.samplers, queues)}
-        return {**state, "generator": generator}
+    def state_before(self) -> tuple | None:
+        """(sampler queues, generator state) from before the batch in flight, None when none is."""
+        return self.before

@@ -214,6 +214,10 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self, meta: dict) -> dict:
+        # A batch drawn ahead (--augment-stream) is not in the checkpoint: save the sampling state
+        # from before it, so a resumed run draws it again.
+        before = self.augment_stream.state_before() if self.augment_stream is not None else None
+        (lab_queue, unl_queue), generator = before or ((None, None), self.generator.get_state())
         return {
             "meta": meta,
             "model": self.model.state_dict(),
@@ -221,13 +225,11 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step_num,
             "history": self.history,
-            "lab_sampler": self.lab_sampler.state_dict(),
-            "unl_sampler": self.unl_sampler.state_dict() if self.unl_sampler else None,
-            "generator": self.generator.get_state(),
+            "lab_sampler": self.lab_sampler.state_dict(lab_queue),
+            "unl_sampler": self.unl_sampler.state_dict(unl_queue) if self.unl_sampler else None,
+            "generator": generator,
             "torch_rng": torch.get_rng_state(),
             "cta": self.cta.state_dict() if self.cta is not None else None,
-            # a batch in flight is not in the checkpoint: rewind to before it, so a resume redraws it
-            **(self.augment_stream.rewound_state() if self.augment_stream is not None else {}),
         }
 
     def load_state_dict(self, ckpt: dict) -> None:

@@ -250,3 +250,8 @@ def test_expect_100_continue_is_answered_before_the_body(server, fer_slice):
     while data.startswith(continued):  # the thread's parser may say continue once more
         data = data[len(continued) :]
     assert data.startswith(b"HTTP/1.1 200") and b'"label"' in data, data[:300]
+
+
+def test_a_server_that_does_not_come_up_is_one_error_with_its_output(tmp_path):
+    with pytest.raises(RuntimeError, match="did not come up:\n.*model not found"):
+        start_server(tmp_path / "missing.onnx")

@@ -47,3 +47,12 @@ def test_cpu_dry_run_profiles_each_configuration_in_a_child(tmp_path):
         kinds = c["device_ms_per_step_by_kind"]
         assert kinds["convolution"] > 0 and kinds["optimizer"] > 0  # the step's work was traced
         assert c["device_busy_ms_per_step"] == pytest.approx(sum(kinds.values()), abs=0.01)
+
+
+@pytest.mark.slow
+def test_a_failing_configuration_reports_its_log(tmp_path):
+    cmd = [sys.executable, str(REPO / "benchmarks/step_profile.py"), "--device", "cuda:99", "--tiny"]
+    subprocess.run(cmd + ["--out", str(tmp_path), "--configs", "eager"], check=True, timeout=120, capture_output=True)
+    (entry,) = json.loads((tmp_path / "step_profile.json").read_text())["configs"].values()
+    assert entry["status"].startswith("failed (exit") and "ms_per_step" not in entry
+    assert "Error: " in entry["log_tail"]  # the child's own error, kept

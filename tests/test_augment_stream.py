@@ -29,6 +29,24 @@ def test_the_stream_trains_exactly_the_plain_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_step_leaves_the_next_batch_in_flight_with_the_state_from_before_it(tmp_path):
+    from fixmatch.data import load_data
+    from fixmatch.devices import pick_device
+    from fixmatch.train import make_trainer, pick_labels
+
+    cfg = resolve(tiny_config(tmp_path, augment_stream="on"))
+    data = load_data(cfg)
+    trainer = make_trainer(cfg, data, pick_labels(cfg, data), pick_device("cpu"))
+    stream = trainer.augment_stream
+    trainer.step()
+    assert stream.pending is not None  # drawn during the step (on CUDA: beside its backward pass)
+    queues, generator = stream.state_before()
+    assert torch.equal(trainer.state_dict({})["generator"], generator)  # the checkpoint rewinds to it
+    assert not torch.equal(trainer.generator.get_state(), generator)  # the draw moved the generator on
+    stream.take()
+    assert stream.state_before() is None  # taken: nothing in flight, nothing to rewind
+
+
 def test_a_resume_redraws_the_batch_that_was_in_flight(tmp_path, monkeypatch):
     # step 16's checkpoint is written while step 17's batch is already drawn: the checkpoint must
     # hold the sampler and generator from before that batch, or the resumed run skips it

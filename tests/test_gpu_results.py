@@ -267,6 +267,7 @@ def test_every_training_stage_is_the_official_recipe_under_a_budget(tmp_path):
     opts = opts_for(tmp_path, "compare")
     for stage in gpu_results.STAGES.values():
         for name, fields in stage.runs.items():
+            assert "steps" not in fields  # the time budget sets them; no stage fixes its length
             switches = gpu_results.speed_switches(stage.needs, 200)
             cfg = resolve(
                 TrainConfig(**gpu_results.train_fields(stage, {**fields, **switches}, tmp_path / name, 215.0, opts))
@@ -285,3 +286,18 @@ def test_every_training_stage_is_the_official_recipe_under_a_budget(tmp_path):
             assert cfg.input_scaling == "official" and cfg.randaugment == "official"
             assert cfg.strong_augment == ("cta" if stage.name.endswith("cta") else "ra")
             assert (cfg.fast, cfg.cuda_graph) == ("on", "on") and not cfg.progress
+
+
+def test_the_nudged_reference_starts_its_ema_from_its_own_moved_weights():
+    import copy
+    from types import SimpleNamespace
+
+    import torch
+
+    model = torch.nn.Linear(50, 20)
+    trainer = SimpleNamespace(model=model, ema=SimpleNamespace(model=copy.deepcopy(model)))
+    before = model.weight.detach().clone()
+    gpu_results.nudge(trainer)
+    moved = (model.weight - before).abs() / before.abs()
+    assert 0 < moved.max() < 10 * gpu_results.NUDGE  # moved, by about NUDGE of itself
+    assert torch.equal(trainer.ema.model.weight, model.weight) and torch.equal(trainer.ema.model.bias, model.bias)

@@ -33,6 +33,25 @@ def test_kernels_are_sorted_into_kinds_of_work(name, kind):
     assert step_profile.kind_of(name) == kind
 
 
+def test_the_trace_counts_kernels_on_cuda_and_only_top_level_operators_on_cpu():
+    from types import SimpleNamespace
+
+    def event(name, device, parent=None, us=1000.0):
+        span = SimpleNamespace(elapsed_us=lambda: us)
+        return SimpleNamespace(name=name, device_type=device, cpu_parent=parent, time_range=span, cpu_time_total=us)
+
+    top = event("aten::conv2d", "DeviceType.CPU")
+    prof = SimpleNamespace(
+        events=lambda: [
+            top,
+            event("aten::convolution", "DeviceType.CPU", parent=top),  # inside conv2d: counted once, above
+            event("sm90_xmma_fprop", "DeviceType.CUDA", us=250.0),
+        ]
+    )
+    assert list(step_profile.traced(prof, cuda=False)) == [("aten::conv2d", 1.0)]
+    assert list(step_profile.traced(prof, cuda=True)) == [("sm90_xmma_fprop", 0.25)]
+
+
 @pytest.mark.slow
 def test_cpu_dry_run_profiles_each_configuration_in_a_child(tmp_path):
     cmd = [sys.executable, str(REPO / "benchmarks/step_profile.py"), "--device", "cpu", "--tiny"]

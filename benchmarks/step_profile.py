@@ -58,9 +58,10 @@ def kind_of(name: str) -> str:
 def traced(prof, cuda: bool):
     """(name, ms) of what the profiler saw: the kernels on CUDA, the top-level operators on CPU."""
     for e in prof.events():
-        if cuda and str(e.device_type).endswith("CUDA"):
+        kernel = str(e.device_type).endswith("CUDA")
+        if cuda and kernel:
             yield e.name, e.time_range.elapsed_us() / 1e3
-        elif not cuda and e.cpu_parent is None:
+        elif not cuda and not kernel and e.cpu_parent is None:
             yield e.name, e.cpu_time_total / 1e3
 
 

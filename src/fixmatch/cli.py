@@ -32,20 +32,20 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 def cmd_train(args) -> int:
     from fixmatch import distributed
     from fixmatch.config import from_dict, load_yaml, resolve
-    from fixmatch.train import compare, resume, train
+    from fixmatch.train import compare, final_report, resume, train
 
     clean = False
     try:
         overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
         if args.resume:
-            print(json.dumps(resume(args.resume, overrides)))
+            print(final_report([resume(args.resume, overrides)]))
         else:
             cfg = from_dict(load_yaml(args.config)) if args.config else from_dict({})
             cfg = resolve(dataclasses.replace(cfg, **overrides))
             if cfg.algorithm == "both":
-                compare(cfg)
+                compare(cfg)  # prints its report
             else:
-                print(json.dumps(train(cfg)))
+                print(final_report([train(cfg)]))
         clean = True
     finally:
         distributed.shutdown(clean)  # under torchrun: leave the process group explicitly

@@ -75,7 +75,9 @@ class TrainConfig:
     val_per_class: int = opt(0, "folders without test/: hold out this many labeled images per class for evaluation")
     # what to train
     algorithm: str | None = opt(
-        None, "fixmatch, supervised (labeled loss only) or both (supervised baseline, then fixmatch)"
+        None,
+        "fixmatch, supervised (labeled loss only) or both (supervised baseline, then fixmatch; "
+        "a --time-budget is split evenly between the two)",
     )
     model: str | None = opt(
         None,
@@ -111,7 +113,9 @@ class TrainConfig:
     eval_batch_size: int = opt(1024, "images per forward when evaluating")
     median_of: int = opt(20, "final figure = median accuracy of the last N evaluations (official 20)")
     time_budget: float | None = opt(
-        None, "minutes of wall clock: measure the step time, then fit --steps and the cosine to the budget"
+        None,
+        "minutes of wall clock: measure the step time, then fit --steps and the cosine to the budget "
+        "(with --algorithm both: for the two runs together)",
     )
     seed: int = opt(0, "seed of the weights, the sampling and the augmentation (the labels come from --fold)")
     out: str | None = opt(None, "run directory (default runs/<dataset>-<labels>-<algorithm>-<time>)")

@@ -205,6 +205,22 @@ class Trainer:
         self.sync()
         return time.perf_counter() - t
 
+    def probe_step_seconds(self, images: int = 4) -> float:
+        """A rough step time, before the first step: one forward and backward of a few images in eval
+        mode (no BatchNorm statistics move), scaled to the step's batch. Nothing of the run changes:
+        the gradients are dropped and the random state is put back."""
+        n = self.cfg.batch_size * (1 + 2 * self.cfg.mu if self.unl_sampler is not None else 1)
+        rng, was_training = torch.get_rng_state(), self.model.training
+        x = self.x_lab[torch.arange(images, device=self.device) % len(self.x_lab)]
+        self.model.eval()
+        t = time.perf_counter()
+        self.model(self.normalize(x)).float().logsumexp(-1).sum().backward()
+        seconds = (time.perf_counter() - t) * n / images
+        self.model.train(was_training)
+        self.model.zero_grad(set_to_none=True)
+        torch.set_rng_state(rng)
+        return seconds
+
     def reschedule(self, steps: int) -> None:
         """A new total number of steps; the cosine's K follows it."""
         self.cfg = dataclasses.replace(self.cfg, steps=steps, lr_schedule_steps=steps)
@@ -313,6 +329,10 @@ def run_loop(
         leave=False,
     )
     best = max((r["accuracy"] for r in trainer.history), default=-1.0)
+    if planner.budget_s is None and trainer.device.type == "cpu" and trainer.step_num < trainer.cfg.steps:
+        warning = planner.early_warning(trainer.probe_step_seconds())  # before a first step that may take long
+        if warning:
+            log(warning)
     while trainer.step_num < trainer.cfg.steps:
         trainer.step()
         bar.update(1)
@@ -329,7 +349,8 @@ def run_loop(
             if not had_speed and planner.step_seconds is not None:
                 log(planner.projection())
         if trainer.step_num % trainer.cfg.eval_every == 0 or trainer.step_num == trainer.cfg.steps:
-            rec = trainer.record_evaluation(start_seconds + time.perf_counter() - t0)
+            t_eval = time.perf_counter()
+            rec = trainer.record_evaluation(start_seconds + t_eval - t0)
             is_best = rec["accuracy"] > best
             best = max(best, rec["accuracy"])
             if main:
@@ -343,5 +364,6 @@ def run_loop(
             bar.set_postfix(acc=f"{rec['accuracy']:.3f}", raw=f"{rec['raw_accuracy']:.3f}", loss=f"{rec['loss']:.3f}")
             if not progress and main:
                 log(json.dumps(rec))
+            planner.evaluated(time.perf_counter() - t_eval)  # the plan counts evaluations apart from steps
     bar.close()
     return planner

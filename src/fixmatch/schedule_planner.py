@@ -4,8 +4,10 @@ number of steps (and the cosine's K) to a wall-clock budget from the measured sp
 The clock starts when `train` starts (data loading, model building, compilation and CUDA-graph
 capture are all inside the budget). After WARMUP steps (compilation happens there) the next WINDOW
 steps are timed and one evaluation is timed; the plan then aims to end at TARGET of the budget,
-evaluations and checkpoints included. Halfway through the planned steps the plan is made once more
-from the speed actually achieved since the first plan (evaluations amortised in it).
+evaluations and checkpoints included. The plan is then made again each time half of the remaining
+steps are done, from the speed of the steps since the last plan (evaluations timed apart, as the loop
+reports them), until fewer than 2 * WINDOW steps remain: a machine that slows down or speeds up late
+in the run is still followed, and the last correction comes close to the end.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import Callable
 WARMUP, WINDOW = 5, 20
 TARGET = 0.985  # aim a little under the budget: the end may only be early, by less than 5%
 HOUR = 3600.0
+LONG_RUN_ADVICE = (
+    "--time-budget MINUTES fits the schedule to the time you have, or lower --steps, or pick a smaller --model"
+)
 
 
 @dataclass
@@ -29,9 +34,11 @@ class StepPlanner:
     t0: float = 0.0  # clock value when the budget started
     clock: Callable[[], float] = time.perf_counter
     planned_steps: int | None = None  # the first plan, for the summary
-    step_seconds: float | None = None
-    eval_seconds: float = 0.0
-    _mark: tuple[int, float] | None = None
+    step_seconds: float | None = None  # the first measurement (the projection and the summary)
+    eval_seconds: float = 0.0  # the latest evaluation's cost, checkpoint included
+    replans: int = 0
+    _mark: tuple[int, float] | None = None  # (step, clock) where the current speed interval began
+    _eval_since_mark: float = 0.0  # seconds of evaluation inside that interval
     _replan_at: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -39,32 +46,57 @@ class StepPlanner:
         """Whether `observe` wants a synchronised clock reading after this step."""
         return step in (self.start_step + WARMUP, self.start_step + WARMUP + WINDOW) or step == self._replan_at
 
+    def evaluated(self, seconds: float) -> None:
+        """The loop reports each evaluation (with its checkpoint) and what it cost."""
+        self.eval_seconds = seconds
+        self._eval_since_mark += seconds
+
     def observe(self, step: int, time_eval: Callable[[], float]) -> int:
         """Called after step `step` when `due`; returns the (possibly new) total number of steps."""
         now = self.clock()
         if step == self.start_step + WARMUP:
-            self._mark = (step, now)
+            self._start_interval(step, now)
         elif self._mark is not None and step == self._mark[0] + WINDOW and self.step_seconds is None:
-            self.step_seconds = (now - self._mark[1]) / WINDOW
+            self.step_seconds = self._interval_speed(step, now)
             if self.budget_s is not None:
                 self.eval_seconds = time_eval()
-                per_step = self.step_seconds + self.eval_seconds / self.eval_every
-                self.steps = self._fit(step, self.clock(), per_step)
-                self.planned_steps = self.steps
-                self._replan_at = step + max((self.steps - step) // 2, 1) if self.steps > step + 2 * WINDOW else None
-                self._mark = (step, self.clock())
+                self.steps = self.planned_steps = self._fit(step, self.clock(), self.step_seconds)
+                self._start_interval(step, self.clock())
         elif step == self._replan_at and self._mark is not None:
-            per_step = (now - self._mark[1]) / (step - self._mark[0])  # evaluations amortised in it
-            self.steps = self._fit(step, now, per_step)
-            self._replan_at = None
+            self.steps = self._fit(step, now, self._interval_speed(step, now))
+            self.replans += 1
+            self._start_interval(step, now)
         return self.steps
 
-    def _fit(self, step: int, now: float, per_step: float) -> int:
+    def _start_interval(self, step: int, now: float) -> None:
+        self._mark, self._eval_since_mark = (step, now), 0.0
+        remaining = self.steps - step
+        plan_again = self.budget_s is not None and self.planned_steps is not None and remaining >= 2 * WINDOW
+        self._replan_at = step + remaining // 2 if plan_again else None
+
+    def _interval_speed(self, step: int, now: float) -> float:
+        """Seconds per training step since the mark, evaluations left out (they are planned apart)."""
+        assert self._mark is not None
+        return max(now - self._mark[1] - self._eval_since_mark, 0.0) / (step - self._mark[0])
+
+    def _fit(self, step: int, now: float, step_s: float) -> int:
         """Most steps such that the rest (steps with their share of the evaluations, then the
         final evaluation) ends by TARGET of the budget."""
         assert self.budget_s is not None  # only planned with a budget
         left = self.t0 + TARGET * self.budget_s - now - self.eval_seconds
-        return max(step + 1, step + math.floor(left / per_step))
+        per_step = step_s + self.eval_seconds / self.eval_every
+        return max(step + 1, step + math.floor(left / per_step)) if per_step > 0 else self.steps
+
+    def early_warning(self, probe_step_s: float) -> str | None:
+        """Before the first step, from a probe of the model's cost: a run that would take hours says
+        so at once (the measured projection comes only after WARMUP + WINDOW steps)."""
+        remaining = (self.steps - self.start_step) * probe_step_s
+        if remaining <= HOUR:
+            return None
+        return (
+            f"estimated from a probe of the model: about {probe_step_s:.1f} s/step, so {self.steps - self.start_step:,}"
+            f" steps take about {format_duration(remaining)}. {LONG_RUN_ADVICE}"
+        )
 
     def projection(self) -> str:
         """One log line: the measured speed and how long the planned steps take."""
@@ -75,10 +107,7 @@ class StepPlanner:
             f"{format_duration(remaining)} more (plus evaluations)"
         )
         if self.budget_s is None and remaining > HOUR:
-            text += (
-                ". That is over an hour: --time-budget MINUTES fits the schedule to the time you have, "
-                "or lower --steps, or pick a smaller --model"
-            )
+            text += f". That is over an hour: {LONG_RUN_ADVICE}"
         return text
 
 

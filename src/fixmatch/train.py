@@ -13,6 +13,7 @@ import torch
 
 from fixmatch import distributed
 from fixmatch.checkpoint import load_checkpoint
+from fixmatch.commands import program
 from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, resolve, save_yaml
 from fixmatch.data import get_spec, load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
@@ -222,31 +223,41 @@ def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
 
 
 def compare(cfg: TrainConfig, log=print) -> list[dict]:
-    """The demo: a supervised-only baseline and FixMatch on the same labels, then a table."""
+    """The demo: a supervised-only baseline and FixMatch on the same labels, then a table. A time
+    budget is split evenly: the two runs get equal wall clock, and together they keep the budget."""
     resolved = resolve(dataclasses.replace(cfg, algorithm="fixmatch"))  # dataset defaults filled in
     base = Path(cfg.out) if cfg.out else default_out(dataclasses.replace(resolved, algorithm="both"))
     data = load_data(resolved)  # both runs share the data and, through --fold, the labels
+    budget = cfg.time_budget / 2 if cfg.time_budget else None
+    if budget:
+        log(f"--time-budget {cfg.time_budget:g} min is split: {budget:g} min for supervised, {budget:g} for fixmatch")
     results = []
     for algorithm in ("supervised", "fixmatch"):
-        run_cfg = dataclasses.replace(cfg, algorithm=algorithm, out=str(base / algorithm))
+        run_cfg = dataclasses.replace(cfg, algorithm=algorithm, out=str(base / algorithm), time_budget=budget)
         results.append(train(run_cfg, log=log, data=data))
-    log(format_table(results))
-    log(next_steps(base))
+    log(final_report(results))
     return results
 
 
-def next_steps(base: Path) -> str:
-    """Where the demo's runs are and what to try next (printed after its table)."""
-    fixmatch_run = base / "fixmatch"
+def final_report(results: list[dict]) -> str:
+    """What every training command prints at its end: the table, where the runs are, what to try next."""
+    return format_table(results) + "\n" + next_steps([Path(r["out"]) for r in results])
+
+
+def next_steps(runs: list[Path]) -> str:
+    """Where the runs are and what to try next, as commands that work as printed in a fresh shell."""
+    last, fixmatch = runs[-1], program("fixmatch")
+    logdir = runs[0].parent if len(runs) > 1 else last
     tries = [
-        (f"tensorboard --logdir {base}", "the curves of both runs"),
-        (f"fixmatch evaluate --checkpoint {fixmatch_run}", "accuracy per class, confusion matrix"),
-        (f"fixmatch predict --checkpoint {fixmatch_run} IMAGE_OR_FOLDER", "label and probabilities per image"),
-        ("fixmatch train --dataset folders --data-dir ROOT", "your own images (README: Your own images)"),
-        ("fixmatch train --help", "every option"),
+        (f"{program('tensorboard')} --logdir {logdir}", "the curves" + (" of both runs" if len(runs) > 1 else "")),
+        (f"{fixmatch} evaluate --checkpoint {last}", "accuracy per class, confusion matrix"),
+        (f"{fixmatch} predict --checkpoint {last} IMAGE_OR_FOLDER", "label and probabilities per image"),
+        (f"{fixmatch} train --dataset folders --data-dir ROOT", "your own images (README: Your own images)"),
+        (f"{fixmatch} train --help", "every option"),
     ]
     width = max(len(command) for command, _ in tries)
-    lines = [f"runs: {base}/supervised and {fixmatch_run} (metrics.jsonl, summary.json, checkpoints)", "next:"]
+    where = " and ".join(str(r) for r in runs)
+    lines = [f"runs: {where} (metrics.jsonl, summary.json, checkpoints)", "next:"]
     return "\n".join(lines + [f"  {command:<{width}}  # {why}" for command, why in tries])
 
 

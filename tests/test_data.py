@@ -141,6 +141,20 @@ def test_cifar_missing_lists_layouts(tmp_path):
         assert part in msg
 
 
+def test_missing_data_names_a_known_place_that_holds_it(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cifar10_device.npz.xz").write_bytes(b"")  # only its presence is looked at
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FIXMATCH_DATA", raising=False)
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", tmp_path / "empty")
+    assert f"Found cifar10_device.npz.xz in {tmp_path / 'data'}: pass --data-dir {tmp_path / 'data'}" in str(e.value)
+    with pytest.raises(DataError) as e:
+        load_dataset("fer2013", tmp_path / "empty")
+    assert f"in {tmp_path / 'data'}" not in str(e.value)  # ./data holds no FER2013 file
+
+
 def test_cifar_corrupt_files_name_the_file(tmp_path, rgb):
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar10(folder, rgb)

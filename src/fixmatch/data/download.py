@@ -101,7 +101,32 @@ def fetch(filename: str, data_dir: Path) -> Path:
     return download(remote_url(filename), Path(data_dir) / filename, md5=REMOTES[filename].md5)
 
 
-def missing_error(name: str, data_dir: Path, layouts: list[str], hint: str) -> DataError:
-    """One message naming every layout the loader accepts, so the user can pick any of them."""
+def known_data_dirs() -> list[Path]:
+    """Places a dataset is often kept besides --data-dir: $FIXMATCH_DATA, ./data, and a shared/data
+    folder beside the working folder or beside this checkout (where the project's offline copies live)."""
+    checkout = Path(__file__).resolve().parents[3]  # src/fixmatch/data/download.py -> the checkout
+    places = [os.environ.get(DATA_ENV), "data", "../shared/data", "shared/data", checkout.parent / "shared" / "data"]
+    seen: dict[Path, None] = {}
+    for place in places:
+        if place:
+            seen.setdefault(Path(place).expanduser().absolute().resolve(), None)
+    return list(seen)
+
+
+def found_elsewhere(data_dir: Path, files: list[str]) -> str:
+    """A sentence naming a known place that holds one of `files`, with the flag that reads it ('' if none)."""
+    for place in known_data_dirs():
+        if place == Path(data_dir).resolve():
+            continue
+        there = [f for f in files if (place / f).exists()]
+        if there:
+            return f"\nFound {', '.join(there)} in {place}: pass --data-dir {place}"
+    return ""
+
+
+def missing_error(name: str, data_dir: Path, layouts: list[str], hint: str, files: list[str] = ()) -> DataError:
+    """One message naming every layout the loader accepts, so the user can pick any of them, and a
+    known place that holds one of the dataset's `files`, if any."""
     lines = "\n".join(f"  - {layout}" for layout in layouts)
-    return DataError(f"{name}: no data found in {data_dir}. Expected one of:\n{lines}\n{hint}")
+    elsewhere = found_elsewhere(data_dir, list(files))
+    return DataError(f"{name}: no data found in {data_dir}. Expected one of:\n{lines}\n{hint}{elsewhere}")

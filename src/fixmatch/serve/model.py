@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fixmatch.commands import program
 from fixmatch.errors import UserError
 
 SUFFIXES = (".onnx", ".safetensors")  # zoo files, best first: onnx needs no torch at inference
@@ -28,7 +29,7 @@ def resolve_model(source: str, suffixes=SUFFIXES) -> Path:
             return path
     raise UserError(
         f"the {source} model is not installed: expected {model_files.ZOO_DIR / (stem + '.onnx')}. "
-        f"Train and export one (fixmatch export --checkpoint RUN --onnx {stem}.onnx) and pass --model PATH"
+        f"Train and export one ({program('fixmatch')} export --checkpoint RUN --onnx {stem}.onnx) and pass --model PATH"
     )
 
 

@@ -30,6 +30,20 @@ def test_official_cosine_schedule():
     assert cosine_lr(0.03, 1000, 1000) == pytest.approx(0.03 * math.cos(7 * math.pi / 16))
 
 
+def test_cosine_is_clipped_at_k_as_official():
+    """google-research/fixmatch fixmatch.py:92-93 (commit d4985a1), restated:
+        lrate = tf.clip_by_value(tf.to_float(self.step) / (FLAGS.train_kimg << 10), 0, 1)
+        lr *= tf.cos(lrate * (7 * np.pi) / (2 * 8))
+    (self.step counts images, train_kimg << 10 the run's images: the ratio is k / K)."""
+
+    def official(lr, k, total):
+        lrate = min(max(k / total, 0.0), 1.0)
+        return lr * math.cos(lrate * (7 * math.pi) / (2 * 8))
+
+    for k in (0, 1, 500, 999, 1000, 1001, 1500, 4000):
+        assert cosine_lr(0.03, k, 1000) == pytest.approx(official(0.03, k, 1000), rel=1e-12), k
+
+
 def test_weight_decay_only_on_conv_and_linear_weights():
     model = build_model("wrn10_1", 10, 3)
     decay, no_decay = param_groups(model, 5e-4)

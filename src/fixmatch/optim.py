@@ -23,5 +23,6 @@ def make_optimizer(
 
 
 def cosine_lr(base_lr: float, step: int, total: int) -> float:
-    """Official FixMatch decay: lr * cos(7*pi*k / (16*K)) (ends at ~0.2*lr, never at zero)."""
-    return base_lr * math.cos(7 * math.pi * step / (16 * total))
+    """Official FixMatch decay: lr * cos(7*pi*min(k/K, 1) / 16) (ends at ~0.2*lr, never at zero). The
+    clip matters when K (--lr-schedule-steps) is shorter than the run: past K the rate stays at its end."""
+    return base_lr * math.cos(7 * math.pi * min(step / total, 1.0) / 16)

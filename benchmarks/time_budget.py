@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,8 @@ def one_run(minutes: float, burners: int, burn_from: float) -> dict:
         "process_wall_s": round(wall, 2),  # interpreter start and imports are outside the budget
         "steps": s["steps"],
         "planned_steps": s["planned_steps"],
+        "replans": s["replans"],
+        "load_1min": round(os.getloadavg()[0], 2),
     }
 
 

@@ -6,8 +6,9 @@ capture are all inside the budget). After WARMUP steps (compilation happens ther
 steps are timed and one evaluation is timed; the plan then aims to end at TARGET of the budget,
 evaluations and checkpoints included. The plan is then made again each time half of the remaining
 steps are done, from the speed of the steps since the last plan (evaluations timed apart, as the loop
-reports them), until fewer than 2 * WINDOW steps remain: a machine that slows down or speeds up late
-in the run is still followed, and the last correction comes close to the end.
+reports them), until fewer than MIN_REPLAN steps remain: a machine that slows down or speeds up late
+in the run is still followed, and the last correction comes a few steps before the end (log2 of the
+run's steps re-plans in all, each one clock reading).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 WARMUP, WINDOW = 5, 20
+MIN_REPLAN = 4  # re-plan while at least this many steps remain
 TARGET = 0.985  # aim a little under the budget: the end may only be early, by less than 5%
 HOUR = 3600.0
 LONG_RUN_ADVICE = (
@@ -71,7 +73,7 @@ class StepPlanner:
     def _start_interval(self, step: int, now: float) -> None:
         self._mark, self._eval_since_mark = (step, now), 0.0
         remaining = self.steps - step
-        plan_again = self.budget_s is not None and self.planned_steps is not None and remaining >= 2 * WINDOW
+        plan_again = self.budget_s is not None and self.planned_steps is not None and remaining >= MIN_REPLAN
         self._replan_at = step + remaining // 2 if plan_again else None
 
     def _interval_speed(self, step: int, now: float) -> float:

@@ -145,6 +145,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         "evaluated_on": data.eval_note or "the dataset's test split",
         "time_budget_minutes": cfg.time_budget,
         "planned_steps": planner.planned_steps,
+        "replans": planner.replans,
         "ms_per_step": round(1000 * planner.step_seconds, 2) if planner.step_seconds else None,
         "skipped_images": len(data.skipped),
         "accuracy": last["accuracy"],

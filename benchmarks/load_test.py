@@ -150,14 +150,15 @@ def free_port() -> int:
 def start_server(model, *extra: str, workers: int = 2) -> tuple[subprocess.Popen, str]:
     """`fixmatch serve` on a free local port, once it answers /healthz -> (process, base URL). (The
     serving tests start theirs with it too.) Its output goes to a temporary file, not a pipe nobody
-    reads; a server that exits, or does not answer within 60 s, raises RuntimeError with its output."""
+    reads; a server that exits, or does not answer within 180 s (a hang guard, generous for a loaded
+    machine), raises RuntimeError with its output."""
     port = free_port()
     cmd = [sys.executable, "-m", "fixmatch", "serve", "--model", str(model), "--port", str(port)]
     cmd += ["--workers", str(workers), *extra]
     with tempfile.TemporaryFile() as log:  # the server keeps its own handle open
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
+        deadline = time.time() + 180
         while True:
             try:
                 urllib.request.urlopen(base + "/healthz", timeout=2)

@@ -213,6 +213,51 @@ def test_a_failing_rank_fails_the_job_quickly_with_the_rank_named(tmp_path, how)
     assert load(tmp_path / "run" / "last.pt")["step"] == 2 and not (tmp_path / "run" / "summary.json").exists()
 
 
+@pytest.mark.slow  # torchrun launches
+@pytest.mark.parametrize(
+    "algorithm,extra",
+    [("flexmatch", {"threshold": 0.3}), ("freematch", {"lambda_e": 0.0}), ("softmatch", {})],
+)
+def test_two_ranks_keep_a_stateful_algorithm_as_one_rank_with_the_global_batch(tmp_path, algorithm, extra):
+    """Each rank gathers what its algorithm learns from (predictions, pool indices) from every rank:
+    the state is that of one process with the global batch, identical on both ranks, and (BN-free
+    model, losses that are means over images) so is the training. FreeMatch's fairness loss is a
+    per-rank loss in the reference too (its weight is 0 here, so the runs must agree)."""
+    ref = train(cfg(tmp_path / "ref", algorithm=algorithm, **extra), **QUIET)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**extra, "threshold": extra.get("threshold", 0.1)}.items()]
+    p = torchrun(
+        tmp_path,
+        "--algorithm",
+        algorithm,
+        "--model",
+        "nobn_test",
+        "--steps",
+        "8",
+        "--eval-every",
+        "4",
+        *flags,
+        "--out",
+        tmp_path / "two",
+        env={"FIXMATCH_TEST_DUMP": "1"},
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    a, r0, r1 = (
+        load(tmp_path / "ref" / "last.pt"),
+        load(tmp_path / "two" / "rank0.pt"),
+        load(tmp_path / "two" / "rank1.pt"),
+    )
+    assert a["algorithm"] and a["algorithm"].keys() == r0["algorithm"].keys()
+    for k in a["algorithm"]:
+        assert torch.equal(r0["algorithm"][k], r1["algorithm"][k]), k  # the ranks never drift apart
+        if a["algorithm"][k].is_floating_point():
+            torch.testing.assert_close(r0["algorithm"][k], a["algorithm"][k], rtol=1e-5, atol=1e-6, msg=k)
+        else:
+            assert torch.equal(r0["algorithm"][k], a["algorithm"][k]), k
+    assert_close_states(a["model"], r0["model"])
+    got = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert got["mask_rate"] == pytest.approx(ref["mask_rate"], abs=1e-6)
+
+
 # ---- torchrun entry point --------------------------------------------------------------------------------
 def _script_main() -> int:
     import faulthandler

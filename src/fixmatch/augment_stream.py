@@ -24,7 +24,7 @@ class AugmentStream:
         device: torch.device,
         owns_outputs: bool,
     ):
-        self.draw = draw  # the plain draw: () -> (x, y_l, y_u)
+        self.draw = draw  # the plain draw: () -> (x, y_l, idx_u)
         self.samplers = samplers
         self.generator = generator
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None

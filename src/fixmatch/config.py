@@ -27,6 +27,7 @@ PAPER_DEFAULTS = dict(
     flip=True,
     ema_warmup=False,
     bn_momentum=0.001,
+    freematch_clip_thresh=False,  # USB's FreeMatch configs: True for SVHN only
 )
 
 TOGGLES = ("auto", "on", "off")
@@ -76,8 +77,8 @@ class TrainConfig:
     # what to train
     algorithm: str | None = opt(
         None,
-        "fixmatch, supervised (labeled loss only) or both (supervised baseline, then fixmatch; "
-        "a --time-budget is split evenly between the two)",
+        "fixmatch, flexmatch, freematch, softmatch, supervised (labeled loss only) or both (supervised "
+        "baseline, then fixmatch; a --time-budget is split evenly between the two)",
     )
     model: str | None = opt(
         None,
@@ -90,6 +91,18 @@ class TrainConfig:
     mu: int = opt(7, "unlabeled images per labeled one (official 7)")
     threshold: float = opt(0.95, "pseudo-label confidence threshold tau (official 0.95)")
     lambda_u: float = opt(1.0, "weight of the unlabeled loss (official 1)")
+    # FlexMatch, FreeMatch and SoftMatch (defaults: their authors' USB configs; see the README)
+    flexmatch_warmup: bool = opt(
+        True, "FlexMatch: learning effects divided by the largest count, never-selected images included (reference on)"
+    )
+    ema_p: float = opt(0.999, "FreeMatch and SoftMatch: momentum of their EMAs of the predictions (reference 0.999)")
+    lambda_e: float = opt(0.001, "FreeMatch: weight of the self-adaptive fairness loss (reference 0.001)")
+    freematch_clip_thresh: bool | None = opt(
+        None, "FreeMatch: clip the global threshold at 0.95 (reference: on for SVHN, off elsewhere)"
+    )
+    softmatch_n_sigma: float = opt(
+        2.0, "SoftMatch: width of the truncated Gaussian, in standard deviations (reference 2)"
+    )
     lr: float | None = opt(None, "base learning rate (official 0.03)")
     momentum: float = opt(0.9, "SGD momentum (official 0.9)")
     nesterov: bool = opt(True, "Nesterov momentum (official on)")
@@ -163,6 +176,7 @@ class RunConfig(TrainConfig):
     ema_warmup: bool
     bn_momentum: float
     flip: bool
+    freematch_clip_thresh: bool
     eval_every: int
 
 
@@ -267,6 +281,9 @@ def validate(cfg: RunConfig) -> None:
     )
     need(0 < cfg.threshold <= 1, f"threshold (tau) must lie in (0, 1], got {cfg.threshold}")
     need(cfg.lambda_u >= 0, f"lambda_u must be >= 0, got {cfg.lambda_u}")
+    need(cfg.lambda_e >= 0, f"lambda_e must be >= 0, got {cfg.lambda_e}")
+    need(0 <= cfg.ema_p < 1, f"ema_p must lie in [0, 1), got {cfg.ema_p}")
+    need(cfg.softmatch_n_sigma > 0, f"softmatch_n_sigma must be > 0, got {cfg.softmatch_n_sigma}")
     need(cfg.lr > 0 and math.isfinite(cfg.lr), f"lr must be a positive number, got {cfg.lr}")
     need(0 <= cfg.momentum < 1, f"momentum must lie in [0, 1), got {cfg.momentum}")
     need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")

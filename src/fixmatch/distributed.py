@@ -140,16 +140,31 @@ def wrap_model(model: nn.Module, cfg, d: Dist, device: torch.device) -> nn.Modul
     return ddp(model, device_ids=[device] if device.type == "cuda" else None, **flags)
 
 
-def shard_batch(x: torch.Tensor, y_l: torch.Tensor, y_u: torch.Tensor | None, d: Dist):
+def shard_batch(x: torch.Tensor, y_l: torch.Tensor, idx_u: torch.Tensor | None, d: Dist):
     """This rank's slice of [labeled weak | unlabeled weak | unlabeled strong]: labeled images
-    r*B/W..(r+1)*B/W, and the same unlabeled images in both views."""
+    r*B/W..(r+1)*B/W, and the same unlabeled images in both views (with their pool indices)."""
     if not d.active:
-        return x, y_l, y_u
-    b, u = y_l.shape[0] // d.world, (0 if y_u is None else y_u.shape[0] // d.world)
-    parts = x.split([y_l.shape[0]] + ([] if y_u is None else [y_u.shape[0]] * 2))
-    sizes = [b] + ([] if y_u is None else [u, u])
+        return x, y_l, idx_u
+    b, u = y_l.shape[0] // d.world, (0 if idx_u is None else idx_u.shape[0] // d.world)
+    parts = x.split([y_l.shape[0]] + ([] if idx_u is None else [idx_u.shape[0]] * 2))
+    sizes = [b] + ([] if idx_u is None else [u, u])
     x = torch.cat([p[d.rank * n : (d.rank + 1) * n] for p, n in zip(parts, sizes)])
-    return x, y_l[d.rank * b : (d.rank + 1) * b], (None if y_u is None else y_u[d.rank * u : (d.rank + 1) * u])
+    return x, y_l[d.rank * b : (d.rank + 1) * b], (None if idx_u is None else idx_u[d.rank * u : (d.rank + 1) * u])
+
+
+def gatherer(d: Dist):
+    """t -> the rank-ordered concatenation of every rank's t (t itself on one rank): what a stateful
+    algorithm learns from, so its state is that of one process with the global batch on every rank."""
+    if not d.active:
+        return lambda t: t
+
+    @torch.no_grad()
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(t) for _ in range(d.world)]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+
+    return gather
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from fixmatch import devices, distributed
-from fixmatch.algorithms import ALGORITHMS
+from fixmatch.algorithms import AlgorithmSetup, build_algorithm
 from fixmatch.augment import strong_augment, weak_augment
 from fixmatch.augment_graph import capture_augment
 from fixmatch.augment_stream import AugmentStream
@@ -45,7 +45,6 @@ class Trainer:
         dist: distributed.Dist = distributed.SINGLE,
     ):
         self.cfg, self.device, self.speedups, self.dist = cfg, device, speedups, dist
-        self.algorithm = ALGORITHMS[cfg.algorithm](threshold=cfg.threshold, lambda_u=cfg.lambda_u)
         fmt = torch.channels_last if speedups.channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=fmt)  # type: ignore[call-overload]  # the stubs miss memory_format
         self.net = distributed.wrap_model(self.model, cfg, dist, device)  # DDP wrapper, or the model itself
@@ -61,6 +60,10 @@ class Trainer:
         self.x_lab = data.x_train[labeled_idx].to(device)
         self.y_lab = data.y_train[labeled_idx].to(device)
         self.x_unl, self.y_unl = unlabeled_pool(data, labeled_idx, device)
+        self.algorithm = build_algorithm(
+            cfg, AlgorithmSetup(data.num_classes, len(self.x_unl), device, distributed.gatherer(dist))
+        )
+        self.passes_indices = self.algorithm.uses_indices  # FlexMatch: called with each image's pool index
         self.x_test, self.y_test, self.num_classes = data.x_test, data.y_test, data.num_classes
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
@@ -88,7 +91,8 @@ class Trainer:
 
     # ---- one step -------------------------------------------------------------------------------
     def draw_batch(self):
-        """[labeled weak | unlabeled weak | unlabeled strong] as one uint8 batch, plus labels."""
+        """[labeled weak | unlabeled weak | unlabeled strong] as one uint8 batch, the labels of the
+        labeled images and the pool indices of the unlabeled ones."""
         return self.augment_stream.take() if self.augment_stream is not None else self.draw_now()
 
     def draw_now(self):
@@ -101,7 +105,7 @@ class Trainer:
     def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None):
         flip, g = self.cfg.flip, self.generator
         parts = [weak_augment(self.x_lab[li], flip=flip, generator=g)]
-        y_u = None
+        idx_u = None
         if ui is not None:
             raw = self.x_unl[ui]
             parts.append(weak_augment(raw, flip=flip, generator=g))
@@ -111,10 +115,10 @@ class Trainer:
             else:
                 strong = strong_augment(raw, flip=flip, generator=g, policy=self.cfg.randaugment)
             parts.append(strong)
-            y_u = self.y_unl[ui]
-        return torch.cat(parts), self.y_lab[li], y_u
+            idx_u = ui.clone()  # a copy: the index buffer of a CUDA graph is overwritten by the next draw
+        return torch.cat(parts), self.y_lab[li], idx_u
 
-    def _forward_loss(self, x: torch.Tensor, y_l: torch.Tensor, y_u):
+    def _forward_loss(self, x: torch.Tensor, y_l: torch.Tensor, idx_u: torch.Tensor | None):
         # ONE forward in train mode over all images: BatchNorm statistics span the whole batch.
         x = self.normalize(x)
         if self.speedups.channels_last:
@@ -123,24 +127,25 @@ class Trainer:
             logits = self.net(x)
         logits = logits.float()
         n = y_l.shape[0]
-        if y_u is None:
+        if idx_u is None:
             loss, stats = self.algorithm(logits[:n], y_l)
         else:
             logits_uw, logits_us = logits[n:].chunk(2)
-            loss, stats = self.algorithm(logits[:n], y_l, logits_uw, logits_us)
-            stats = score_pseudo_labels(stats, y_u)
+            by_index = {"idx_u": idx_u} if self.passes_indices else {}
+            loss, stats = self.algorithm(logits[:n], y_l, logits_uw, logits_us, **by_index)
+            stats = score_pseudo_labels(stats, self.y_unl[idx_u])
         return loss, stats
 
     def step(self) -> None:
         lr = cosine_lr(self.cfg.lr, self.step_num, self.cfg.lr_schedule_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y_l, y_u = self.draw_batch()
+        x, y_l, idx_u = self.draw_batch()
         if self.cta is not None:  # the EMA model before this step's update classifies the probes (official)
             self.cta.learn(self.ema.model, self.normalize, *self.cta_probe, dist=self.dist)
         if self.speedups.cuda_graph:  # tell the compiled graphs a new iteration begins
             torch.compiler.cudagraph_mark_step_begin()
-        loss, stats = self.forward_loss(x, y_l, y_u)
+        loss, stats = self.forward_loss(x, y_l, idx_u)
         if self.augment_stream is not None:  # the next batch, during backward + SGD + EMA
             self.augment_stream.launch()
         loss.backward()
@@ -246,6 +251,7 @@ class Trainer:
             "generator": generator,
             "torch_rng": torch.get_rng_state(),
             "cta": self.cta.state_dict() if self.cta is not None else None,
+            "algorithm": self.algorithm.state_dict(),  # FlexMatch/FreeMatch/SoftMatch: their EMAs and counts
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
@@ -261,6 +267,7 @@ class Trainer:
         torch.set_rng_state(ckpt["torch_rng"])
         if self.cta is not None and ckpt.get("cta") is not None:
             self.cta.load_state_dict(ckpt["cta"])
+        self.algorithm.load_state_dict(ckpt.get("algorithm", {}))
 
     def save(self, out_dir: Path, meta: dict, best: bool) -> None:
         state = self.state_dict(meta)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fixmatch.algorithms.base import Algorithm, AlgorithmSetup
 
-class FixMatch:
+
+class FixMatch(Algorithm):
     """l_s + lambda_u * l_u, with l_u the masked cross-entropy of strong-view logits against the
     hard pseudo-labels of the weak view (confidence >= threshold).
 
@@ -17,6 +19,10 @@ class FixMatch:
     def __init__(self, threshold: float = 0.95, lambda_u: float = 1.0):
         self.threshold = threshold
         self.lambda_u = lambda_u
+
+    @classmethod
+    def from_config(cls, cfg, setup: AlgorithmSetup) -> FixMatch:
+        return cls(threshold=cfg.threshold, lambda_u=cfg.lambda_u)
 
     def __call__(
         self, logits_x: torch.Tensor, y_x: torch.Tensor, logits_uw: torch.Tensor, logits_us: torch.Tensor

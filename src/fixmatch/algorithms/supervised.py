@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fixmatch.algorithms.base import Algorithm
 
-class Supervised:
+
+class Supervised(Algorithm):
     uses_unlabeled = False
 
     def __init__(self, **_):

@@ -39,7 +39,8 @@ def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 @register(
     "svhn",
     "SVHN cropped digits, 32x32 RGB, 10 classes, 73,257 train (+531,131 with svhn_extra) / 26,032 test",
-    defaults=dict(num_labels=1000, flip=False),  # digits have a handedness: no flip (official)
+    # digits have a handedness: no flip (official); USB's FreeMatch SVHN configs clip its threshold
+    defaults=dict(num_labels=1000, flip=False, freematch_clip_thresh=True),
     files="train_32x32.mat, test_32x32.mat (+ extra_32x32.mat with svhn_extra); --download fetches them",
 )
 def load_svhn(data_dir=None, download=False, svhn_extra=False, **_):

@@ -11,6 +11,9 @@ Stages, each in a child process with its own time limit (a slow stage costs only
                    supervised on the same labels, equal time budgets
   fer_release      the released FER2013 model's recipe (configs/fer2013.yaml) under the time left:
                    its retraining on the official wiring (compare with the zoo model before replacing it)
+  tta_250          time to accuracy on the FULL CIFAR-10 (50,000 train images: needs cifar10_device and
+  tta_4000         cifar10_rest in --data) at 250 / 4000 labels: FixMatch, FlexMatch, FreeMatch and the
+                   fast recipe, equal wall-clock budgets each
 A stage whose data file is not in --data is skipped with one line saying so. The training stages
 plan nothing themselves: `fixmatch train --time-budget` measures its own speed and ends on time;
 the child's limit (budget + MARGIN_S) is the safety net, and a killed run still yields its last
@@ -22,9 +25,14 @@ summary.json, the EMA weights as model.safetensors; the full .pt checkpoints sta
 over the device tool's 16 MiB per returned file) and gpu_results.json / gpu_results.md are
 rewritten. The tool returns at most 8 files, so a call runs at most 5 stages.
 
-The 64 MiB carry limit fits one dataset per call (`benchmarks/gpu_results_data.py` prepares both):
-  call 1:  python benchmarks/gpu_results.py --data .gpu/cifar --out $OUT            (carry .gpu/cifar)
-  call 2:  python benchmarks/gpu_results.py --data .gpu/fer --out $OUT --minutes M  (carry .gpu/fer)
+The 64 MiB carry limit fits one data file per call (`benchmarks/gpu_results_data.py` prepares them):
+  python benchmarks/gpu_results.py --data .gpu/cifar --out $OUT            (carry .gpu/cifar)
+  python benchmarks/gpu_results.py --data .gpu/fer --out $OUT --minutes M  (carry .gpu/fer)
+The full CIFAR-10 takes two calls, the second at once (a machine idle for ~30 s is given back): the
+first leaves cifar10_device on the machine, the second brings cifar10_rest and trains on both:
+  call 1:  mkdir -p /root/stash && cp .gpu/cifar/cifar10_device.npz.xz /root/stash/          (carry .gpu/cifar)
+  call 2:  cp /root/stash/cifar10_device.npz.xz .gpu/cifar_rest/ && python benchmarks/gpu_results.py
+           --data .gpu/cifar_rest --out $OUT --stages tta_250 --minutes 9                       (carry .gpu/cifar_rest)
 
 CPU dry run (what tests/test_gpu_results.py does):
   python benchmarks/gpu_results.py --tiny --device cpu --data DIR --out /tmp/out
@@ -79,13 +87,15 @@ PAPER = {
     ("cifar10", 40, "cta"): (88.61, 3.35),
 }
 
-CIFAR_FILE, FER_FILE = "cifar10_device.npz.xz", "fer2013.npz.xz"
+CIFAR_FILE, CIFAR_REST_FILE, FER_FILE = "cifar10_device.npz.xz", "cifar10_rest.npz.xz", "fer2013.npz.xz"
 # The fast path of the training stages: every switch (the H100's fastest step, 12.5 ms); EAGER for
 # runs too short to earn back the compilation (see speed_switches) and as the fallback.
 FAST = dict(fast="on", cuda_graph="on")
 EAGER = dict(fast="on", compile="off", cuda_graph="off")
 CIFAR = dict(dataset="cifar10", model="wrn28_2", fold=1, seed=0)
 FER = dict(dataset="fer2013", model="wrn28_2", fold=1, seed=0, eval_every=256)  # short runs: more points
+TTA_ALGORITHMS = ("fixmatch", "flexmatch", "freematch")
+TTA_RECIPES: dict[str, dict] = {}  # named presets run beside them (the fast recipe)
 # The released model's recipe, one source: configs/fer2013.yaml, its --steps replaced by the stage's budget.
 FER_RELEASE = {k: v for k, v in yaml.safe_load((REPO / "configs/fer2013.yaml").read_text()).items() if k != "steps"}
 
@@ -96,6 +106,17 @@ class Stage:
     needs: str  # the file in --data it reads
     seconds: float | None  # its time limit; None = an equal share of the time left
     runs: dict = field(default_factory=dict)  # run name -> TrainConfig fields (empty: the compare child)
+    also: tuple[str, ...] = ()  # further files it reads from --data
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.needs, *self.also)
+
+
+def time_to_accuracy(labels: int) -> dict:
+    """The FixMatch family on the full CIFAR-10 at `labels` labels, one run each (equal budgets)."""
+    runs = {a: dict(CIFAR, num_labels=labels, algorithm=a) for a in TTA_ALGORITHMS}
+    return {**runs, **{name: dict(CIFAR, num_labels=labels, **fields) for name, fields in TTA_RECIPES.items()}}
 
 
 def compare_seconds() -> float:
@@ -117,6 +138,8 @@ STAGES = {
             "fer_700", FER_FILE, None, {a: dict(FER, num_labels=700, algorithm=a) for a in ("fixmatch", "supervised")}
         ),
         Stage("fer_release", FER_FILE, None, {"fixmatch": dict(FER_RELEASE, fold=1)}),  # every image labeled
+        Stage("tta_250", CIFAR_REST_FILE, None, time_to_accuracy(250), also=(CIFAR_FILE,)),
+        Stage("tta_4000", CIFAR_REST_FILE, None, time_to_accuracy(4000), also=(CIFAR_FILE,)),
     ]
 }
 
@@ -124,6 +147,7 @@ STAGES = {
 TINY_RUN = dict(model="cnn_small", batch_size=8, mu=2, eval_every=10, fast="off", cuda_graph="off")
 TINY_LABELS = {4000: 40, 250: 20, 70: 14, 700: 21, 28709: 28}
 TINY_SECONDS, TINY_MARGIN_S, TINY_COMPARE_STEPS, TINY_TIMED_STEPS = 52.0, 40.0, 10, 5
+TINY_BUDGET_S = 12.0  # a dry run's --time-budget at most: it shows the wiring, not what minutes buy
 
 T0 = time.time()
 
@@ -145,8 +169,9 @@ def plan(opts) -> list[tuple[Stage, float | None, str]]:
     an equal share of the time left when the stage starts (`share`)."""
     out = []
     for s in (STAGES[n] for n in opts.stages):
-        if not (Path(opts.data) / s.needs).is_file():
-            out.append((s, None, f"skipped: {s.needs} is not in {opts.data}"))
+        missing = [f for f in s.files if not (Path(opts.data) / f).is_file()]
+        if missing:
+            out.append((s, None, f"skipped: {', '.join(missing)} not in {opts.data}"))
             continue
         limit = opts.stage_seconds.get(s.name, TINY_SECONDS if opts.tiny else s.seconds)
         out.append((s, limit or 0.0, "its planned limit" if limit else "an equal share of the time left"))
@@ -255,7 +280,8 @@ def run_stage(stage: Stage, limit: float, opts, env: dict) -> dict:
 def train_fields(stage: Stage, fields: dict, run_dir: Path, limit: float, opts) -> dict:
     cfg = dict(fields, data_dir=str(Path(opts.data).resolve()), out=str(run_dir), progress=False, device=opts.device)
     margin = TINY_MARGIN_S if opts.tiny else MARGIN_S
-    cfg["time_budget"] = round(max(limit - margin, 1.0) / 60, 4)
+    budget = max(limit - margin, 1.0)
+    cfg["time_budget"] = round((min(budget, TINY_BUDGET_S) if opts.tiny else budget) / 60, 4)
     if opts.tiny:
         cfg.update(TINY_RUN, num_labels=TINY_LABELS[fields["num_labels"]])
     if stage.name in opts.ignore_budget:  # test hook: no budget, so the child runs into its limit
@@ -295,7 +321,9 @@ def run_training(
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
     # the paper's figure for the stage's setting (a --tiny run trains other label counts: none)
-    row["paper"] = None if opts.tiny else PAPER.get((fields["dataset"], fields["num_labels"], row["augmentation"]))
+    fixmatch_run = fields.get("algorithm", "fixmatch") == "fixmatch" and not fields.get("recipe")
+    paper_key = (fields["dataset"], fields["num_labels"], row["augmentation"])
+    row["paper"] = PAPER.get(paper_key) if fixmatch_run and not opts.tiny else None  # the FixMatch paper's
     row["export"] = export_model(run_dir, row)
     row["curve"] = draw_curve(run_dir, f"{stage.name}/{name}")
     log(f"{stage.name}/{name}: {ended['status']} after {ended['wall_s']} s; " + brief(row))
@@ -621,7 +649,9 @@ def parse_seconds(items: list[str]) -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=".gpu/cifar", help="folder with cifar10_device.npz.xz and/or fer2013.npz.xz")
+    p.add_argument(
+        "--data", default=".gpu/cifar", help="folder with cifar10_device.npz.xz (+ cifar10_rest.npz.xz), fer2013.npz.xz"
+    )
     p.add_argument("--out", default=os.environ.get("OUT", "gpu_results_out"))
     p.add_argument("--device", default="cuda")
     p.add_argument("--minutes", type=float, default=9.0, help="the whole call's wall-clock limit")

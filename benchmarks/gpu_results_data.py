@@ -8,6 +8,9 @@ calls:
                                      CIFAR-10's full test set + a 21,000-image train pool
   .gpu/fer/fer2013.npz.xz            FER2013 Training (28,709) + PrivateTest (3,589), PublicTest
                                      left out (~47 MiB; the whole file is 53 MiB and does not fit)
+  .gpu/cifar_rest/cifar10_rest.npz.xz  a copy of ../shared/data/cifar10_rest.npz.xz (46.5 MiB): the
+                                     other 29,000 train images; with cifar10_device (left on the machine
+                                     by the call before) the full CIFAR-10 (stages tta_250, tta_4000)
 
 Both are read by `fixmatch train --data-dir .gpu/<name>` as they are (the FER extract keeps the
 keys and the test_usage flag the loader selects PrivateTest by). `.gpu/` is gitignored.
@@ -69,14 +72,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shared", default="../shared/data", help="folder with the shared offline copies")
     p.add_argument("--dest", default=".gpu", help="where cifar/ and fer/ are written (gitignored)")
-    p.add_argument("--only", choices=["cifar", "fer"], help="prepare one of the two")
+    p.add_argument("--only", choices=["cifar", "cifar_rest", "fer"], help="prepare one of them")
     a = p.parse_args()
     shared, dest = Path(a.shared), Path(a.dest)
-    if a.only in (None, "cifar"):
-        target = dest / "cifar" / "cifar10_device.npz.xz"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shared / "cifar10_device.npz.xz", target)
-        print(f"{target}: {target.stat().st_size:,} bytes")
+    for name, file in (("cifar", "cifar10_device.npz.xz"), ("cifar_rest", "cifar10_rest.npz.xz")):
+        if a.only in (None, name):
+            target = dest / name / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shared / file, target)
+            print(f"{target}: {target.stat().st_size:,} bytes")
     if a.only in (None, "fer"):
         info = fer_private_extract(shared / "fer2013.npz.xz", dest / "fer" / "fer2013.npz.xz")
         print(f"{dest / 'fer' / 'fer2013.npz.xz'}: {info}")

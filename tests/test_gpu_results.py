@@ -202,6 +202,38 @@ def test_difference_measures_the_total_update_exactly():
     assert d["update_cosine"] == pytest.approx((9 + 18) / (5 * (9 + 4.5**2) ** 0.5), rel=1e-6)
 
 
+def test_time_to_accuracy_trains_each_algorithm_on_both_cifar_files(tmp_path):
+    """The full-CIFAR-10 stage: skipped without cifar10_rest; with both files, one run per algorithm
+    (equal budgets) on the images of both (the labeled ones come from both parts)."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    tiny_cifar(data)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gpu_results.py"), "--tiny", "--device", "cpu"]
+    cmd += ["--data", str(data), "--stages", "tta_250"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([*cmd, "--out", str(out / "a")], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (skipped,) = json.loads((out / "a" / "gpu_results.json").read_text())["stages"]
+    assert skipped["skipped"] == f"skipped: cifar10_rest.npz.xz not in {data}"
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(10), 20)
+    write_npz_xz(data / "cifar10_rest.npz.xz", x_train=rng.integers(0, 256, (200, 32, 32, 3), np.uint8), y_train=y)
+    seconds = 50 * len(gpu_results.STAGES["tta_250"].runs)  # a 10 s budget each, a safety net of 50 s
+    cmd += ["--out", str(out / "b"), "--minutes", "20", "--stage-seconds", f"tta_250={seconds}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (stage,) = json.loads((out / "b" / "gpu_results.json").read_text())["stages"]
+    runs = {r["run"]: r for r in stage["runs"]}
+    assert set(runs) == set(gpu_results.STAGES["tta_250"].runs)
+    for name, r in runs.items():
+        assert r["status"] == "finished" and r["summary"] and r["evaluations"] >= 1, (name, r)
+        assert r["time_budget_minutes"] == pytest.approx((50 - gpu_results.TINY_MARGIN_S) / 60, abs=1e-3)
+    assert {runs[a]["algorithm"] for a in gpu_results.TTA_ALGORITHMS} == set(gpu_results.TTA_ALGORITHMS)
+    split = json.loads(members(out / "b" / "tta_250.tar")["tta_250/fixmatch/split.json"])
+    assert max(split["labeled"]) >= 200  # 200 train images in cifar10_device: labels come from the rest too
+    assert "not found; training on" not in members(out / "b" / "tta_250.tar")["tta_250/fixmatch/train.log"].decode()
+
+
 def test_plot_curves_reads_a_stage_archive_and_a_log(session, tmp_path):
     import plot_curves
 

@@ -1,5 +1,5 @@
 """Images/s of one FixMatch step's inputs (64 weak + 448 weak + 448 strong views, 32x32x3,
-normalized float): fixmatch.augment batched on CPU vs the per-image PIL DataLoader baseline.
+normalized float): fixmatch.augment.randaugment batched on CPU vs the per-image PIL DataLoader baseline.
 
     python benchmarks/augment_compare.py [--steps 20] [--pil-steps 20] [--workers 2] [--device cuda] [--json]
 """
@@ -17,9 +17,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pil_baseline import time_pil_pipeline  # noqa: E402
 
-from fixmatch.bench import build_trainer, measure  # noqa: E402
-from fixmatch.bench_options import bench_args  # noqa: E402
 from fixmatch.data import ImageDataset  # noqa: E402
+from fixmatch.training.bench import build_trainer, measure  # noqa: E402
+from fixmatch.training.bench_options import bench_args  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 PER_STEP = 64 + 448 + 448

@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 
 from fixmatch.config import TrainConfig
-from fixmatch.train import compare
+from fixmatch.training.train import compare
 
 
 def main():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fixmatch.config import TrainConfig
 from fixmatch.data import load_data
-from fixmatch.train import resolve, train
+from fixmatch.training.train import resolve, train
 
 
 def main():

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from fixmatch.bench import measure
-from fixmatch.bench_options import bench_args
-from fixmatch.equivalence import compare_paths
+from fixmatch.training.bench import measure
+from fixmatch.training.bench_options import bench_args
+from fixmatch.training.equivalence import compare_paths
 
 T0 = time.time()
 REPORT: dict = {"sections": {}}
@@ -249,7 +249,7 @@ def train_fer(opts, name, ms) -> bool:
 def fer_release(opts, rows):
     import torch
 
-    from fixmatch.inference import load_model, write_safetensors
+    from fixmatch.inference.loading import load_model, write_safetensors
 
     name, ms = fer_plan(rows)
     finished = train_fer(opts, name, ms)

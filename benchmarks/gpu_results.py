@@ -397,7 +397,7 @@ def export_model(run_dir: Path, row: dict) -> str:
     if not (run_dir / "last.pt").is_file():
         return "no checkpoint"
     try:
-        from fixmatch.inference import load_model, write_safetensors
+        from fixmatch.inference.loading import load_model, write_safetensors
 
         training = {k: row.get(k) for k in ("steps", "planned_steps", "accuracy", "status", "gpu", "torch")}
         write_safetensors(load_model(str(run_dir / "last.pt")), run_dir / "model.safetensors", {"training": training})
@@ -475,12 +475,12 @@ def child_compare(spec_path: str) -> None:
     """(child) The exact fp32 path and the fast path: same seed, same labels, same batches, N steps each."""
     import torch
 
-    from fixmatch.bench import summarize, timed
     from fixmatch.config import TrainConfig, resolve
     from fixmatch.data import load_data
-    from fixmatch.devices import pick_device
-    from fixmatch.equivalence import flat_params
-    from fixmatch.train import make_trainer, pick_labels
+    from fixmatch.training.bench import summarize, timed
+    from fixmatch.training.devices import pick_device
+    from fixmatch.training.equivalence import flat_params
+    from fixmatch.training.train import make_trainer, pick_labels
 
     spec = json.loads(Path(spec_path).read_text())
     tiny = spec["tiny"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fixmatch.evaluate import evaluate_on_dataset
-from fixmatch.inference import load_model
+from fixmatch.inference.evaluate import evaluate_on_dataset
+from fixmatch.inference.loading import load_model
 
 
 def plot(report, class_names, path):

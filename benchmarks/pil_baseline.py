@@ -4,7 +4,7 @@ USB) build it: a Dataset that augments one PIL image per __getitem__, DataLoader
 Weak: random horizontal flip, reflect-pad by side/8 and random crop.  Strong: weak, then
 RandAugment (2 ops from 14, p=0.5 each, level 1..9, official FixMatch ranges, PIL ops), then a
 side/2 Cutout of grey 127.  Both end as a normalized float tensor (ToTensor + Normalize).
-Used only as a speed baseline for ``fixmatch.augment`` (see augment_compare.py).
+Used only as a speed baseline for ``fixmatch.augment.randaugment`` (see augment_compare.py).
 """
 
 from __future__ import annotations

@@ -68,8 +68,8 @@ def traced(prof, cuda: bool):
 def child(name: str, opts) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    from fixmatch.bench import build_trainer, measure, sync
-    from fixmatch.bench_options import bench_args
+    from fixmatch.training.bench import build_trainer, measure, sync
+    from fixmatch.training.bench_options import bench_args
 
     tiny = dict(model="cnn_small", batch_size=8, mu=2, warmup=2, steps=3) if opts.tiny else {}
     args = bench_args(device=opts.device, **{**dict(warmup=15, steps=30), **tiny}, **CONFIGS[name])

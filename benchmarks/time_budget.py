@@ -22,7 +22,7 @@ import time
 RUN = """
 import json, sys
 from fixmatch.config import TrainConfig
-from fixmatch.train import train
+from fixmatch.training.train import train
 s = train(TrainConfig(dataset="digits", algorithm="fixmatch", time_budget=float(sys.argv[1]), eval_every=200,
                       batch_size=8, mu=2, progress=False, out=sys.argv[2]), log=lambda *_: None)
 print(json.dumps(s))

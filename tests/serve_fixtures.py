@@ -50,9 +50,9 @@ def fer_model(tmp_path_factory, fer_slice):
     """{'run': run dir, 'checkpoint': best/last .pt, 'onnx': exported model} of a small supervised CNN."""
     from fixmatch.config import TrainConfig
     from fixmatch.data.fer2013 import CLASS_NAMES
-    from fixmatch.inference import load_model, write_safetensors
-    from fixmatch.onnx_export import export_onnx
-    from fixmatch.train import train
+    from fixmatch.inference.loading import load_model, write_safetensors
+    from fixmatch.inference.onnx_export import export_onnx
+    from fixmatch.training.train import train
 
     root = tmp_path_factory.mktemp("fer_model")
     np.savez(root / "fer_slice.npz", **fer_slice, class_names=np.array(CLASS_NAMES))
@@ -97,9 +97,9 @@ def digits_model(tmp_path_factory):
     ONNX: {'onnx', 'class_names', 'x_test', 'y_test'}."""
     from fixmatch.config import TrainConfig
     from fixmatch.data import load_data
-    from fixmatch.inference import load_model
-    from fixmatch.onnx_export import export_onnx
-    from fixmatch.train import train
+    from fixmatch.inference.loading import load_model
+    from fixmatch.inference.onnx_export import export_onnx
+    from fixmatch.training.train import train
 
     root = tmp_path_factory.mktemp("digits_model")
     cfg = TrainConfig(

@@ -1,4 +1,4 @@
-"""Tests for fixmatch.augment: every op against PIL on real CIFAR-10 and FER2013 images.
+"""Tests for fixmatch.augment.randaugment: every op against PIL on real CIFAR-10 and FER2013 images.
 
 Agreement with PIL (Pillow 10-13), checked below on 32 CIFAR-10 (32x32x3) and 16 FER2013
 (48x48x1) images at several magnitudes each, including non-integer ones:
@@ -31,7 +31,8 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 from shared_data import SHARED, read_head
 
-from fixmatch.augment import OPS, POLICIES, _apply, cutout, strong_augment, weak_augment
+from fixmatch.augment.randaugment import OPS, POLICIES, _apply, cutout, strong_augment
+from fixmatch.augment.weak import weak_augment
 
 MAGNITUDES = {
     "Identity": [0.0],
@@ -207,7 +208,7 @@ def _synthetic(n: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("policy", POLICIES)
 def test_cuda_masked_path_equals_cpu(policy):
     """The sync-free masked path on CUDA gives the CPU (grouped) result bit for bit."""
-    from fixmatch.augment import _magnitudes
+    from fixmatch.augment.randaugment import _magnitudes
 
     x, g, n = _synthetic(1024), torch.Generator().manual_seed(1), 1024
     op = torch.randint(0, len(OPS), (n,), generator=g)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from tiny_runs import kill_then_resume, tiny_config
 
-from fixmatch import fast
 from fixmatch.config import TrainConfig, resolve
 from fixmatch.errors import UserError
-from fixmatch.train import train
+from fixmatch.training import fast
+from fixmatch.training.train import train
 
 
 def weights(folder) -> dict:
@@ -31,8 +31,8 @@ def test_the_stream_trains_exactly_the_plain_run(tmp_path):
 
 def test_a_step_leaves_the_next_batch_in_flight_with_the_state_from_before_it(tmp_path):
     from fixmatch.data import load_data
-    from fixmatch.devices import pick_device
-    from fixmatch.train import make_trainer, pick_labels
+    from fixmatch.training.devices import pick_device
+    from fixmatch.training.train import make_trainer, pick_labels
 
     cfg = resolve(tiny_config(tmp_path, augment_stream="on"))
     data = load_data(cfg)
@@ -88,8 +88,8 @@ def test_compile_mode_follows_the_switches(monkeypatch, cuda_graph, max_autotune
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_the_second_stream_draws_the_plain_batches():
     from fixmatch.data import load_data
-    from fixmatch.devices import pick_device
-    from fixmatch.train import make_trainer, pick_labels
+    from fixmatch.training.devices import pick_device
+    from fixmatch.training.train import make_trainer, pick_labels
 
     def batches(**switches):
         cfg = resolve(TrainConfig(dataset="digits", device="cuda", batch_size=8, mu=2, fast="off", **switches))

@@ -1,4 +1,4 @@
-"""Tests for fixmatch.ctaugment: every CTAugment op against the official formulas run on PIL, the
+"""Tests for fixmatch.augment.ctaugment: every CTAugment op against the official formulas run on PIL, the
 sampler, the rate update against a transcription of the official loop, state and determinism.
 
 The PIL references below are written from libml/ctaugment.py's formulas (Pillow 10-13; Image.ANTIALIAS
@@ -19,8 +19,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from shared_data import SHARED, read_head
 from tiny_runs import kill_then_resume, tiny_config
 
-from fixmatch.ctaugment import CTAugment, proximity, stats_text
-from fixmatch.ctaugment_ops import BINS, CTA_OP_NAMES, CTA_OPS, _apply_grouped, _apply_masked, apply_ops
+from fixmatch.augment.ctaugment import CTAugment, proximity, stats_text
+from fixmatch.augment.ctaugment_ops import BINS, CTA_OP_NAMES, CTA_OPS, _apply_grouped, _apply_masked, apply_ops
 
 METHODS = (
     Image.Resampling.LANCZOS,
@@ -346,7 +346,7 @@ def test_training_moves_the_rates_and_resume_restores_them_exactly(tmp_path, mon
 
 
 def test_ra_runs_are_unchanged_and_have_no_cta_state(tmp_path):
-    from fixmatch.train import train
+    from fixmatch.training.train import train
 
     train(_tiny(tmp_path, strong_augment="ra", steps=8), log=lambda *_: None)
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["cta"] is None
@@ -372,7 +372,7 @@ def test_two_ranks_apply_the_single_process_update(tmp_path):
     from test_distributed import cfg as dist_cfg
     from test_distributed import torchrun
 
-    from fixmatch.train import train
+    from fixmatch.training.train import train
 
     r = torchrun(
         tmp_path,

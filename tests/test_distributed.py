@@ -15,11 +15,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fixmatch import distributed
 from fixmatch.config import TrainConfig
 from fixmatch.errors import UserError
 from fixmatch.models import MODELS, register
-from fixmatch.train import train
+from fixmatch.training import distributed
+from fixmatch.training.train import train
 
 
 class NoBN(nn.Module):
@@ -262,7 +262,7 @@ def test_two_ranks_keep_a_stateful_algorithm_as_one_rank_with_the_global_batch(t
 def _script_main() -> int:
     import faulthandler
 
-    from fixmatch import engine
+    from fixmatch.training import engine
 
     faulthandler.enable()  # a rank that aborts prints where every thread of it was
     from fixmatch.cli import main
@@ -288,7 +288,7 @@ def _script_main() -> int:
             torch.save(trainer.state_dict({}), Path(out_dir) / f"rank{rank}.pt")
 
         engine.run_loop = dumping_loop
-        import fixmatch.train as train_module
+        import fixmatch.training.train as train_module
 
         train_module.run_loop = dumping_loop
     return main(sys.argv[1:])

@@ -12,17 +12,17 @@ import pytest
 import torch
 from tiny_runs import kill_then_resume, tiny_config
 
-from fixmatch.bench_options import bench_args
 from fixmatch.cli import main
 from fixmatch.config import TrainConfig, resolve
 from fixmatch.data.splits import official_labeled_indices
-from fixmatch.ema import EMA
-from fixmatch.equivalence import compare_paths
 from fixmatch.errors import UserError
 from fixmatch.models import build_model, count_parameters
-from fixmatch.optim import cosine_lr, param_groups
-from fixmatch.sampler import EpochSampler
-from fixmatch.train import resume, train
+from fixmatch.training.bench_options import bench_args
+from fixmatch.training.ema import EMA
+from fixmatch.training.equivalence import compare_paths
+from fixmatch.training.optim import cosine_lr, param_groups
+from fixmatch.training.sampler import EpochSampler
+from fixmatch.training.train import resume, train
 
 
 def test_official_cosine_schedule():
@@ -205,7 +205,7 @@ def test_shipped_configs_load_and_validate():
 
 
 def test_demo_compares_supervised_and_fixmatch_on_the_same_labels(tmp_path):
-    from fixmatch.train import compare
+    from fixmatch.training.train import compare
 
     lines = []
     sup, fix = compare(TrainConfig(steps=16, eval_every=8, mu=2, progress=False, out=str(tmp_path)), log=lines.append)

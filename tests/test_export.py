@@ -35,7 +35,7 @@ def test_onnx_matches_torch_on_real_images(fer_model, fer_slice, batch):
 
 
 def test_onnx_metadata_is_self_contained(fer_model):
-    from fixmatch.onnx_export import read_onnx_meta
+    from fixmatch.inference.onnx_export import read_onnx_meta
 
     meta = read_onnx_meta(fer_model["onnx"])
     assert meta["class_names"] == ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
@@ -46,7 +46,7 @@ def test_onnx_metadata_is_self_contained(fer_model):
 
 
 def test_cli_export_both_formats(fer_model, fer_slice, tmp_path, capsys):
-    from fixmatch.inference import load_model
+    from fixmatch.inference.loading import load_model
 
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"test_accuracy": 0.61}))
@@ -75,7 +75,7 @@ def test_cli_export_both_formats(fer_model, fer_slice, tmp_path, capsys):
 
 
 def test_read_onnx_meta_rejects_foreign_files(tmp_path):
-    from fixmatch.onnx_export import read_onnx_meta
+    from fixmatch.inference.onnx_export import read_onnx_meta
 
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a protobuf at all \x00\xff")

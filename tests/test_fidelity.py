@@ -19,7 +19,7 @@ from fixmatch.config import TrainConfig, resolve
 from fixmatch.data import load_dataset
 from fixmatch.data.splits import official_labeled_indices
 from fixmatch.models import MODELS, build_model, count_parameters, register
-from fixmatch.train import make_trainer, pick_labels
+from fixmatch.training.train import make_trainer, pick_labels
 
 LEAK = 0.1
 
@@ -438,7 +438,7 @@ def test_input_scaling_is_official_and_mean_std_is_an_option():
 def test_weak_view_is_a_flip_and_a_uniform_shift(dataset, flip):
     """Pixel (16, 16) of a coordinate-coded 32x32 image tells each output's flip and shift: the flip
     has p=0.5 (only where the dataset flips) and the shift is uniform over -4..4 in each axis."""
-    from fixmatch.augment import weak_augment
+    from fixmatch.augment.weak import weak_augment
 
     n = 4000
     rows, cols = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
@@ -460,7 +460,7 @@ def test_weak_view_is_a_flip_and_a_uniform_shift(dataset, flip):
 
 def test_randaugment_rates_are_the_documented_ones(monkeypatch):
     """2 slots per image; each applies one of the 14 ops (uniform) with p=0.5, at a level 1..9."""
-    from fixmatch import augment
+    from fixmatch.augment import randaugment as augment
 
     calls, apply = [], augment._apply
 

@@ -10,7 +10,7 @@ from shared_data import cifar_images, needs_shared_data
 
 from fixmatch.data import DATASETS
 from fixmatch.data.image_cache import decode
-from fixmatch.serve.preprocess import open_file, prepare
+from fixmatch.inference.preprocess import open_file, prepare
 
 
 def test_each_dataset_says_how_its_photos_are_framed():

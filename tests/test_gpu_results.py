@@ -147,7 +147,7 @@ def test_out_holds_a_tar_per_stage_and_the_result_files(session):
 
 
 def test_the_exported_model_loads_and_matches_its_metrics(session, tmp_path):
-    from fixmatch.inference import load_model
+    from fixmatch.inference.loading import load_model
 
     _, out, stages, _ = session
     files = members(out / "cifar10_250.tar")

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from fixmatch.config import TrainConfig
-from fixmatch.train import compare
+from fixmatch.training.train import compare
 
 
 @pytest.mark.slow  # two full demo trainings

@@ -108,7 +108,7 @@ def test_predict_json_for_a_folder_and_errors(fer_model, fer_slice, tmp_path, ca
 
 def test_sixteen_bit_png_is_scaled_not_clipped(digits_model, tmp_path, capsys):
     """A 16-bit grey PNG of a digit gives the same input, and the same answer, as its 8-bit twin."""
-    from fixmatch.serve.preprocess import upright
+    from fixmatch.inference.preprocess import upright
 
     ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
     wide = Image.open(io.BytesIO(encode(ramp, "PNG")))

@@ -307,10 +307,10 @@ def test_rate_limit_option_parsing():
 def test_zoo_model_onnx_first_and_clear_error_when_missing(fer_model, tmp_path, monkeypatch):
     import shutil
 
-    import fixmatch.model_files
-    from fixmatch.serve.model import resolve_model
+    import fixmatch.inference.model_files
+    from fixmatch.inference.predictor import resolve_model
 
-    monkeypatch.setattr(fixmatch.model_files, "ZOO_DIR", tmp_path)
+    monkeypatch.setattr(fixmatch.inference.model_files, "ZOO_DIR", tmp_path)
     with pytest.raises(UserError, match="the fer2013 model is not installed"):
         resolve_model("fer2013")
     shutil.copy(fer_model["onnx"], tmp_path / "fer2013.onnx")
@@ -355,7 +355,7 @@ def multipart(data: bytes, name="face.jpg") -> tuple[bytes, str]:
 def test_serving_an_onnx_model_never_imports_torch(fer_model):
 
     code = (
-        "import sys; from fixmatch.serve.model import check_model; from fixmatch.serve.app import create_app; "
+        "import sys; from fixmatch.inference.predictor import check_model; from fixmatch.serve.app import create_app; "
         f"check_model({str(fer_model['onnx'])!r}); create_app({str(fer_model['onnx'])!r}); "
         "print('torch' in sys.modules)"
     )

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fixmatch.config import TrainConfig
-from fixmatch.schedule_planner import WARMUP, WINDOW, StepPlanner
-from fixmatch.train import train
+from fixmatch.training.schedule_planner import WARMUP, WINDOW, StepPlanner
+from fixmatch.training.train import train
 
 
 class Clock:
@@ -118,7 +118,7 @@ def test_the_probe_changes_nothing_of_the_run(tmp_path):
 
     from fixmatch.config import resolve
     from fixmatch.data import load_data
-    from fixmatch.train import make_trainer
+    from fixmatch.training.train import make_trainer
 
     cfg = resolve(tiny_config(tmp_path))
     data = load_data(cfg)

@@ -383,9 +383,9 @@ def test_worked_example_script(tmp_path):
 def test_training_on_a_folder_with_broken_files_and_no_test(tmp_path, rgb):
     """A few steps through the real trainer: skipped files listed in the run, the evaluation named,
     class names in the checkpoint, every labeled image used."""
-    from fixmatch.checkpoint import load_checkpoint
     from fixmatch.config import TrainConfig
-    from fixmatch.train import train
+    from fixmatch.training.checkpoint import load_checkpoint
+    from fixmatch.training.train import train
 
     root = simple_folder(tmp_path / "data", rgb, test=False)
     (root / "unlabeled" / "zero.jpg").write_bytes(b"")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from shared_data import SHARED
 
-from fixmatch.inference import ZOO_DIR, load_model
+from fixmatch.inference.loading import ZOO_DIR, load_model
 
 pytestmark = pytest.mark.slow  # the released WRN on real PrivateTest images
 
@@ -51,7 +51,7 @@ def test_a_model_file_without_an_architecture_variant_loads_with_the_old_wiring(
     """Files written before `arch_variant` existed were all built with fixmatch 0.1's wiring."""
     from safetensors.torch import load_file, save_file
 
-    from fixmatch.model_files import META_KEY, read_safetensors_meta
+    from fixmatch.inference.model_files import META_KEY, read_safetensors_meta
 
     zoo = ZOO_DIR / "fer2013.safetensors"
     meta = read_safetensors_meta(zoo)

@@ -8,9 +8,9 @@ from typing import Callable
 import pytest
 import torch
 
-from fixmatch import engine
 from fixmatch.config import TrainConfig
-from fixmatch.train import resume, train
+from fixmatch.training import engine
+from fixmatch.training.train import resume, train
 
 
 def tiny_config(folder, **overrides) -> TrainConfig:

@@ -30,9 +30,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    from fixmatch import distributed
     from fixmatch.config import from_dict, load_yaml, resolve
-    from fixmatch.train import compare, final_report, resume, train
+    from fixmatch.training import distributed
+    from fixmatch.training.train import compare, final_report, resume, train
 
     clean = False
     try:
@@ -52,45 +52,22 @@ def cmd_train(args) -> int:
     return 0
 
 
-def saved_run_config(source: str) -> dict:
-    """The training config saved in a checkpoint or run directory ({} for exported and zoo models)."""
-    from pathlib import Path
-
-    from fixmatch.checkpoint import load_checkpoint
-    from fixmatch.model_files import ZOO
-
-    path = Path(source)
-    if source in ZOO or path.suffix in (".safetensors", ".onnx"):
-        return {}
-    config = load_checkpoint(path)["meta"].get("config")
-    return config if isinstance(config, dict) else {}
-
-
 def cmd_evaluate(args) -> int:
     import torch
 
-    from fixmatch.evaluate import evaluate_on_dataset, format_report
-    from fixmatch.inference import load_model
+    from fixmatch.api import evaluate
+    from fixmatch.inference.evaluate import format_report
 
     if args.threads < 1:
         raise UserError("--threads must be at least 1")
     torch.set_num_threads(args.threads)
-    source = args.checkpoint or args.model
-    loaded = load_model(source)
-    run_config = saved_run_config(source)  # the run's own data folder and data settings
-    dataset = args.dataset or run_config.get("dataset") or loaded.meta.get("dataset")
-    if not dataset:
-        raise UserError("give --dataset: this model file does not say which dataset it was trained on")
-    same = run_config.get("dataset") == dataset
-    data_dir = args.data_dir or (run_config.get("data_dir") if same else None)
-    fer_test = args.fer_test or (run_config.get("fer_test") if same else None) or "private"
-    report = evaluate_on_dataset(loaded, dataset, data_dir, fer_test, run_config=run_config)
+    report = evaluate(args.checkpoint or args.model, args.dataset, args.data_dir, args.fer_test)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 
 
 def cmd_predict(args) -> int:
-    from fixmatch.predict import run
+    from fixmatch.inference.predict import run
 
     return run(args)
 
@@ -108,8 +85,8 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from fixmatch.inference import load_model, write_safetensors
-    from fixmatch.predict import check_output_file
+    from fixmatch.inference.loading import load_model, write_safetensors
+    from fixmatch.inference.predict import check_output_file
 
     if not (args.onnx or args.safetensors):
         raise UserError("give --onnx PATH and/or --safetensors PATH")
@@ -123,7 +100,7 @@ def cmd_export(args) -> int:
         write_safetensors(loaded, args.safetensors, extra)
         print(f"wrote {args.safetensors}")
     if args.onnx:
-        from fixmatch.onnx_export import export_onnx
+        from fixmatch.inference.onnx_export import export_onnx
 
         export_onnx(loaded, args.onnx, extra)
         print(f"wrote {args.onnx}")
@@ -143,13 +120,13 @@ def read_card(path) -> dict:
 
 
 def cmd_bench(args) -> int:
-    from fixmatch.bench import run_bench
+    from fixmatch.training.bench import run_bench
 
     return run_bench(args)
 
 
 def cmd_cta_stats(args) -> int:
-    from fixmatch.ctaugment import read_stats, stats_text
+    from fixmatch.augment.ctaugment import read_stats, stats_text
 
     state = read_stats(args.run_dir)
     print(
@@ -228,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--card-json", metavar="PATH", help="model-card figures to embed (JSON)")
     x.set_defaults(func=cmd_export)
 
-    from fixmatch.bench_options import add_bench_arguments
+    from fixmatch.training.bench_options import add_bench_arguments
 
     b = sub.add_parser("bench", help="time the real training step (or just the augmentation)")
     add_bench_arguments(b)

@@ -31,7 +31,7 @@ PAPER_DEFAULTS = dict(
 )
 
 TOGGLES = ("auto", "on", "off")
-# The options that change only speed, never the function computed (fixmatch.fast resolves them).
+# The options that change only speed, never the function computed (fixmatch.training.fast resolves them).
 SPEED_SWITCHES = (
     "fast",
     "amp",
@@ -244,7 +244,7 @@ def check_types(values: dict) -> None:
 def validate(cfg: RunConfig) -> None:
     """Every value checked before any work starts; the first problem is one UserError."""
     from fixmatch.algorithms import ALGORITHMS
-    from fixmatch.augment import POLICIES
+    from fixmatch.augment.randaugment import POLICIES
     from fixmatch.models import MODELS
 
     def need(ok: bool, msg: str):

@@ -201,7 +201,7 @@ def load_cifar(layout: Layout, data_dir, download: bool):
         root,
         layouts,
         f"Pass --download to fetch {layout.archive} into {root}, or --data-dir to point elsewhere.",
-        files=[layout.folder, layout.archive, *(OFFLINE_FILES if layout is CIFAR10 else ())],
+        files=(layout.folder, layout.archive, *(OFFLINE_FILES if layout is CIFAR10 else ())),
     )
 
 

@@ -124,7 +124,7 @@ def found_elsewhere(data_dir: Path, files: list[str]) -> str:
     return ""
 
 
-def missing_error(name: str, data_dir: Path, layouts: list[str], hint: str, files: list[str] = ()) -> DataError:
+def missing_error(name: str, data_dir: Path, layouts: list[str], hint: str, files: tuple[str, ...] = ()) -> DataError:
     """One message naming every layout the loader accepts, so the user can pick any of them, and a
     known place that holds one of the dataset's `files`, if any."""
     lines = "\n".join(f"  - {layout}" for layout in layouts)

@@ -148,6 +148,6 @@ def load_fer2013(data_dir=None, download=False, fer_test="private", **_):
                 "fer2013.npz.xz: the project's offline copy",
             ],
             how_to_get(root),
-            files=["fer2013.csv", "fer2013/fer2013.csv", "fer2013.npz.xz"],
+            files=("fer2013.csv", "fer2013/fer2013.csv", "fer2013.npz.xz"),
         )
     return dataset_from_arrays("fer2013", source, *arrays, list(CLASS_NAMES))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fixmatch.errors import DataError
-from fixmatch.framing import draft_for_square, square, to_mode
+from fixmatch.imaging.framing import draft_for_square, square, to_mode
 
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 CACHE_DIR_NAME = ".fixmatch-cache"

@@ -1,49 +1,8 @@
-"""Model registry: `build_model(name, num_classes, in_channels, wiring=..., bn_momentum=...)`."""
+"""Models: `build_model(name, num_classes, in_channels, wiring=..., bn_momentum=...)` from the
+registry (registry.py) that the network modules fill (wideresnet.py, small.py), their layers
+(layers.py) and the input scaling they are trained with (input_scaling.py)."""
 
-from __future__ import annotations
+from fixmatch.models import small, wideresnet  # noqa: F401  (importing them registers the models)
+from fixmatch.models.registry import MODELS, OFFICIAL_BN_MOMENTUM, build_model, count_parameters, register
 
-from typing import Callable
-
-import torch.nn as nn
-
-from fixmatch.errors import UserError
-
-MODELS: dict[str, Callable[..., nn.Module]] = {}
-OFFICIAL_BN_MOMENTUM = 0.001  # TF decay 0.999
-
-
-def register(name: str):
-    def wrap(fn):
-        MODELS[name] = fn
-        return fn
-
-    return wrap
-
-
-def build_model(
-    name: str,
-    num_classes: int,
-    in_channels: int = 3,
-    wiring: str = "official",
-    bn_momentum: float = OFFICIAL_BN_MOMENTUM,
-) -> nn.Module:
-    """`wiring` names the layer variant (models.layers.WIRINGS): "official" for everything trained
-    now; older model files record theirs in their metadata."""
-    from fixmatch.models.layers import WIRINGS
-
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
-    if wiring not in WIRINGS:
-        raise UserError(f"unknown architecture variant {wiring!r}; known: {', '.join(WIRINGS)}")
-    model = MODELS[name](num_classes=num_classes, in_channels=in_channels, wiring=wiring)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = bn_momentum
-    return model
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-from fixmatch.models import small, wideresnet  # noqa: E402,F401  (registers the models)
+__all__ = ["MODELS", "OFFICIAL_BN_MOMENTUM", "build_model", "count_parameters", "register"]

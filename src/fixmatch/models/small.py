@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from fixmatch.models import register
 from fixmatch.models.layers import LEAK, WIRINGS, Wiring, batch_norm, conv, init_official
+from fixmatch.models.registry import register
 
 
 def conv_bn(c_in: int, c_out: int, wiring: Wiring) -> list[nn.Module]:

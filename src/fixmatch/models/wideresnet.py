@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from fixmatch.models import register
 from fixmatch.models.layers import LEAK, WIRINGS, Wiring, batch_norm, conv, init_official
+from fixmatch.models.registry import register
 
 
 class PreActBlock(nn.Module):

@@ -11,8 +11,8 @@ import numpy as np
 from flask import Flask, Request, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from fixmatch.serve.model import load_predictor
-from fixmatch.serve.preprocess import draft, framing, prepare
+from fixmatch.inference.predictor import load_predictor
+from fixmatch.inference.preprocess import draft, framing, prepare
 from fixmatch.serve.ratelimit import SharedRateLimit, parse_rate_limit
 from fixmatch.serve.upload import MAX_FILE_BYTES, ApiError, RequestReadTimeout, open_checked, read_upload, too_large
 
@@ -140,7 +140,7 @@ def create_app(
     predictor = predictor or load_predictor(model_source)
     info = model_info(predictor)
     if info["preprocess"] == "face":
-        from fixmatch.serve.face import warm_up
+        from fixmatch.inference.face import warm_up
 
         warm_up()
     predictor.probabilities(np.zeros((1, *info["input"].values()), np.uint8))  # first run allocates; not a user's

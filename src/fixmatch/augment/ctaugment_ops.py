@@ -1,7 +1,7 @@
 """The 19 CTAugment ops of the official code (libml/ctaugment.py ``OPS``), batched per sample on uint8
 tensors (N, C, H, W), each equal to the official ``OPS[name].f`` on a PIL image bit for bit (Pillow
 10-13 arithmetic: 16.16 fixed-point affine, float32 blends, float 3x3/5x5 kernels, 22-bit fixed-point
-resampling, see pil_resample.py). ``fixmatch.ctaugment`` holds the policy that draws them."""
+resampling, see pil_resample.py). ``fixmatch.augment.ctaugment`` holds the policy that draws them."""
 
 from __future__ import annotations
 
@@ -10,17 +10,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from fixmatch.augment import _IDX as _RA_IDX
-from fixmatch.augment import (
-    _autocontrast_lut,
-    _equalize_lut,
-    _grey,
-    _histogram,
-    _pil_affine,
-    _smooth,
-    _warp,
-)
-from fixmatch.pil_resample import RESCALE_METHODS, resample, resize_bank
+from fixmatch.augment.kernels import OP_INDEX as _RA_IDX
+from fixmatch.augment.kernels import autocontrast_lut, equalize_lut, histogram, pil_affine, pil_grey, pil_smooth, warp
+from fixmatch.augment.pil_resample import RESCALE_METHODS, resample, resize_bank
 
 __all__ = ["BINS", "CTA_OPS", "CTA_OP_NAMES", "apply_ops"]
 
@@ -105,8 +97,8 @@ def _geom_stage(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor:
     ra_op = torch.full_like(op, _RA_IDX["Identity"])
     for name in present & _GEOM:
         ra_op = torch.where(op == _IDX[name], _RA_IDX[ra_names[name]], ra_op)
-    coef = _pil_affine(ra_op, mag, x.shape[2], x.shape[3], frozenset(ra_names[n] for n in present & _GEOM))
-    return _warp(x, coef, fill=0)
+    coef = pil_affine(ra_op, mag, x.shape[2], x.shape[3], frozenset(ra_names[n] for n in present & _GEOM))
+    return warp(x, coef, fill=0)
 
 
 def _rescale_stage(x: Tensor, op: Tensor, scale_arg: Tensor, method_arg: Tensor) -> Tensor:
@@ -160,9 +152,9 @@ def _lut_images(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor:
         lo = x.amin((2, 3)).double().unsqueeze(-1)
         hi = x.amax((2, 3)).double().unsqueeze(-1)
         if "autocontrast" in present:
-            lut = torch.where(sel("autocontrast"), _autocontrast_lut(lo, hi, i), lut)
+            lut = torch.where(sel("autocontrast"), autocontrast_lut(lo, hi, i), lut)
         if "equalize" in present:
-            lut = torch.where(sel("equalize"), _equalize_lut(_histogram(x), lo, hi, i), lut)
+            lut = torch.where(sel("equalize"), equalize_lut(histogram(x), lo, hi, i), lut)
     if "invert" in present:
         lut = torch.where(sel("invert"), 255 - i, lut)
     if "posterize" in present:  # bits = 1 + int(a * 7.999); keep the top `bits` bits
@@ -197,13 +189,13 @@ def _pixel_stage(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor
         big = _pick(op, _LUT, present, _lut_images(x, op, a, present).float(), big)
     if "blur" in present:
         big = _pick(op, {"blur"}, present, _blur(xf), big)
-    smooth = _smooth(xf) if present & {"smooth", "sharpness"} else None
+    smooth = pil_smooth(xf) if present & {"smooth", "sharpness"} else None
     big = _pick(op, {"smooth"}, present, smooth, big)
     base = xf
     if present & _ENHANCE:
         deg = torch.zeros_like(xf) if "brightness" in present else None  # black
         if present & {"color", "contrast"}:
-            grey = _grey(xf)
+            grey = pil_grey(xf)
             deg = _pick(op, {"color"}, present, grey.expand_as(xf), deg)
             if "contrast" in present:  # int(mean + 0.5), exactly: floor((2 * sum + npix) / (2 * npix))
                 total, npix = grey.sum((1, 2, 3), dtype=torch.float64), grey[0].numel()

@@ -59,7 +59,7 @@ def from_env() -> Dist:
 
 def setup(cfg) -> tuple[Dist, torch.device]:
     """The rank layout and this rank's device; joins the process group under torchrun."""
-    from fixmatch.devices import pick_device
+    from fixmatch.training.devices import pick_device
 
     d = from_env()
     if not d.active:

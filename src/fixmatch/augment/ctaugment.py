@@ -35,8 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from fixmatch.augment import weak_augment
-from fixmatch.ctaugment_ops import (  # noqa: F401  (CTA_OPS, BINS re-exported: the public names of CTAugment)
+from fixmatch.augment.ctaugment_ops import (  # noqa: F401  (CTA_OPS, BINS re-exported: the public names of CTAugment)
     _IDX,
     BINS,
     CTA_OP_NAMES,
@@ -47,6 +46,7 @@ from fixmatch.ctaugment_ops import (  # noqa: F401  (CTA_OPS, BINS re-exported: 
     _cutout_stage,
     apply_ops,
 )
+from fixmatch.augment.weak import weak_augment
 
 __all__ = ["BINS", "CTA_OPS", "CTA_OP_NAMES", "CTAugment", "proximity"]
 

@@ -1,45 +1,17 @@
-"""Batched inference and accuracy metrics on uint8 image tensors, and a trained model scored on a
-dataset's test split (`fixmatch evaluate`)."""
+"""A trained model scored on a dataset's test split (`fixmatch evaluate`), with the metrics that
+training logs (fixmatch.training.metrics)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn as nn
 
 from fixmatch.errors import UserError
+from fixmatch.training.metrics import confusion_matrix, predict_logits, report_from_confusion
 
 if TYPE_CHECKING:
-    from fixmatch.inference import LoadedModel
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, normalize: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device
-) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    out = [model(normalize(images[i : i + batch_size].to(device))).float() for i in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
-
-
-def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(num_classes, num_classes) counts: rows the true class, columns the predicted one."""
-    pred = logits.argmax(dim=1).to(labels.device)
-    return torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
-
-
-def report_from_confusion(confusion: torch.Tensor) -> dict:
-    """Accuracy, per-class accuracy and the matrix itself (the one place these figures are computed)."""
-    confusion = confusion.cpu()
-    per_class = confusion.diag().float() / confusion.sum(dim=1).clamp_min(1).float()
-    return {
-        "accuracy": float(confusion.diag().sum() / confusion.sum().clamp_min(1)),
-        "per_class_accuracy": [round(float(a), 4) for a in per_class],
-        "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted
-    }
+    from fixmatch.inference.loading import LoadedModel
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:

@@ -19,7 +19,7 @@ SUFFIXES = (".onnx", ".safetensors")  # zoo files, best first: onnx needs no tor
 
 def resolve_model(source: str, suffixes=SUFFIXES) -> Path:
     """A zoo name (its .onnx, else its .safetensors) or a path; a clear error when neither exists."""
-    from fixmatch import model_files
+    from fixmatch.inference import model_files
 
     if source not in model_files.ZOO:
         return model_files.resolve_source(source)
@@ -37,14 +37,14 @@ def check_model(source: str) -> dict:
     """Everything a worker would find wrong with the model, found once, up front (the server's
     parent process runs this before forking workers): -> the model's metadata. Exported files are
     checked from their metadata (no onnxruntime session before the fork); checkpoints are loaded."""
-    from fixmatch.model_files import read_onnx_meta, read_safetensors_meta
+    from fixmatch.inference.model_files import read_onnx_meta, read_safetensors_meta
 
     path = resolve_model(source)
     if path.suffix == ".onnx":
         return read_onnx_meta(path)
     if path.suffix == ".safetensors":
         return read_safetensors_meta(path)
-    from fixmatch.inference import load_model
+    from fixmatch.inference.loading import load_model
 
     return load_model(str(path)).meta
 
@@ -53,7 +53,7 @@ class OnnxPredictor:
     def __init__(self, path: Path):
         import onnxruntime as ort
 
-        from fixmatch.model_files import read_onnx_meta
+        from fixmatch.inference.model_files import read_onnx_meta
 
         self.meta = read_onnx_meta(path)
         opts = ort.SessionOptions()
@@ -73,7 +73,7 @@ class TorchPredictor:
     def __init__(self, path: Path):
         import torch
 
-        from fixmatch.inference import load_model
+        from fixmatch.inference.loading import load_model
 
         torch.set_num_threads(1)
         self.loaded = load_model(str(path))

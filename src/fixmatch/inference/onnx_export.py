@@ -14,7 +14,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from fixmatch.model_files import META_KEY, read_onnx_meta  # noqa: F401 (read_onnx_meta re-exported)
+from fixmatch.inference.model_files import META_KEY, read_onnx_meta  # noqa: F401 (read_onnx_meta re-exported)
 
 INPUT, OUTPUTS = "pixels", ("probabilities", "logits")
 OPSET = 17
@@ -52,7 +52,7 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
             dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)},
         )
     model = onnx.load(str(path))
-    from fixmatch.serve.preprocess import framing
+    from fixmatch.inference.preprocess import framing
 
     meta = {
         **loaded.meta,

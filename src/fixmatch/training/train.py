@@ -11,19 +11,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fixmatch import distributed
-from fixmatch.checkpoint import load_checkpoint
 from fixmatch.commands import program
 from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, resolve, save_yaml
 from fixmatch.data import get_spec, load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
-from fixmatch.engine import Trainer, run_loop, write_metrics
 from fixmatch.errors import UserError
-from fixmatch.fast import resolve_speedups
-from fixmatch.input_scaling import normalizer_for
 from fixmatch.models import build_model, count_parameters
+from fixmatch.models.input_scaling import normalizer_for
 from fixmatch.models.layers import DEFAULT_WIRING
-from fixmatch.schedule_planner import StepPlanner
+from fixmatch.training import distributed
+from fixmatch.training.checkpoint import load_checkpoint
+from fixmatch.training.engine import Trainer, run_loop, write_metrics
+from fixmatch.training.fast import resolve_speedups
+from fixmatch.training.schedule_planner import StepPlanner
 
 
 def pick_labels(cfg: RunConfig, data) -> np.ndarray:

@@ -12,20 +12,21 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fixmatch import devices, distributed
 from fixmatch.algorithms import AlgorithmSetup, build_algorithm
-from fixmatch.augment import strong_augment, weak_augment
-from fixmatch.augment_graph import capture_augment
-from fixmatch.augment_stream import AugmentStream
-from fixmatch.checkpoint import save_atomic
-from fixmatch.ctaugment import CTAugment
-from fixmatch.ema import EMA
-from fixmatch.evaluate import confusion_matrix, predict_logits, report_from_confusion
-from fixmatch.fast import Speedups, autocast, compile_fn
-from fixmatch.input_scaling import Normalizer
-from fixmatch.optim import cosine_lr, make_optimizer
-from fixmatch.sampler import EpochSampler
-from fixmatch.schedule_planner import StepPlanner
+from fixmatch.augment.ctaugment import CTAugment
+from fixmatch.augment.randaugment import strong_augment
+from fixmatch.augment.weak import weak_augment
+from fixmatch.models.input_scaling import Normalizer
+from fixmatch.training import devices, distributed
+from fixmatch.training.augment_graph import capture_augment
+from fixmatch.training.augment_stream import AugmentStream
+from fixmatch.training.checkpoint import save_atomic
+from fixmatch.training.ema import EMA
+from fixmatch.training.fast import Speedups, autocast, compile_fn
+from fixmatch.training.metrics import confusion_matrix, predict_logits, report_from_confusion
+from fixmatch.training.optim import cosine_lr, make_optimizer
+from fixmatch.training.sampler import EpochSampler
+from fixmatch.training.schedule_planner import StepPlanner
 
 STAT_KEYS = ("loss", "loss_x", "loss_u", "mask_rate", "pseudo_correct", "pseudo_count")
 
@@ -70,7 +71,7 @@ class Trainer:
         self.lab_sampler = EpochSampler(len(labeled_idx), cfg.batch_size, self.generator)
         uses_unl = self.algorithm.uses_unlabeled and cfg.mu > 0
         self.unl_sampler = EpochSampler(len(self.x_unl), cfg.mu * cfg.batch_size, self.generator) if uses_unl else None
-        # CTAugment: bin rates on the device, learned from probes of the labeled images (fixmatch.ctaugment)
+        # CTAugment: bin rates on the device, learned from probes of the labeled images (fixmatch.augment.ctaugment)
         self.cta = CTAugment(device=device) if uses_unl and cfg.strong_augment == "cta" else None
         self.forward_loss = compile_fn(self._forward_loss, speedups)
         self.graphed_augment = capture_augment(self) if speedups.cuda_graph else None

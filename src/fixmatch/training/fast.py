@@ -19,7 +19,7 @@ class Speedups:
     fused_optimizer: bool = False  # fused SGD kernel (else foreach)
     cuda_graph: bool = False  # compile mode "reduce-overhead": CUDA graphs of forward and backward
     max_autotune: bool = False  # compile mode "max-autotune": Inductor times Triton templates per shape
-    augment_stream: bool = False  # the next batch augmented on a second stream (fixmatch.augment_stream)
+    augment_stream: bool = False  # the next batch augmented on a second stream (fixmatch.training.augment_stream)
 
     def describe(self) -> str:
         on = [k for k, v in asdict(self).items() if v]

@@ -25,7 +25,7 @@ class EpochSampler:
         return out
 
     def state_dict(self, queue: torch.Tensor | None = None) -> dict:
-        """The state now, or with an earlier queue (fixmatch.augment_stream rewinds a batch in flight)."""
+        """The state now, or with an earlier queue (fixmatch.training.augment_stream rewinds a batch in flight)."""
         return {"queue": (self.queue if queue is None else queue).cpu()}
 
     def load_state_dict(self, state: dict) -> None:

@@ -3,12 +3,21 @@ each step, so its ~600 small kernels cost one launch."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from fixmatch.engine import Trainer
+
+class Trainer(Protocol):
+    """What a capture reads of the trainer (engine.Trainer), named here so that this module, which
+    the engine imports, does not import the engine back."""
+
+    lab_sampler: Any
+    unl_sampler: Any
+    generator: torch.Generator
+    speedups: Any
+
+    def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None) -> Any: ...
 
 
 class GraphedAugment:

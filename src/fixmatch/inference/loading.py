@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fixmatch.checkpoint import load_checkpoint
 from fixmatch.errors import UserError
-from fixmatch.input_scaling import Normalizer
-from fixmatch.model_files import ZOO, ZOO_DIR, check_meta, resolve_source  # noqa: F401 (re-exported)
+from fixmatch.inference.model_files import ZOO, ZOO_DIR, check_meta, resolve_source  # noqa: F401 (re-exported)
 from fixmatch.models import build_model
+from fixmatch.models.input_scaling import Normalizer
 from fixmatch.models.layers import LEGACY_WIRING
+from fixmatch.training.checkpoint import load_checkpoint
 
 META_KEYS = (
     "dataset",
@@ -75,7 +75,7 @@ def write_safetensors(loaded: LoadedModel, path, extra_meta: dict | None = None)
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.model.state_dict().items()}
-    from fixmatch.serve.preprocess import framing
+    from fixmatch.inference.preprocess import framing
 
     meta = {**loaded.meta, "preprocess": framing(loaded.meta), **(extra_meta or {})}  # the framing travels
     save_file(state, str(path), metadata={"fixmatch": json.dumps(meta)})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-from fixmatch.framing import draft_for_square, square
+from fixmatch.imaging.framing import draft_for_square, square
 
 WORKING_SIDE = 1280  # big JPEGs are decoded straight to about this size (libjpeg's DCT scaling)
 FRAMINGS = ("face", "resize", "crop")
@@ -106,7 +106,7 @@ def prepare(image: Image.Image, meta: dict) -> dict:
             "box": None,
             "image_size": size,
         }
-    from fixmatch.serve.face import frame_face
+    from fixmatch.inference.face import frame_face
 
     crop, box = frame_face(pixels, (h, w))
     return {"pixels": crop, "framing": "face", "face_found": box is not None, "box": box, "image_size": size}

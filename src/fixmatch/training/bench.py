@@ -13,7 +13,7 @@ import torch
 
 from fixmatch.config import SPEED_SWITCHES, TrainConfig, resolve
 from fixmatch.data import ImageDataset, load_dataset
-from fixmatch.devices import pick_device, sync
+from fixmatch.training.devices import pick_device, sync
 
 
 def synthetic_data(n: int, channels: int, size: int, num_classes: int, seed: int = 0) -> ImageDataset:
@@ -30,7 +30,7 @@ def cached_dataset(name: str, data_dir) -> ImageDataset:
 
 
 def build_trainer(args, data: ImageDataset | None = None):
-    from fixmatch.train import make_trainer
+    from fixmatch.training.train import make_trainer
 
     data = data or (
         cached_dataset(args.dataset, args.data_dir)

@@ -31,7 +31,7 @@ def collect(paths: list[str]) -> list[Path]:
 
 def load(source: str):
     """The model as the server loads it (ONNX first for a zoo name, when onnxruntime is installed)."""
-    from fixmatch.serve import model
+    from fixmatch.inference import predictor as model
 
     has_ort = importlib.util.find_spec("onnxruntime") is not None
     return model.load_predictor(source, model.SUFFIXES if has_ort else (".safetensors",))
@@ -40,7 +40,7 @@ def load(source: str):
 def prepare_file(path: Path, meta: dict) -> dict:
     from PIL import Image, UnidentifiedImageError
 
-    from fixmatch.serve.preprocess import framing, open_file, prepare
+    from fixmatch.inference.preprocess import framing, open_file, prepare
 
     if framing(meta) == "face" and importlib.util.find_spec("cv2") is None:
         raise UserError("this model frames faces with OpenCV: pip install 'fixmatch[serve]'")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fixmatch.errors import UserError
 
-ZOO_DIR = Path(__file__).parent / "zoo"
+ZOO_DIR = Path(__file__).resolve().parents[1] / "zoo"  # src/fixmatch/zoo, shipped as package data
 ZOO = {"fer2013": "fer2013.safetensors"}  # released models, shipped inside the package
 META_KEY = "fixmatch"  # the metadata entry of .onnx and .safetensors exports
 REQUIRED_META = ("class_names", "image_shape", "num_classes")

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from fixmatch.sampler import EpochSampler
+from fixmatch.training.sampler import EpochSampler
 
 
 class AugmentStream:

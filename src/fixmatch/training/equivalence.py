@@ -7,7 +7,7 @@ import argparse
 
 import torch
 
-from fixmatch.bench import build_trainer
+from fixmatch.training.bench import build_trainer
 
 
 def flat_params(model) -> torch.Tensor:

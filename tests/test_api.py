@@ -1,0 +1,77 @@
+"""The Python API (fixmatch.api, exported at the package's top level) does what the CLI does: train,
+load any model file, predict on paths, PIL images and arrays (framed like `fixmatch predict`), evaluate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fixmatch
+from fixmatch.cli import main
+from fixmatch.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("api") / "run"
+    summary = fixmatch.train(
+        dataset="digits", algorithm="fixmatch", steps=8, eval_every=4, mu=1, progress=False, out=str(out), log=print
+    )
+    return summary
+
+
+def test_train_returns_the_summary_of_the_run_it_wrote(run):
+    assert run["steps"] == 8 and run["algorithm"] == "fixmatch"
+    assert json.loads((fixmatch.api.Path(run["out"]) / "summary.json").read_text())["accuracy"] == run["accuracy"]
+
+
+def test_a_path_a_pil_image_and_an_array_of_one_picture_get_one_answer(run, tmp_path):
+    model = fixmatch.load(run["out"])
+    assert model.class_names == [str(i) for i in range(10)]
+    picture = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    Image.fromarray(picture).save(tmp_path / "p.png")
+    by_path, by_image, by_array = model.predict([tmp_path / "p.png", Image.fromarray(picture), picture])
+    assert by_path["probabilities"] == by_image["probabilities"] == by_array["probabilities"]
+    assert by_path["label"] == max(by_path["probabilities"], key=by_path["probabilities"].get)
+    assert abs(sum(by_path["probabilities"].values()) - 1) < 1e-5  # float32 softmax over 10 classes
+    single = model.predict(picture)  # one image in, one answer out (a batch of one: float32 sums differ by ulps)
+    assert single["probabilities"] == pytest.approx(by_array["probabilities"], abs=1e-5)
+
+
+def test_predict_answers_like_the_cli(run, tmp_path, capsys):
+    picture = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "q.png")
+    assert main(["predict", "--checkpoint", run["out"], str(tmp_path / "q.png")]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    api = fixmatch.load(run["out"]).predict(tmp_path / "q.png")
+    assert cli["label"] == api["label"]
+    assert (
+        max(abs(cli["probabilities"][c] - api["probabilities"][c]) for c in cli["probabilities"]) <= 1e-5
+    )  # CLI rounds
+
+
+def test_evaluate_reports_what_the_cli_reports(run, capsys):
+    assert main(["evaluate", "--checkpoint", run["out"], "--json"]) == 0
+    assert fixmatch.evaluate(fixmatch.load(run["out"])) == json.loads(capsys.readouterr().out)
+
+
+def test_bad_input_is_one_clear_error(run):
+    with pytest.raises(UserError, match="unknown training options: stepz"):
+        fixmatch.train(stepz=3)
+    model = fixmatch.load(run["out"])
+    with pytest.raises(UserError, match="uint8"):
+        model.predict(np.zeros((8, 8), np.float32))
+    with pytest.raises(UserError, match="cannot predict on a int"):
+        model.predict(3)
+    with pytest.raises(UserError, match="cannot read image"):
+        model.predict("/nonexistent.png")
+
+
+def test_importing_the_package_loads_no_torch():
+    code = "import sys, fixmatch; fixmatch.load; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

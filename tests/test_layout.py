@@ -18,7 +18,8 @@ LAYERS = [
     {"training"},  # the run, the step, the loop and their parts
     {"inference"},  # trained models: loading, framing, predict, evaluate, export
     {"serve"},  # HTTP only
-    {"cli", "api"},  # the entry points: the command line and the Python API
+    {"api"},  # the Python API
+    {"cli"},  # the command line (a thin layer on the API where they overlap)
     {"__main__", "__init__"},  # `python -m fixmatch`, and the package's top-level names
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}

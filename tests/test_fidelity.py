@@ -214,7 +214,6 @@ class LinearProbe(nn.Module):
 if "linear_probe_test" not in MODELS:
     register("linear_probe_test")(LinearProbe)
 
-DIGITS_GREY_VALUES = set(np.round(np.arange(17) * 255 / 16).astype(int).tolist())  # 127 is not one of them
 
 
 def digits_trainer(**kw):

@@ -31,7 +31,8 @@ PAPER_DEFAULTS = dict(
 )
 
 TOGGLES = ("auto", "on", "off")
-# The options that change only speed, never the function computed (fixmatch.training.fast resolves them).
+# The options that change only speed: the same function up to float reordering, and bf16 (--amp) within
+# a tested tolerance (tests/test_engine.py). fixmatch.training.fast resolves them.
 SPEED_SWITCHES = (
     "fast",
     "amp",

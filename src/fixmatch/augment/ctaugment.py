@@ -102,13 +102,6 @@ class CTAugment:
         ops, args = self.sample(x.shape[0], generator)
         return self._final_cutout(apply_ops(x, ops, args, generator, grouped), generator)
 
-    def probe_view(
-        self, x: Tensor, generator: torch.Generator, grouped: bool | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """The probe of each (weakly augmented) labeled image: images, ops, args."""
-        ops, args = self.sample(x.shape[0], generator, probe=True)
-        return apply_ops(x, ops, args, generator, grouped), ops, args
-
     def views(
         self,
         unlabeled: Tensor,
@@ -119,8 +112,9 @@ class CTAugment:
         grouped: bool | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One step's CTA images: the unlabeled strong views (as ``strong_view``) and the probes of the
-        labeled weak views (as ``probe_view``), their policies applied in one batched pass (on the
-        CPU the cost is per op group, not per image). Returns strong, probes, probe ops, probe args."""
+        labeled weak views (policies drawn with probe=True: uniform arguments), all policies applied in
+        one batched pass (on the CPU the cost is per op group, not per image). Returns strong, probes,
+        probe ops, probe args."""
         n = unlabeled.shape[0]
         x = torch.cat([weak_augment(unlabeled, flip=flip, generator=generator), labeled_weak])
         ops, args = self.sample(n, generator)

@@ -186,7 +186,7 @@ def load_stl10(data_dir=None, download=False, image_size=None, stl10_unlabeled=T
         if not (folder / UNLABELED_FILE).is_file():
             raise DataError(
                 f"stl10: {folder / UNLABELED_FILE} is missing (the 100,000 unlabeled images); "
-                "extract it from the archive, or train without it (stl10_unlabeled=False)"
+                "extract it from stl10_binary.tar.gz beside the other files (FixMatch needs the unlabeled set)"
             )
         x_unl = read_images(folder / UNLABELED_FILE)
     if image_size is not None:

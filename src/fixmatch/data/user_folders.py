@@ -35,7 +35,6 @@ from fixmatch.data.image_cache import (
 )
 from fixmatch.errors import DataError, UserError
 
-SPLIT_DIRS = ("labeled", "unlabeled", "test")
 MAX_DEFAULT_SIZE = 32  # CPU-sized default; pass --image-size for more detail
 MIN_SIZE = 8  # the smallest input the registered networks accept (cnn_small: two 2x poolings)
 HOLDOUT_SEED = 0  # --val-per-class picks the same images on every run

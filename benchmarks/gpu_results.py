@@ -11,6 +11,8 @@ Stages, each in a child process with its own time limit (a slow stage costs only
                    supervised on the same labels, equal time budgets
   fer_release      the released FER2013 model's recipe (configs/fer2013.yaml) under the time left:
                    its retraining on the official wiring (compare with the zoo model before replacing it)
+  bench            `fixmatch bench` of the training step, one row per speed switch added to the plain
+                   eager fp32 step (WRN-28-2, CIFAR-10 32x32x3), and the augmentation alone, each row a child
   tta_250          time to accuracy on the FULL CIFAR-10 (50,000 train images: needs cifar10_device and
   tta_4000         cifar10_rest in --data) at 250 / 4000 labels: FixMatch, FlexMatch, FreeMatch and the
                    fast recipe, equal wall-clock budgets each
@@ -105,8 +107,9 @@ class Stage:
     name: str
     needs: str  # the file in --data it reads
     seconds: float | None  # its time limit; None = an equal share of the time left
-    runs: dict = field(default_factory=dict)  # run name -> TrainConfig fields (empty: the compare child)
+    runs: dict = field(default_factory=dict)  # run name -> TrainConfig fields (empty: a child of `kind`)
     also: tuple[str, ...] = ()  # further files it reads from --data
+    kind: str = "train"  # train (its runs), compare (exact vs fast), bench (the switches' step times)
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -129,7 +132,8 @@ def compare_seconds() -> float:
 STAGES = {
     s.name: s
     for s in [
-        Stage("compare", CIFAR_FILE, compare_seconds()),  # exact fp32 vs the fast path, 300 steps, same seed
+        Stage("compare", CIFAR_FILE, compare_seconds(), kind="compare"),  # exact fp32 vs the fast path, same seed
+        Stage("bench", CIFAR_FILE, None, kind="bench"),
         Stage("cifar10_4000", CIFAR_FILE, 210.0, {"fixmatch": dict(CIFAR, num_labels=4000)}),
         Stage("cifar10_250", CIFAR_FILE, 150.0, {"fixmatch": dict(CIFAR, num_labels=250)}),
         Stage("cifar10_250_cta", CIFAR_FILE, None, {"fixmatch": dict(CIFAR, num_labels=250, strong_augment="cta")}),
@@ -267,8 +271,10 @@ def run_stage(stage: Stage, limit: float, opts, env: dict) -> dict:
     live = Path(opts.out) / stage.name
     live.mkdir(parents=True, exist_ok=True)
     result = {"stage": stage.name, "limit_s": round(limit, 1), "runs": []}
-    if not stage.runs:
+    if stage.kind == "compare":
         result["runs"].append(run_compare(live / "compare", limit, opts))
+    elif stage.kind == "bench":
+        result["runs"] += run_bench(live, limit, opts)
     else:
         per_run = limit / len(stage.runs)  # equal budgets
         for name, fields in stage.runs.items():
@@ -442,6 +448,41 @@ def run_compare(run_dir: Path, limit: float, opts) -> dict:
     return {"stage": "compare", "run": "compare", **ended, **report}
 
 
+# `fixmatch bench` rows: each adds one speed switch to the plain eager fp32 step (the former gpu_check.py's table)
+BENCH_VARIANTS = {
+    "plain": dict(fast="off"),
+    "channels_last": dict(fast="auto", amp="off", channels_last="on", compile="off", fused_optimizer="off"),
+    "bf16": dict(fast="auto", amp="on", channels_last="off", compile="off", fused_optimizer="off"),
+    "fused_sgd": dict(fast="auto", amp="off", channels_last="off", compile="off", fused_optimizer="on"),
+    "bf16+cl+fused": dict(fast="auto", amp="on", channels_last="on", compile="off", fused_optimizer="on"),
+    "all (compile)": dict(fast="on", cuda_graph="off"),
+    "all+cuda_graph": dict(fast="on", cuda_graph="on"),
+}
+BENCH_ROWS = [*BENCH_VARIANTS, "plain augment", "all+cuda_graph augment"]
+TINY_BENCH_ROWS = ["plain", "bf16+cl+fused", "plain augment"]  # the CPU has no compile or CUDA graphs
+
+
+def run_bench(live: Path, limit: float, opts) -> list[dict]:
+    """One child per row (a failed CUDA-graph capture can leave its process's CUDA context unusable),
+    each with an equal share of the stage's limit; its JSON line is the row."""
+    rows, names = [], TINY_BENCH_ROWS if opts.tiny else BENCH_ROWS
+    timing = ["--warmup", "2", "--steps", "3"] if opts.tiny else ["--warmup", "15", "--steps", "40"]
+    shape = ["--model", "cnn_small", "--batch-size", "8", "--mu", "2"] if opts.tiny else ["--model", "wrn28_2"]
+    for i, name in enumerate(names):
+        variant, augment_only = name.removesuffix(" augment"), name.endswith(" augment")
+        flags = [f for k, v in BENCH_VARIANTS[variant].items() for f in ("--" + k.replace("_", "-"), v)]
+        cmd = [sys.executable, "-m", "fixmatch", "bench", "--json", "--device", opts.device, "--dataset", "cifar10"]
+        cmd += ["--data-dir", str(Path(opts.data).resolve()), *shape, *timing, *flags]
+        cmd += ["--augment-only"] if augment_only else []
+        log_path = live / f"bench_{i}.log"
+        ended = run_child(cmd, limit / len(names), log_path)
+        lines = [x for x in log_path.read_text().splitlines() if x.startswith("{")]
+        row = json.loads(lines[-1]) if ended["status"] == "finished" and lines else {}
+        rows.append({"stage": "bench", "run": name, **ended, **row})
+        log(f"bench {name}: {ended['status']}, {(row.get('ms_per_step') or {}).get('median', 'no figure')} ms/step")
+    return rows
+
+
 NUDGE = 1e-6  # relative size of the exact reference's weight perturbation
 
 
@@ -599,11 +640,14 @@ def markdown(results: dict) -> str:
         "| GPU | date | paper | paper std | status |"
     )
     lines = [header, "|" + "---|" * 14]
-    compare = None
+    compare, bench = None, []
     for stage in results["stages"]:
         for r in stage.get("runs", []):
             if r.get("run") == "compare":
                 compare = r
+                continue
+            if r.get("stage") == "bench":
+                bench.append(r)
                 continue
             paper = r.get("paper") or (None, None)
             budget = f"{r['time_budget_minutes']:g} min" if r.get("time_budget_minutes") else "none"
@@ -616,6 +660,14 @@ def markdown(results: dict) -> str:
     for stage in results["stages"]:
         if stage.get("skipped"):
             lines.append(f"\n{stage['stage']}: {stage['skipped']}")
+    if bench:
+        lines.append("\n| bench row | ms per step | images/s | speedups | status |")
+        lines.append("|---|---|---|---|---|")
+        for r in bench:
+            lines.append(
+                f"| {r['run']} | {(r.get('ms_per_step') or {}).get('median', '—')} | {r.get('images_per_second', '—')} "
+                f"| {r.get('speedups', '—')} | {r['status']} |"
+            )
     if compare and compare.get("paths"):
         lines.append("\n| path (compare) | ms/step | loss, mean of last 50 steps | raw accuracy | EMA accuracy |")
         lines.append("|---|---|---|---|---|")

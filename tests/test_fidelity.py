@@ -215,7 +215,6 @@ if "linear_probe_test" not in MODELS:
     register("linear_probe_test")(LinearProbe)
 
 
-
 def digits_trainer(**kw):
     base = dict(
         dataset="digits",

@@ -202,6 +202,26 @@ def test_difference_measures_the_total_update_exactly():
     assert d["update_cosine"] == pytest.approx((9 + 18) / (5 * (9 + 4.5**2) ** 0.5), rel=1e-6)
 
 
+def test_bench_times_each_switch_in_its_own_child(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    tiny_cifar(data)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gpu_results.py"), "--tiny", "--device", "cpu"]
+    cmd += ["--data", str(data), "--stages", "bench", "--out", str(out), "--minutes", "10"]
+    cmd += ["--stage-seconds", "bench=450"]  # safety nets: each row ends on its own in seconds
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (stage,) = json.loads((out / "gpu_results.json").read_text())["stages"]
+    rows = {r["run"]: r for r in stage["runs"]}
+    assert list(rows) == gpu_results.TINY_BENCH_ROWS and len({r["pid"] for r in rows.values()}) == len(rows)
+    for name, r in rows.items():
+        assert r["status"] == "finished" and r["ms_per_step"]["median"] > 0, (name, r)
+        assert r["augment_only"] == name.endswith(" augment")
+    assert rows["plain"]["speedups"] == "plain" and rows["bf16+cl+fused"]["speedups"] != "plain"
+    assert "| plain augment |" in (out / "gpu_results.md").read_text()
+
+
 def test_time_to_accuracy_trains_each_algorithm_on_both_cifar_files(tmp_path):
     """The full-CIFAR-10 stage: skipped without cifar10_rest; with both files, one run per algorithm
     (equal budgets) on the images of both (the labeled ones come from both parts)."""

@@ -1,0 +1,52 @@
+"""The training configuration (fixmatch.config): every invalid value is one clear error before any
+work starts, and the shipped configs hold the paper's settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from fixmatch.cli import main
+from fixmatch.config import TrainConfig, resolve
+from fixmatch.errors import UserError
+
+
+@pytest.mark.parametrize(
+    "field,value,msg",
+    [
+        ("steps", -1, "steps must be a positive integer"),
+        ("threshold", 1.5, "threshold"),
+        ("dataset", "mnist", "unknown dataset"),
+        ("model", "resnet9000", "unknown model"),
+        ("randaugment", "fancy", "randaugment"),
+        ("mu", 0, "mu=0 leaves FixMatch no unlabeled images"),
+        ("fold", 10, "fold must be 0..9"),
+        ("input_scaling", "zscore", "input_scaling"),
+        ("time_budget", -1, "time_budget"),
+        ("lr", "abc", "lr must be float, got 'abc'"),  # a YAML file can hold any type
+        ("steps", 1.5, "steps must be int, got 1.5"),
+        ("flip", 1, "flip must be bool, got 1"),
+    ],
+)
+def test_invalid_config_is_one_clear_error(field, value, msg):
+    with pytest.raises(UserError, match=msg):
+        resolve(TrainConfig(**{field: value}))
+
+
+def test_cli_reports_bad_input_with_exit_code_2(capsys):
+    assert main(["train", "--threshold", "0"]) == 2
+    assert "threshold" in capsys.readouterr().err
+    assert main(["train", "--num-labels", "5000", "--algorithm", "fixmatch"]) == 2
+
+
+def test_shipped_configs_load_and_validate():
+    from pathlib import Path
+
+    from fixmatch.config import from_dict, load_yaml
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 10
+    for path in configs:
+        cfg = resolve(from_dict(load_yaml(path)))
+        assert cfg.algorithm == "fixmatch", path
+        if cfg.dataset == "cifar100":
+            assert cfg.model == "wrn28_8" and cfg.weight_decay == 1e-3

@@ -102,3 +102,70 @@ def test_random_bytes_npz_is_named_plainly(fer_model, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "not a readable .npz archive" in err and "allow_pickle" not in err
+
+
+@pytest.fixture
+def digits_files(digits_model, tmp_path):
+    """A copy of the digits run (its last.pt may be destroyed by a failing test) and an 8x8 digit PNG."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(digits_model["run"] / "last.pt", run / "last.pt")
+    image = tmp_path / "digit.png"
+    image.write_bytes(encode((digits_model["x_test"][0, 0] * 16).clip(0, 255).astype(np.uint8), "PNG"))
+    return run, image
+
+
+def test_an_output_that_is_an_input_is_refused_before_any_work(digits_files, tmp_path, capsys, monkeypatch):
+    from fixmatch import inference, predict
+
+    run, image = digits_files
+    ckpt = run / "last.pt"
+    (tmp_path / "link.png").symlink_to(image)
+    before = {p: p.read_bytes() for p in (ckpt, image)}
+
+    def no_work(*_):
+        raise AssertionError("loaded the model before refusing the output")
+
+    monkeypatch.setattr(predict, "load", no_work)
+    monkeypatch.setattr(inference, "load_model", no_work)
+    cases = [
+        (["predict", "--checkpoint", str(ckpt), str(image), "--csv", str(ckpt)], "is the model"),
+        (["predict", "--checkpoint", str(run), str(image), "--csv", str(ckpt)], "is the model"),
+        (["predict", "--checkpoint", str(ckpt), str(image), str(image), "--csv", str(image)], "is an input image"),
+        (["predict", "--checkpoint", str(ckpt), str(tmp_path), "--csv", str(tmp_path / "link.png")], "is an input"),
+        (["export", "--checkpoint", str(ckpt), "--onnx", str(ckpt)], "is the model"),
+        (["export", "--checkpoint", str(run), "--safetensors", str(ckpt)], "is the model"),
+        (
+            ["export", "--checkpoint", str(ckpt), "--onnx", str(tmp_path / "m"), "--safetensors", str(tmp_path / "m")],
+            "are the same file",
+        ),
+    ]
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, (argv, err)
+    assert {p: p.read_bytes() for p in (ckpt, image)} == before
+    assert not (tmp_path / "m").exists()
+
+
+def test_outputs_replace_a_file_whole_never_write_into_it(digits_files, tmp_path, capsys):
+    """An existing output is replaced by a new file (rename), not truncated and rewritten: a hard link
+    to the old file keeps its bytes, and no temporary file stays behind."""
+    import os
+
+    run, image = digits_files
+    outputs = {"--csv": tmp_path / "out.csv", "--onnx": tmp_path / "m.onnx", "--safetensors": tmp_path / "m.st"}
+    for flag, out in outputs.items():
+        out.write_text("old")
+        os.link(out, tmp_path / f"kept{out.suffix}")
+    assert main(["predict", "--checkpoint", str(run), str(image), "--csv", str(outputs["--csv"])]) == 0
+    argv = ["export", "--checkpoint", str(run), "--onnx", str(outputs["--onnx"])]
+    assert main(argv + ["--safetensors", str(outputs["--safetensors"])]) == 0
+    capsys.readouterr()
+    for out in outputs.values():
+        assert (tmp_path / f"kept{out.suffix}").read_text() == "old"
+        assert out.read_bytes() != b"old"
+    assert outputs["--csv"].read_text().startswith("path,label,confidence")
+    assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []

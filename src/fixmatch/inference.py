@@ -16,6 +16,7 @@ from fixmatch.input_scaling import Normalizer
 from fixmatch.model_files import ZOO, ZOO_DIR, check_meta, resolve_source  # noqa: F401 (re-exported)
 from fixmatch.models import build_model
 from fixmatch.models.layers import LEGACY_WIRING
+from fixmatch.outputs import write_atomic
 
 META_KEYS = (
     "dataset",
@@ -72,13 +73,14 @@ def build_loaded(path: Path, device) -> LoadedModel:
 
 
 def write_safetensors(loaded: LoadedModel, path, extra_meta: dict | None = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.model.state_dict().items()}
     from fixmatch.serve.preprocess import framing
 
     meta = {**loaded.meta, "preprocess": framing(loaded.meta), **(extra_meta or {})}  # the framing travels
-    save_file(state, str(path), metadata={"fixmatch": json.dumps(meta)})
+    data = save(state, metadata={"fixmatch": json.dumps(meta)})
+    write_atomic(path, lambda f: f.write(data))
 
 
 def read_safetensors(path: Path) -> tuple[dict, dict]:

@@ -30,6 +30,16 @@ def resolve_source(source: str) -> Path:
     return path
 
 
+def model_inputs(source: str) -> list[tuple[str, Path]]:
+    """The files a model source reads, as (what, path), for refusing an output that would replace
+    one: the file itself, or a run directory's last.pt. A source that does not resolve reads nothing."""
+    try:
+        path = Path(source) if source not in ZOO else resolve_source(source)
+    except UserError:
+        return []
+    return [("the model", path / "last.pt" if path.is_dir() else path)]
+
+
 def check_meta(meta, path) -> dict:
     """The metadata a served or predicting model needs, consistent with itself."""
     missing = [k for k in REQUIRED_META if not isinstance(meta, dict) or k not in meta]

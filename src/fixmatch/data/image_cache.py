@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fixmatch.errors import DataError
+from fixmatch.errors import DataError, UserError
+from fixmatch.outputs import write_atomic
 from fixmatch.framing import draft_for_square, square, to_mode
 
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
@@ -305,27 +306,17 @@ def read_cache(cache_dir: Path, size: int, channels: int) -> dict | None:
         return None
 
 
-def atomic_save(path: Path, save) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            save(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_cache(cache_dir: Path, size: int, channels: int, images: np.ndarray, index: dict) -> None:
     token = secrets.token_hex(8)
     index_path, images_path = cache_paths(cache_dir, size, channels, token)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save(images_path, lambda f: np.save(f, images))
-        atomic_save(index_path, lambda f: np.savez(f, token=np.array(token), **index))
+        write_atomic(images_path, lambda f: np.save(f, images))
+        write_atomic(index_path, lambda f: np.savez(f, token=np.array(token), **index))
         for old in cache_dir.glob(cache_paths(cache_dir, size, channels)[1].name):
             if old != images_path:
                 old.unlink(missing_ok=True)
-    except OSError as e:
+    except (OSError, UserError) as e:  # UserError: write_atomic's (a full disk)
         print(
             f"warning: could not write the image cache in {cache_dir} ({e}); the next run decodes again",
             file=sys.stderr,

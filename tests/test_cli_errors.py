@@ -169,3 +169,12 @@ def test_outputs_replace_a_file_whole_never_write_into_it(digits_files, tmp_path
         assert out.read_bytes() != b"old"
     assert outputs["--csv"].read_text().startswith("path,label,confidence")
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
+
+
+def test_csv_to_a_full_disk_is_one_clear_error(digits_files, capsys):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    run, image = digits_files
+    assert main(["predict", "--checkpoint", str(run), str(image), "--csv", "/dev/full"]) == 2
+    err = capsys.readouterr().err
+    assert "disk full at /dev/full" in err and "Traceback" not in err

@@ -6,6 +6,7 @@ dicts, and a file that needs anything else (a pickled object can run code when l
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -16,8 +17,11 @@ from fixmatch.outputs import write_atomic
 
 
 def save_atomic(obj, path) -> None:
-    """torch.save through a temporary file: a full disk is a UserError that keeps the old file."""
-    write_atomic(path, lambda f: torch.save(obj, f))
+    """torch.save through a temporary file: a full disk is a UserError that keeps the old file.
+    Serialised in memory first: torch's zip writer turns a failed write into a RuntimeError."""
+    data = io.BytesIO()
+    torch.save(obj, data)
+    write_atomic(path, lambda f: f.write(data.getbuffer()))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

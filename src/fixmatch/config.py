@@ -185,7 +185,9 @@ def load_yaml(path) -> dict:
 
 
 def save_yaml(cfg: TrainConfig, path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from fixmatch.outputs import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def resolve(cfg: TrainConfig) -> RunConfig:

@@ -24,6 +24,7 @@ from fixmatch.evaluate import confusion_matrix, predict_logits, report_from_conf
 from fixmatch.fast import Speedups, autocast, compile_fn
 from fixmatch.input_scaling import Normalizer
 from fixmatch.optim import cosine_lr, make_optimizer
+from fixmatch.outputs import write_text_atomic
 from fixmatch.sampler import EpochSampler
 from fixmatch.schedule_planner import StepPlanner
 
@@ -281,9 +282,7 @@ def score_pseudo_labels(stats: dict, y_u: torch.Tensor) -> dict:
 
 def write_metrics(out_dir: Path, history: list[dict]) -> None:
     """metrics.jsonl is rewritten from the checkpointed history, so a resumed run has no gaps or repeats."""
-    tmp = out_dir / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-    tmp.replace(out_dir / "metrics.jsonl")
+    write_text_atomic(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
 
 def run_loop(

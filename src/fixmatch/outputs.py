@@ -24,6 +24,10 @@ def check_output_file(path, flag: str) -> None:
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{flag} {path} is a folder; give a file name")
+    if p.exists() and not p.is_file():  # /dev/stdout, /dev/full, a FIFO: written directly (write_atomic)
+        if not os.access(p, os.W_OK):
+            raise UserError(f"{flag} {path}: no permission to write there")
+        return
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"{flag} {path}: the folder {parent} does not exist")

@@ -22,6 +22,7 @@ from fixmatch.fast import resolve_speedups
 from fixmatch.input_scaling import normalizer_for
 from fixmatch.models import build_model, count_parameters
 from fixmatch.models.layers import DEFAULT_WIRING
+from fixmatch.outputs import write_text_atomic
 from fixmatch.schedule_planner import StepPlanner
 
 
@@ -160,7 +161,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         "out": str(out_dir),
     }
     if dist.main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
@@ -179,7 +180,7 @@ def make_run_dir(out_dir: Path) -> None:
 
 def write_skipped(out_dir: Path, skipped: list) -> None:
     if skipped:
-        (out_dir / "skipped.txt").write_text("".join(f"{path}\t{reason}\n" for path, reason in skipped))
+        write_text_atomic(out_dir / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))
 
 
 def run_notes(cfg: RunConfig, data) -> list[str]:

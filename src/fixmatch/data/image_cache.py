@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from fixmatch.errors import DataError, UserError
-from fixmatch.outputs import write_atomic
 from fixmatch.framing import draft_for_square, square, to_mode
+from fixmatch.outputs import write_atomic
 
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 CACHE_DIR_NAME = ".fixmatch-cache"

@@ -1,8 +1,8 @@
 """The training engine: loss, schedule, optimizer groups, EMA, sampler, resume, CLI, fast path."""
 
 import json
-import os
 import math
+import os
 
 import numpy as np
 import pytest

@@ -15,10 +15,16 @@ import warnings
 import torch
 import torch.nn as nn
 
-from fixmatch.model_files import META_KEY, read_onnx_meta  # noqa: F401 (read_onnx_meta re-exported)
+from fixmatch.model_files import (  # noqa: F401 (read_onnx_meta re-exported)
+    META_KEY,
+    ONNX_INPUT,
+    ONNX_LOGITS,
+    ONNX_PROBABILITIES,
+    read_onnx_meta,
+)
 from fixmatch.outputs import write_atomic
 
-INPUT, OUTPUTS = "pixels", ("probabilities", "logits")
+INPUT, OUTPUTS = ONNX_INPUT, (ONNX_PROBABILITIES, ONNX_LOGITS)
 OPSET = 17
 
 

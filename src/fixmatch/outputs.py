@@ -94,6 +94,12 @@ def write_atomic(path, write: Callable[[BinaryIO], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def printable(path) -> str:
+    """A path for a message: a name that is not UTF-8 shows its odd bytes as \\xff escapes (printing
+    the raw surrogates fails on a strict stream)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def write_text_atomic(path, text: str) -> None:
     """Text as UTF-8; file names that are not UTF-8 keep their own bytes (surrogateescape)."""
     write_atomic(path, lambda f: f.write(text.encode("utf-8", "surrogateescape")))

@@ -14,7 +14,7 @@ import numpy as np
 
 from fixmatch.errors import UserError
 from fixmatch.model_files import model_inputs
-from fixmatch.outputs import refuse_clobbering, write_text_atomic
+from fixmatch.outputs import printable, refuse_clobbering, write_text_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BATCH = 64
@@ -120,7 +120,7 @@ def run(args) -> int:
         print(json.dumps(rows[0] if single else rows))
     errors = sum("error" in r for r in rows)
     if args.csv:
-        print(f"wrote {len(rows)} rows to {args.csv} ({errors} unreadable)", file=sys.stderr)
+        print(f"wrote {len(rows)} rows to {printable(args.csv)} ({errors} unreadable)", file=sys.stderr)
     if errors == len(rows):
         raise UserError(
             f"none of the {len(rows)} images could be read" + (f": {rows[0]['error']}" if len(rows) == 1 else "")

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from serve_fixtures import encode
 
 from fixmatch.cli import main
@@ -58,3 +59,25 @@ def test_file_names_that_are_not_utf8(digits_model, tmp_path, capsys):
     assert rows[os.fsencode(root / "unlabeled" / BAD_NAME)]["error"] != ""
     assert rows[os.fsencode(root / "unlabeled" / ODD_NAME)]["label"] in digits_model["class_names"]
     assert len(rows) == 6
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda a: np.zeros((len(a), 3, 5, 5), np.uint8),  # the right row count, another image shape
+        lambda a: a.astype(np.float64),  # the right shape, another type
+        lambda a: a[:, :, :, :6],  # fewer columns
+    ],
+    ids=["shape", "dtype", "cut"],
+)
+def test_an_altered_image_cache_is_rebuilt_not_trusted(tmp_path, tamper):
+    from fixmatch.data import load_dataset
+
+    root = small_folder(tmp_path / "data")
+    first = load_dataset("folders", str(root))
+    (images,) = (root / ".fixmatch-cache").glob("images-*.npy")
+    np.save(images, tamper(np.load(images)))
+    again = load_dataset("folders", str(root))
+    assert again.x_train.shape == first.x_train.shape == (6, 1, 12, 12)
+    assert again.x_train.dtype == first.x_train.dtype and (again.x_train == first.x_train).all()
+    assert (again.x_unlabeled == first.x_unlabeled).all()

@@ -294,13 +294,20 @@ def cache_paths(cache_dir: Path, size: int, channels: int, token: str = "*") -> 
 
 
 def read_cache(cache_dir: Path, size: int, channels: int) -> dict | None:
+    """The cache's index and pixels, or None (rebuild) unless they agree with each other and with
+    the setting: an array of another shape or type (altered, or from elsewhere) is never trained on."""
     index, _ = cache_paths(cache_dir, size, channels)
     try:
         with np.load(index, allow_pickle=False) as z:
             entry = {k: z[k] for k in INDEX_KEYS}
-        entry["images"] = np.load(cache_paths(cache_dir, size, channels, str(entry["token"]))[1], allow_pickle=False)
-        if entry["images"].shape[0] != int(entry["ok"].sum()):
+        n = len(entry["names"])
+        if any(entry[k].shape != (n,) for k in INDEX_KEYS if k != "token") or entry["ok"].dtype != bool:
             return None
+        # mapped, not read: the header's shape and type are checked before any pixel is loaded
+        pixels = np.load(cache_paths(cache_dir, size, channels, str(entry["token"]))[1], mmap_mode="r")
+        if pixels.dtype != np.uint8 or pixels.shape != (int(entry["ok"].sum()), channels, size, size):
+            return None
+        entry["images"] = np.ascontiguousarray(pixels)
         return entry
     except Exception:  # missing, partly written by a killed run, or from another version: rebuild
         return None

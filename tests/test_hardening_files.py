@@ -81,3 +81,32 @@ def test_an_altered_image_cache_is_rebuilt_not_trusted(tmp_path, tamper):
     assert again.x_train.shape == first.x_train.shape == (6, 1, 12, 12)
     assert again.x_train.dtype == first.x_train.dtype and (again.x_train == first.x_train).all()
     assert (again.x_unlabeled == first.x_unlabeled).all()
+
+
+def test_resume_checks_that_its_data_is_the_data_it_started_with(tmp_path, capsys):
+    root = small_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(train_argv(root, run)) == 0
+    other = small_folder(tmp_path / "other", per_class=2)
+    changes = {
+        "a class added": (lambda: grey_png(root / "labeled" / "c" / "0.png", seed=50), [], "(added c)"),
+        "another folder": (lambda: None, ["--data-dir", str(other)], "6 -> 4 train images"),
+        "another dataset": (lambda: None, ["--dataset", "digits"], "dataset folders -> digits"),
+        "an image replaced": (
+            lambda: grey_png(root / "labeled" / "a" / "1.png", seed=99),
+            [],
+            "the same counts, but other images or labels",
+        ),
+    }
+    for name, (change, flags, words) in changes.items():
+        change()
+        code = main(["train", "--resume", str(run), "--steps", "4", *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and "its data is not the data it started with" in err and words in err, (name, err)
+        for extra in (root / "labeled" / "c",):  # undo the change: the next case starts clean
+            if extra.exists():
+                (extra / "0.png").unlink()
+                extra.rmdir()
+    grey_png(root / "labeled" / "a" / "1.png", seed=1)  # the original pixels again
+    assert main(["train", "--resume", str(run), "--steps", "4"]) == 0
+    capsys.readouterr()

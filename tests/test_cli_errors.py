@@ -12,6 +12,7 @@ import torch
 from serve_fixtures import encode
 
 from fixmatch.cli import main
+from fixmatch.errors import UserError
 
 
 class CreatesAFile:
@@ -102,3 +103,212 @@ def test_random_bytes_npz_is_named_plainly(fer_model, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "not a readable .npz archive" in err and "allow_pickle" not in err
+
+
+@pytest.fixture
+def digits_files(digits_model, tmp_path):
+    """A copy of the digits run (its last.pt may be destroyed by a failing test) and an 8x8 digit PNG."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(digits_model["run"] / "last.pt", run / "last.pt")
+    image = tmp_path / "digit.png"
+    image.write_bytes(encode((digits_model["x_test"][0, 0] * 16).clip(0, 255).astype(np.uint8), "PNG"))
+    return run, image
+
+
+def test_an_output_that_is_an_input_is_refused_before_any_work(digits_files, tmp_path, capsys, monkeypatch):
+    from fixmatch.inference import loading as inference
+    from fixmatch.inference import predict
+
+    run, image = digits_files
+    ckpt = run / "last.pt"
+    (tmp_path / "link.png").symlink_to(image)
+    before = {p: p.read_bytes() for p in (ckpt, image)}
+
+    def no_work(*_):
+        raise AssertionError("loaded the model before refusing the output")
+
+    monkeypatch.setattr(predict, "load", no_work)
+    monkeypatch.setattr(inference, "load_model", no_work)
+    cases = [
+        (["predict", "--checkpoint", str(ckpt), str(image), "--csv", str(ckpt)], "is the model"),
+        (["predict", "--checkpoint", str(run), str(image), "--csv", str(ckpt)], "is the model"),
+        (["predict", "--checkpoint", str(ckpt), str(image), str(image), "--csv", str(image)], "is an input image"),
+        (["predict", "--checkpoint", str(ckpt), str(tmp_path), "--csv", str(tmp_path / "link.png")], "is an input"),
+        (["export", "--checkpoint", str(ckpt), "--onnx", str(ckpt)], "is the model"),
+        (["export", "--checkpoint", str(run), "--safetensors", str(ckpt)], "is the model"),
+        (
+            ["export", "--checkpoint", str(ckpt), "--onnx", str(tmp_path / "m"), "--safetensors", str(tmp_path / "m")],
+            "are the same file",
+        ),
+    ]
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, (argv, err)
+    assert {p: p.read_bytes() for p in (ckpt, image)} == before
+    assert not (tmp_path / "m").exists()
+
+
+def test_outputs_replace_a_file_whole_never_write_into_it(digits_files, tmp_path, capsys):
+    """An existing output is replaced by a new file (rename), not truncated and rewritten: a hard link
+    to the old file keeps its bytes, and no temporary file stays behind."""
+    import os
+
+    run, image = digits_files
+    outputs = {"--csv": tmp_path / "out.csv", "--onnx": tmp_path / "m.onnx", "--safetensors": tmp_path / "m.st"}
+    for flag, out in outputs.items():
+        out.write_text("old")
+        os.link(out, tmp_path / f"kept{out.suffix}")
+    assert main(["predict", "--checkpoint", str(run), str(image), "--csv", str(outputs["--csv"])]) == 0
+    argv = ["export", "--checkpoint", str(run), "--onnx", str(outputs["--onnx"])]
+    assert main(argv + ["--safetensors", str(outputs["--safetensors"])]) == 0
+    capsys.readouterr()
+    for out in outputs.values():
+        assert (tmp_path / f"kept{out.suffix}").read_text() == "old"
+        assert out.read_bytes() != b"old"
+    assert outputs["--csv"].read_text().startswith("path,label,confidence")
+    assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
+
+
+def test_csv_to_a_full_disk_is_one_clear_error(digits_files, capsys):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    run, image = digits_files
+    assert main(["predict", "--checkpoint", str(run), str(image), "--csv", "/dev/full"]) == 2
+    err = capsys.readouterr().err
+    assert "disk full at /dev/full" in err and "Traceback" not in err
+
+
+def rewrite_safetensors(src, dst, edit_header=lambda h: None, cut: int = 0) -> None:
+    """Copy a .safetensors file with its JSON header edited in place and `cut` bytes off its end."""
+    import json
+    import struct
+
+    data = src.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    edit_header(header)
+    head = json.dumps(header).encode()
+    dst.write_bytes(struct.pack("<Q", len(head)) + head + data[8 + length : len(data) - cut])
+
+
+def shift_last_tensor(header, by=400):
+    name = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
+    header[name]["data_offsets"] = [v + by for v in header[name]["data_offsets"]]
+
+
+def edit_onnx(src, dst, edit) -> None:
+    import onnx
+
+    model = onnx.load(str(src))
+    edit(model)
+    onnx.save(model, str(dst))
+
+
+def set_onnx_meta(model, **changes):
+    import json
+
+    prop = next(p for p in model.metadata_props if p.key == "fixmatch")
+    prop.value = json.dumps({**json.loads(prop.value), **changes})
+
+
+def drop_probabilities(model):
+    kept = [o for o in model.graph.output if o.name != "probabilities"]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+
+
+@pytest.fixture
+def crafted_models(digits_files, digits_model, tmp_path):
+    """{file: words of its error}: damaged exports and checkpoints whose metadata lies, each made here."""
+    from fixmatch.inference.loading import load_model, write_safetensors
+
+    run, _ = digits_files
+    good = tmp_path / "good.safetensors"
+    write_safetensors(load_model(str(run)), good)
+    made = {}
+    rewrite_safetensors(good, tmp_path / "truncated.safetensors", cut=1000)
+    made[tmp_path / "truncated.safetensors"] = "damaged or truncated"
+    rewrite_safetensors(good, tmp_path / "past_end.safetensors", shift_last_tensor)
+    made[tmp_path / "past_end.safetensors"] = "damaged or truncated"
+    onnx_cases = {
+        "no_output.onnx": (drop_probabilities, "no 'probabilities' output"),
+        "other_shape.onnx": (lambda m: set_onnx_meta(m, image_shape=[1, 16, 16]), "its graph takes"),
+        "more_classes.onnx": (
+            lambda m: set_onnx_meta(m, num_classes=11, class_names=[str(i) for i in range(11)]),
+            "scores but its metadata names 11 classes",
+        ),
+    }
+    for name, (edit, words) in onnx_cases.items():
+        edit_onnx(digits_model["onnx"], tmp_path / name, edit)
+        made[tmp_path / name] = words
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    names = [str(i) for i in range(10)]
+    pt_cases = {
+        "fewer_names.pt": ({"class_names": names[:9]}, "names 9 classes but says num_classes=10"),
+        "meta_string.pt": ("a string", "not a mapping"),
+        "dict_name.pt": ({"class_names": [{"a": 1}, *names[1:]]}, "class names must be strings"),
+        "twice.pt": ({"class_names": ["0", *names[:9]]}, "class names repeat (0)"),
+        "zero_std.pt": ({"std": [0.0]}, "bad std [0.0]"),
+        "nan_mean.pt": ({"mean": [float("nan")]}, "bad mean"),
+    }
+    for name, (change, words) in pt_cases.items():
+        meta = change if isinstance(change, str) else {**ckpt["meta"], **change}
+        torch.save({**ckpt, "meta": meta}, tmp_path / name)
+        made[tmp_path / name] = words
+    nan_weights = {k: v.float().fill_(float("nan")) if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
+    torch.save({**ckpt, "ema": nan_weights}, tmp_path / "nan_weights.pt")
+    made[tmp_path / "nan_weights.pt"] = "weights are not finite numbers"
+    return made
+
+
+def test_damaged_or_inconsistent_model_files_are_refused_up_front(crafted_models, digits_files, capsys):
+    """predict: exit 2 with the reason; serve: check_model (run before any worker forks) refuses the
+    same file, so no worker dies booting it."""
+    from fixmatch.inference.predictor import check_model
+
+    _, image = digits_files
+    wrong = {}
+    for path, words in crafted_models.items():
+        try:
+            code = main(["predict", "--checkpoint", str(path), str(image)])
+        except Exception as e:
+            code = f"raised {type(e).__name__}"
+        out = capsys.readouterr()
+        if code != 2 or words not in out.err or out.out:
+            wrong[path.name] = f"predict: {code} {out.err[-200:]!r}"
+        try:
+            check_model(str(path))
+            wrong[path.name + " (serve)"] = "check_model accepted it"
+        except UserError as e:
+            if words not in str(e):
+                wrong[path.name + " (serve)"] = str(e)
+        except Exception as e:
+            wrong[path.name + " (serve)"] = f"raised {type(e).__name__}"
+    assert wrong == {}
+
+
+def test_a_model_declaring_a_huge_input_is_refused_before_any_allocation(digits_files, tmp_path):
+    """image_shape [1, 60000, 60000] once grew predict to 22 GB: refused from the metadata alone.
+    Run in a child with its address space capped, so a regression fails here instead of exhausting
+    the machine's memory."""
+    import resource
+    import subprocess
+    import sys
+
+    run, image = digits_files
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    torch.save({**ckpt, "meta": {**ckpt["meta"], "image_shape": [1, 60000, 60000]}}, tmp_path / "huge.pt")
+    cap = 8 * 2**30
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "fixmatch", "predict", "--checkpoint", str(tmp_path / "huge.pt"), str(image)],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)),
+        timeout=600,
+    )
+    assert proc.returncode == 2 and "declares 60000x60000 input images" in proc.stderr, proc.stderr[-2000:]

@@ -22,6 +22,7 @@ from fixmatch.errors import UserError
         ("fold", 10, "fold must be 0..9"),
         ("input_scaling", "zscore", "input_scaling"),
         ("time_budget", -1, "time_budget"),
+        ("image_size", 513, "image_size must be 8 to 512"),  # a model predict and serve would refuse
         ("lr", "abc", "lr must be float, got 'abc'"),  # a YAML file can hold any type
         ("steps", 1.5, "steps must be int, got 1.5"),
         ("flip", 1, "flip must be bool, got 1"),

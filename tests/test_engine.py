@@ -211,3 +211,47 @@ def test_out_that_cannot_be_a_run_directory_is_one_clear_error(tmp_path, capsys)
     assert "is an existing file" in capsys.readouterr().err
     assert main([*args, str(tmp_path / "a_file" / "run")]) == 2  # cannot be created (even by root)
     assert "cannot write the run directory" in capsys.readouterr().err
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_temporary_file(tmp_path):
+    """A real write failure from the kernel (a file size limit: the file system refuses the write the
+    way a full disk does) while a resumed run saves: exit 2 naming the file, last.pt unchanged, no
+    temporary file left to keep the disk full, and the run resumes once there is room."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    train(tiny_config(tmp_path, steps=8), log=lambda *_: None)
+    run = tmp_path / "run"
+    before = (run / "last.pt").read_bytes()
+    assert len(before) > 100_000  # the limit below stops the checkpoint, not the small files
+
+    def small_files_only():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, no signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "fixmatch", "train", "--resume", str(run), "--steps", "16", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files_only,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot write {run / 'last.pt'} (File too large)" in proc.stderr and "Traceback" not in proc.stderr
+    assert (run / "last.pt").read_bytes() == before
+    assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
+    assert resume(run, {"steps": 16}, log=lambda *_: None)["steps"] == 16
+
+
+def test_no_space_left_is_said_plainly(tmp_path, capsys):
+    """ENOSPC itself (/dev/full refuses every write with it): "disk full at PATH", exit 2."""
+    from fixmatch.outputs import write_text_atomic
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    with pytest.raises(UserError, match="^disk full at /dev/full"):
+        write_text_atomic("/dev/full", "x" * 100_000)

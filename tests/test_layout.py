@@ -10,7 +10,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A unit is a top-level module or package of fixmatch.
 LAYERS = [
-    {"errors", "commands", "outputs"},  # leaves: errors, the commands printed for the user, output files
+    {"errors"},  # the one error users see
+    {"commands", "outputs"},  # the commands printed for the user; output files, written whole
     {"imaging"},  # image files and pixels: framing, decoding
     {"models", "augment", "data"},  # networks, augmentation, datasets: independent of each other
     {"algorithms"},  # the losses of one step

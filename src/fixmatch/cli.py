@@ -86,13 +86,15 @@ def cmd_datasets(args) -> int:
 
 def cmd_export(args) -> int:
     from fixmatch.inference.loading import load_model, write_safetensors
-    from fixmatch.inference.predict import check_output_file
+    from fixmatch.inference.model_files import model_inputs
+    from fixmatch.outputs import refuse_clobbering
 
     if not (args.onnx or args.safetensors):
         raise UserError("give --onnx PATH and/or --safetensors PATH")
-    for flag, path in (("--onnx", args.onnx), ("--safetensors", args.safetensors)):
-        if path:
-            check_output_file(path, flag)
+    refuse_clobbering(
+        [("--onnx", args.onnx), ("--safetensors", args.safetensors)],
+        [*model_inputs(args.checkpoint), ("the --card-json file", args.card_json)],
+    )
     card = read_card(args.card_json) if args.card_json else None
     loaded = load_model(args.checkpoint)
     extra = {"card": card} if card else None

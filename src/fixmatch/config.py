@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from fixmatch.errors import UserError
+from fixmatch.imaging.framing import MAX_INPUT_SIDE
 
 # The official FixMatch recipe (google-research/fixmatch). Fields left None in TrainConfig take
 # these values unless the dataset's registry entry overrides them.
@@ -204,7 +205,9 @@ def load_yaml(path) -> dict:
 
 
 def save_yaml(cfg: TrainConfig, path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from fixmatch.outputs import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def resolve(cfg: TrainConfig) -> RunConfig:
@@ -300,7 +303,10 @@ def validate(cfg: RunConfig) -> None:
         f"time_budget must be a positive number of minutes, got {cfg.time_budget}",
     )
     need(cfg.val_per_class >= 0, f"val_per_class must be >= 0, got {cfg.val_per_class}")
-    need(cfg.image_size is None or cfg.image_size >= 8, f"image_size must be at least 8, got {cfg.image_size}")
+    need(
+        cfg.image_size is None or 8 <= cfg.image_size <= MAX_INPUT_SIDE,
+        f"image_size must be 8 to {MAX_INPUT_SIDE} (what predict and serve accept), got {cfg.image_size}",
+    )
     need(cfg.channels in (None, 1, 3), f"channels must be 1 or 3, got {cfg.channels}")
     need(
         cfg.randaugment in POLICIES,

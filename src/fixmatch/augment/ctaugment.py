@@ -47,6 +47,7 @@ from fixmatch.augment.ctaugment_ops import (  # noqa: F401  (CTA_OPS, BINS re-ex
     apply_ops,
 )
 from fixmatch.augment.weak import weak_augment
+from fixmatch.outputs import write_text_atomic
 
 __all__ = ["BINS", "CTA_OPS", "CTA_OP_NAMES", "CTAugment", "proximity"]
 
@@ -209,9 +210,7 @@ class CTAugment:
 
     def write_json(self, path: Path, step: int) -> None:
         """The run directory's cta.json (read by ``fixmatch cta-stats``), replaced atomically."""
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"step": step, **self.to_json()}))
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps({"step": step, **self.to_json()}))
 
 
 def stats_text(state: dict) -> str:

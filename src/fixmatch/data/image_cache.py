@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fixmatch.errors import DataError
+from fixmatch.errors import DataError, UserError
 from fixmatch.imaging.framing import draft_for_square, square, to_mode
+from fixmatch.outputs import write_atomic
 
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 CACHE_DIR_NAME = ".fixmatch-cache"
@@ -293,26 +294,23 @@ def cache_paths(cache_dir: Path, size: int, channels: int, token: str = "*") -> 
 
 
 def read_cache(cache_dir: Path, size: int, channels: int) -> dict | None:
+    """The cache's index and pixels, or None (rebuild) unless they agree with each other and with
+    the setting: an array of another shape or type (altered, or from elsewhere) is never trained on."""
     index, _ = cache_paths(cache_dir, size, channels)
     try:
         with np.load(index, allow_pickle=False) as z:
             entry = {k: z[k] for k in INDEX_KEYS}
-        entry["images"] = np.load(cache_paths(cache_dir, size, channels, str(entry["token"]))[1], allow_pickle=False)
-        if entry["images"].shape[0] != int(entry["ok"].sum()):
+        n = len(entry["names"])
+        if any(entry[k].shape != (n,) for k in INDEX_KEYS if k != "token") or entry["ok"].dtype != bool:
             return None
+        # mapped, not read: the header's shape and type are checked before any pixel is loaded
+        pixels = np.load(cache_paths(cache_dir, size, channels, str(entry["token"]))[1], mmap_mode="r")
+        if pixels.dtype != np.uint8 or pixels.shape != (int(entry["ok"].sum()), channels, size, size):
+            return None
+        entry["images"] = np.ascontiguousarray(pixels)
         return entry
     except Exception:  # missing, partly written by a killed run, or from another version: rebuild
         return None
-
-
-def atomic_save(path: Path, save) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            save(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_cache(cache_dir: Path, size: int, channels: int, images: np.ndarray, index: dict) -> None:
@@ -320,12 +318,12 @@ def write_cache(cache_dir: Path, size: int, channels: int, images: np.ndarray, i
     index_path, images_path = cache_paths(cache_dir, size, channels, token)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save(images_path, lambda f: np.save(f, images))
-        atomic_save(index_path, lambda f: np.savez(f, token=np.array(token), **index))
+        write_atomic(images_path, lambda f: np.save(f, images))
+        write_atomic(index_path, lambda f: np.savez(f, token=np.array(token), **index))
         for old in cache_dir.glob(cache_paths(cache_dir, size, channels)[1].name):
             if old != images_path:
                 old.unlink(missing_ok=True)
-    except OSError as e:
+    except (OSError, UserError) as e:  # UserError: write_atomic's (a full disk)
         print(
             f"warning: could not write the image cache in {cache_dir} ({e}); the next run decodes again",
             file=sys.stderr,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fixmatch.errors import UserError
+from fixmatch.outputs import write_text_atomic
 
 
 def official_labeled_indices(labels, num_labels: int, seed: int) -> np.ndarray:
@@ -48,7 +49,7 @@ def official_labeled_indices(labels, num_labels: int, seed: int) -> np.ndarray:
 
 
 def save_split(path: str | Path, labeled: np.ndarray, meta: dict) -> None:
-    Path(path).write_text(json.dumps({**meta, "labeled": [int(i) for i in labeled]}, indent=1))
+    write_text_atomic(path, json.dumps({**meta, "labeled": [int(i) for i in labeled]}, indent=1))
 
 
 def load_split(path: str | Path, num_train: int) -> np.ndarray:

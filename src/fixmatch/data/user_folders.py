@@ -34,6 +34,7 @@ from fixmatch.data.image_cache import (
     walk,
 )
 from fixmatch.errors import DataError, UserError
+from fixmatch.outputs import printable
 
 MAX_DEFAULT_SIZE = 32  # CPU-sized default; pass --image-size for more detail
 MIN_SIZE = 8  # the smallest input the registered networks accept (cnn_small: two 2x poolings)
@@ -253,7 +254,7 @@ def load_folders(data_dir=None, image_size=None, channels=None, val_per_class=0,
         log(
             f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} "
             f"(listed in skipped.txt of the run): "
-            + "; ".join(f"{p} ({r})" for p, r in skipped[:3])
+            + "; ".join(f"{printable(p)} ({r})" for p, r in skipped[:3])
             + (" ..." if len(skipped) > 3 else "")
         )
 
@@ -289,7 +290,7 @@ def load_folders(data_dir=None, image_size=None, channels=None, val_per_class=0,
             "(add ROOT/test/<class>/ or pass --val-per-class K for a real estimate)"
         )
     log(
-        f"{len(classes)} classes ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}), "
+        f"{len(classes)} classes ({', '.join(map(printable, classes[:10]))}{', ...' if len(classes) > 10 else ''}), "
         f"{len(y_lab)} labeled, {len(x_unl):,} unlabeled (+ the labeled ones in the pool), "
         f"{size}x{size}x{channels}; evaluation: {note}"
     )

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+MAX_INPUT_SIDE = 512  # a model input's largest side: predict's batch of 64 at 512x512x3 is 200 MB already
+
 
 def to_mode(im, channels: int):
     """PIL image -> 'L' or 'RGB'. Transparency is laid over white (as a viewer shows it);

@@ -11,10 +11,17 @@ import torch
 import torch.nn as nn
 
 from fixmatch.errors import UserError
-from fixmatch.inference.model_files import ZOO, ZOO_DIR, check_meta, resolve_source  # noqa: F401 (re-exported)
+from fixmatch.inference.model_files import (  # noqa: F401 (re-exported)  # noqa: F401 (ZOO, ZOO_DIR, resolve_source re-exported)
+    ZOO,
+    ZOO_DIR,
+    check_meta,
+    read_safetensors_meta,
+    resolve_source,
+)
 from fixmatch.models import build_model
 from fixmatch.models.input_scaling import Normalizer
 from fixmatch.models.layers import LEGACY_WIRING
+from fixmatch.outputs import write_atomic
 from fixmatch.training.checkpoint import load_checkpoint
 
 META_KEYS = (
@@ -61,33 +68,36 @@ def build_loaded(path: Path, device) -> LoadedModel:
         state, meta = read_safetensors(path)
     else:
         ckpt = load_checkpoint(path)
+        check_meta(ckpt["meta"], path)
         state, meta = ckpt["ema"], {k: ckpt["meta"][k] for k in META_KEYS if k in ckpt["meta"]}
         meta["source_run"] = ckpt["meta"].get("run_name")
     # Files written before the wiring was made official carry no "arch_variant": they are fixmatch 0.1's.
     wiring = meta.get("arch_variant", LEGACY_WIRING)
     model = build_model(meta["model_name"], meta["num_classes"], meta["image_shape"][0], wiring=wiring)
     model.load_state_dict(state)
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # a run that diverged: every score would be NaN
+        raise UserError(f"{path}: its weights are not finite numbers (NaN or infinity in {', '.join(broken[:3])})")
     model.to(device).eval()
     return LoadedModel(model, Normalizer(meta["mean"], meta["std"]).to(device), meta)
 
 
 def write_safetensors(loaded: LoadedModel, path, extra_meta: dict | None = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.model.state_dict().items()}
     from fixmatch.inference.preprocess import framing
 
     meta = {**loaded.meta, "preprocess": framing(loaded.meta), **(extra_meta or {})}  # the framing travels
-    save_file(state, str(path), metadata={"fixmatch": json.dumps(meta)})
+    data = save(state, metadata={"fixmatch": json.dumps(meta)})
+    write_atomic(path, lambda f: f.write(data))
 
 
 def read_safetensors(path: Path) -> tuple[dict, dict]:
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    meta = read_safetensors_meta(path)  # the metadata and the tensors' layout, checked
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["fixmatch"])
         return load_file(str(path)), meta
-    except (KeyError, ValueError, OSError) as e:
-        raise UserError(f"{path} is not a fixmatch .safetensors export ({e})") from None
+    except Exception as e:  # safetensors' own SafetensorError has no stable import path
+        raise UserError(f"{path} is not a readable .safetensors file ({str(e)[:200]})") from None

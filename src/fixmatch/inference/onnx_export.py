@@ -8,15 +8,23 @@ under the key "fixmatch", the same JSON the .safetensors export stores.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 
 import torch
 import torch.nn as nn
 
-from fixmatch.inference.model_files import META_KEY, read_onnx_meta  # noqa: F401 (read_onnx_meta re-exported)
+from fixmatch.inference.model_files import (  # noqa: F401 (read_onnx_meta re-exported)  # noqa: F401 (read_onnx_meta re-exported)
+    META_KEY,
+    ONNX_INPUT,
+    ONNX_LOGITS,
+    ONNX_PROBABILITIES,
+    read_onnx_meta,
+)
+from fixmatch.outputs import write_atomic
 
-INPUT, OUTPUTS = "pixels", ("probabilities", "logits")
+INPUT, OUTPUTS = ONNX_INPUT, (ONNX_PROBABILITIES, ONNX_LOGITS)
 OPSET = 17
 
 
@@ -38,20 +46,21 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
     c, h, w = loaded.meta["image_shape"]
     module = PixelsToProbabilities(loaded).cpu().eval()
     example = torch.full((2, c, h, w), 128.0)
+    graph = io.BytesIO()  # built in memory: the file is written once, whole (write_atomic)
     with warnings.catch_warnings():
         # the TorchScript exporter works offline with no extra package; its deprecation notice is noise
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             (example,),
-            str(path),
+            graph,
             dynamo=False,
             opset_version=OPSET,
             input_names=[INPUT],
             output_names=list(OUTPUTS),
             dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)},
         )
-    model = onnx.load(str(path))
+    model = onnx.load_from_string(graph.getvalue())
     from fixmatch.inference.preprocess import framing
 
     meta = {
@@ -63,4 +72,4 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
     onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
     model.doc_string = f"fixmatch {meta.get('model_name')} on {meta.get('dataset')}: pixels 0..255 -> probabilities"
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    write_atomic(path, lambda f: f.write(model.SerializeToString()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from fixmatch.errors import UserError
+from fixmatch.inference.model_files import model_inputs
+from fixmatch.outputs import printable, refuse_clobbering, write_text_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BATCH = 64
@@ -100,39 +103,26 @@ def run(args) -> int:
     paths = collect(args.images)
     if not paths:
         raise UserError(f"no images found in {', '.join(args.images)} ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    if args.csv:
-        check_output_file(args.csv, "--csv")
-    predictor = load(args.checkpoint or args.model)
+    source = args.checkpoint or args.model
+    refuse_clobbering([("--csv", args.csv)], [*model_inputs(source), *(("an input image", p) for p in paths)])
+    predictor = load(source)
     if hasattr(predictor, "loaded"):  # the torch backend (an ONNX model runs without torch)
         import torch
 
         torch.set_num_threads(args.threads)
     rows = predict_paths(predictor, paths)
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            write_csv(rows, predictor.meta["class_names"], f)
+        text = io.StringIO()
+        write_csv(rows, predictor.meta["class_names"], text)
+        write_text_atomic(args.csv, text.getvalue())
     else:
         single = len(rows) == 1 and not Path(args.images[0]).is_dir()
         print(json.dumps(rows[0] if single else rows))
     errors = sum("error" in r for r in rows)
     if args.csv:
-        print(f"wrote {len(rows)} rows to {args.csv} ({errors} unreadable)", file=sys.stderr)
+        print(f"wrote {len(rows)} rows to {printable(args.csv)} ({errors} unreadable)", file=sys.stderr)
     if errors == len(rows):
         raise UserError(
             f"none of the {len(rows)} images could be read" + (f": {rows[0]['error']}" if len(rows) == 1 else "")
         )
     return 0
-
-
-def check_output_file(path, flag: str) -> None:
-    """An output file can be written there: not a folder, its folder exists and is writable."""
-    import os
-
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{flag} {path} is a folder; give a file name")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"{flag} {path}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise UserError(f"{flag} {path}: no permission to write there")

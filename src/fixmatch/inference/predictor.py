@@ -66,7 +66,9 @@ class OnnxPredictor:
         self.input = self.session.get_inputs()[0].name
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(["probabilities"], {self.input: pixels.astype(np.float32)})[0]
+        from fixmatch.inference.model_files import ONNX_PROBABILITIES
+
+        return self.session.run([ONNX_PROBABILITIES], {self.input: pixels.astype(np.float32)})[0]
 
 
 class TorchPredictor:

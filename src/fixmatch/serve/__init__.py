@@ -104,7 +104,7 @@ def check_address(host: str, port: int) -> None:
 
 
 def run_server(args) -> int:
-    from fixmatch.inference.loading.predictor import check_model
+    from fixmatch.inference.predictor import check_model
     from fixmatch.serve.ratelimit import SharedRateLimit
 
     if args.workers < 1:

@@ -6,22 +6,22 @@ dicts, and a file that needs anything else (a pickled object can run code when l
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
 from pathlib import Path
 
 import torch
 
 from fixmatch.errors import UserError
+from fixmatch.outputs import write_atomic
 
 
 def save_atomic(obj, path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file, never half
+    """torch.save through a temporary file: a full disk is a UserError that keeps the old file.
+    Serialised in memory first: torch's zip writer turns a failed write into a RuntimeError."""
+    data = io.BytesIO()
+    torch.save(obj, data)
+    write_atomic(path, lambda f: f.write(data.getbuffer()))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

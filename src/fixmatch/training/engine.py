@@ -17,6 +17,7 @@ from fixmatch.augment.ctaugment import CTAugment
 from fixmatch.augment.randaugment import strong_augment
 from fixmatch.augment.weak import weak_augment
 from fixmatch.models.input_scaling import Normalizer
+from fixmatch.outputs import write_text_atomic
 from fixmatch.training import devices, distributed
 from fixmatch.training.augment_graph import capture_augment
 from fixmatch.training.augment_stream import AugmentStream
@@ -305,9 +306,7 @@ def score_pseudo_labels(stats: dict, y_u: torch.Tensor) -> dict:
 
 def write_metrics(out_dir: Path, history: list[dict]) -> None:
     """metrics.jsonl is rewritten from the checkpointed history, so a resumed run has no gaps or repeats."""
-    tmp = out_dir / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-    tmp.replace(out_dir / "metrics.jsonl")
+    write_text_atomic(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
 
 def run_loop(

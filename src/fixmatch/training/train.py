@@ -19,7 +19,8 @@ from fixmatch.errors import UserError
 from fixmatch.models import build_model, count_parameters
 from fixmatch.models.input_scaling import normalizer_for
 from fixmatch.models.layers import DEFAULT_WIRING
-from fixmatch.training import distributed
+from fixmatch.outputs import write_text_atomic
+from fixmatch.training import distributed, run_data
 from fixmatch.training.checkpoint import load_checkpoint
 from fixmatch.training.engine import Trainer, run_loop, write_metrics
 from fixmatch.training.fast import resolve_speedups
@@ -72,6 +73,9 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
     # one download (or one decode cache of a user's folders) per node, which the other ranks then read
     with distributed.local_main_first(dist, enabled=cfg.download or cfg.dataset == "folders"):
         data = data or load_data(cfg)
+    data_record = run_data.describe(cfg.dataset, data)
+    if resume_ckpt is not None:
+        check_same_data(resume_ckpt["meta"], data_record, cfg.out)
     num_labels = len(data.y_train) if cfg.num_labels is None else cfg.num_labels  # None: every labeled image
     cfg = dataclasses.replace(cfg, num_labels=num_labels)
     if num_labels > len(data.y_train):
@@ -103,6 +107,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         "preprocess": get_spec(cfg.dataset).framing,  # how predict and serve frame a photo for this model
         "num_classes": data.num_classes,
         "parameters": count_parameters(trainer.model),
+        "data": data_record,  # what --resume compares the data it finds with
     }
     if resume_ckpt is not None:
         trainer.load_state_dict(resume_ckpt)  # every rank loads the same (global) state
@@ -162,8 +167,23 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         "out": str(out_dir),
     }
     if dist.main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+def check_same_data(meta: dict, now: dict, run_dir) -> None:
+    """A resumed run continues on the data it started with, or stops saying what changed."""
+    saved = meta.get("data") or {  # checkpoints from before the record: what their metadata says
+        "dataset": (meta.get("config") or {}).get("dataset"),
+        "class_names": meta.get("class_names"),
+        "image_shape": meta.get("image_shape"),
+    }
+    changed = run_data.differences(saved, now)
+    if changed:
+        raise UserError(
+            f"cannot resume {run_dir}: its data is not the data it started with ({'; '.join(changed)}). "
+            "Resume with the run's own data (its config.yaml names it), or start a new run"
+        )
 
 
 def make_run_dir(out_dir: Path) -> None:
@@ -181,7 +201,7 @@ def make_run_dir(out_dir: Path) -> None:
 
 def write_skipped(out_dir: Path, skipped: list) -> None:
     if skipped:
-        (out_dir / "skipped.txt").write_text("".join(f"{path}\t{reason}\n" for path, reason in skipped))
+        write_text_atomic(out_dir / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))
 
 
 def run_notes(cfg: RunConfig, data) -> list[str]:

@@ -1,0 +1,112 @@
+"""Files a user hands fixmatch that are odd rather than wrong: names that are not UTF-8, an image
+cache someone altered, a data folder that changed under a run. Each one is handled or named plainly;
+every input here is made in the test."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from serve_fixtures import encode
+
+from fixmatch.cli import main
+
+BAD_NAME = os.fsdecode(b"bad\xff.png")  # not UTF-8: Python holds the byte as a lone surrogate
+ODD_NAME = os.fsdecode(b"ok\xfe.png")
+
+
+def grey_png(path: Path, seed: int, side: int = 12) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode(np.random.default_rng(seed).integers(0, 256, (side, side), dtype=np.uint8), "PNG"))
+    return path
+
+
+def small_folder(root: Path, classes=("a", "b"), per_class: int = 3, unlabeled: int = 4) -> Path:
+    for k, c in enumerate(classes):
+        for i in range(per_class):
+            grey_png(root / "labeled" / c / f"{i}.png", seed=10 * k + i)
+    for i in range(unlabeled):
+        grey_png(root / "unlabeled" / f"u{i}.png", seed=100 + i)
+    return root
+
+
+def train_argv(root: Path, out: Path, *more: str) -> list[str]:
+    return ["train", "--dataset", "folders", "--data-dir", str(root), "--steps", "2", "--eval-every", "2",
+            "--batch-size", "4", "--mu", "2", "--no-progress", "--threads", "1", "--out", str(out), *more]  # fmt: skip
+
+
+def test_file_names_that_are_not_utf8(digits_model, tmp_path, capsys):
+    """train lists the unreadable one in skipped.txt under its own bytes; predict writes a CSV row
+    for each (the same bytes), and the file is complete."""
+    root = small_folder(tmp_path / "data")
+    (root / "unlabeled" / BAD_NAME).write_bytes(b"not an image")
+    grey_png(root / "unlabeled" / ODD_NAME, seed=7)
+    assert main(train_argv(root, tmp_path / "run")) == 0
+    skipped = (tmp_path / "run" / "skipped.txt").read_bytes()
+    assert os.fsencode(root / "unlabeled" / BAD_NAME) + b"\t" in skipped
+
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--model", str(digits_model["onnx"]), str(root / "unlabeled"), "--csv", str(out)]) == 0
+    capsys.readouterr()
+    rows = {
+        os.fsencode(r["path"]): r
+        for r in csv.DictReader(io.StringIO(out.read_bytes().decode("utf-8", "surrogateescape")))
+    }
+    assert rows[os.fsencode(root / "unlabeled" / BAD_NAME)]["error"] != ""
+    assert rows[os.fsencode(root / "unlabeled" / ODD_NAME)]["label"] in digits_model["class_names"]
+    assert len(rows) == 6
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda a: np.zeros((len(a), 3, 5, 5), np.uint8),  # the right row count, another image shape
+        lambda a: a.astype(np.float64),  # the right shape, another type
+        lambda a: a[:, :, :, :6],  # fewer columns
+    ],
+    ids=["shape", "dtype", "cut"],
+)
+def test_an_altered_image_cache_is_rebuilt_not_trusted(tmp_path, tamper):
+    from fixmatch.data import load_dataset
+
+    root = small_folder(tmp_path / "data")
+    first = load_dataset("folders", str(root))
+    (images,) = (root / ".fixmatch-cache").glob("images-*.npy")
+    np.save(images, tamper(np.load(images)))
+    again = load_dataset("folders", str(root))
+    assert again.x_train.shape == first.x_train.shape == (6, 1, 12, 12)
+    assert again.x_train.dtype == first.x_train.dtype and (again.x_train == first.x_train).all()
+    assert (again.x_unlabeled == first.x_unlabeled).all()
+
+
+def test_resume_checks_that_its_data_is_the_data_it_started_with(tmp_path, capsys):
+    root = small_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(train_argv(root, run)) == 0
+    other = small_folder(tmp_path / "other", per_class=2)
+    changes = {
+        "a class added": (lambda: grey_png(root / "labeled" / "c" / "0.png", seed=50), [], "(added c)"),
+        "another folder": (lambda: None, ["--data-dir", str(other)], "6 -> 4 train images"),
+        "another dataset": (lambda: None, ["--dataset", "digits"], "dataset folders -> digits"),
+        "an image replaced": (
+            lambda: grey_png(root / "labeled" / "a" / "1.png", seed=99),
+            [],
+            "the same counts, but other images or labels",
+        ),
+    }
+    for name, (change, flags, words) in changes.items():
+        change()
+        code = main(["train", "--resume", str(run), "--steps", "4", *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and "its data is not the data it started with" in err and words in err, (name, err)
+        for extra in (root / "labeled" / "c",):  # undo the change: the next case starts clean
+            if extra.exists():
+                (extra / "0.png").unlink()
+                extra.rmdir()
+    grey_png(root / "labeled" / "a" / "1.png", seed=1)  # the original pixels again
+    assert main(["train", "--resume", str(run), "--steps", "4"]) == 0
+    capsys.readouterr()

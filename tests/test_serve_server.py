@@ -255,3 +255,39 @@ def test_expect_100_continue_is_answered_before_the_body(server, fer_slice):
 def test_a_server_that_does_not_come_up_is_one_error_with_its_output(tmp_path):
     with pytest.raises(RuntimeError, match="did not come up:\n.*model not found"):
         start_server(tmp_path / "missing.onnx")
+
+
+def test_a_chunked_upload_over_the_limit_is_too_large_not_too_many_parts(server):
+    """A 3 MB upload sent chunked (no Content-Length to refuse it by): 413, the size named, never the
+    form's part count (werkzeug says 413 for both)."""
+    import threading
+
+    body, boundary = multipart(b"\xff\xd8\xff" + bytes(3 * 1024 * 1024))
+    head = (
+        f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+    ).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (body[i : i + 65536] for i in range(0, len(body), 65536)))
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+
+        def send():
+            try:
+                s.sendall(head + chunks + b"0\r\n\r\n")
+            except OSError:
+                pass  # the server may stop reading once it has answered
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        status, headers, answer = read_response(s)
+        sender.join(timeout=10)
+    assert status == 413 and headers["content-type"] == "application/json", (status, answer[:200])
+    assert "limit is 1 MB" in json.loads(answer)["error"]
+
+
+def test_a_request_with_bare_lf_lines_is_refused_at_once(server):
+    """Lines ended by LF alone (no CR): the parser's 400 now, not a 408 when the read clock runs out
+    (the event loop used to wait for CRLF CRLF, which never comes)."""
+    status, headers, body = raw(server, b"GET /healthz HTTP/1.1\nHost: 127.0.0.1\n\n")
+    assert status == 400 and headers["content-type"] == "application/json", (status, body[:200])
+    assert "malformed" in json.loads(body)["error"]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 from flask import Flask, Request, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from fixmatch.serve.model import load_predictor
 from fixmatch.serve.preprocess import draft, framing, prepare
@@ -30,10 +31,42 @@ CSP = (
 CONCURRENT_DECODES, QUEUE_SECONDS = 1, 10.0
 
 
+class OverLimitWatch:
+    """The request body as the form parser reads it, noting whether a read ran past the size limit."""
+
+    def __init__(self, stream):
+        self.stream, self.over_limit = stream, False
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.stream.read(size)
+        except RequestEntityTooLarge:
+            self.over_limit = True
+            raise
+
+
+class FormParser(FormDataParser):
+    """werkzeug says 413 both for a body over the limit and for too many form parts; only the
+    second is the form's fault (a chunked upload has no Content-Length that could tell them apart)."""
+
+    def _parse_multipart(self, stream, mimetype, content_length, options):
+        watched = OverLimitWatch(stream)
+        try:
+            _, form, files = super()._parse_multipart(watched, mimetype, content_length, options)
+        except RequestEntityTooLarge:
+            if watched.over_limit:
+                raise
+            raise ApiError(
+                400, f"the form has too many parts (at most {MAX_FORM_PARTS}); send one field, 'file'"
+            ) from None
+        return stream, form, files
+
+
 class MemoryRequest(Request):
     """Uploads stay in memory: werkzeug would spool files over 500 KB to a temporary file."""
 
     max_form_parts = MAX_FORM_PARTS
+    form_data_parser_class = FormParser
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
@@ -85,9 +118,6 @@ def ms(seconds: float) -> float:
 
 
 def http_error_answer(e: HTTPException) -> tuple[str, int]:
-    if e.code == 413 and (request.content_length or 0) <= MAX_FILE_BYTES + ENVELOPE:
-        # werkzeug says 413 for a form with too many parts too, whatever its size
-        return f"the form has too many parts (at most {MAX_FORM_PARTS}); send one field, 'file'", 400
     code = e.code or 500
     return {
         413: too_large().message,

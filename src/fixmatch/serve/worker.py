@@ -76,6 +76,8 @@ def request_arrived(data: bytes) -> bool:
     """Whether `data` holds a whole request, or as much of one as the event loop should collect
     (headers over the limit, a chunked or too large body: a thread's parser takes it from there)."""
     end = data.find(b"\r\n\r\n")
+    if bare_lf(data[: end if end >= 0 else len(data)]):
+        return True  # a line ended by LF alone: the parser refuses it now (400), no use waiting for CRLF CRLF
     if end < 0:
         return len(data) > MAX_HEAD
     head = data[: end + 2]
@@ -84,6 +86,10 @@ def request_arrived(data: bytes) -> bool:
     found = CONTENT_LENGTH.search(head)
     length = int(found.group(1)) if found else 0
     return length > MAX_BUFFERED or len(data) >= end + 4 + length
+
+
+def bare_lf(head: bytes) -> bool:
+    return head.count(b"\n") != head.count(b"\r\n")
 
 
 def json_error(status: int, message: str) -> bytes:

@@ -15,7 +15,8 @@ from fixmatch.errors import UserError
 __all__ = ["create_app", "run_server"]
 
 THREADS = 4  # per worker: requests being read or answered at once (2 of them decode, see app.py)
-CONNECTIONS = 64  # per worker: open connections (each buffers up to ~1.1 MB of request); then the backlog waits
+CONNECTIONS = 64  # per worker: open connections (each buffers up to ~1.1 MB of request); more: 503 (worker.py)
+CLIENT_CONNECTIONS = 16  # per worker: connections one client address may hold (a browser opens up to 6); more: 503
 KEEPALIVE = 5  # seconds an idle connection is kept (in the poller, no thread)
 
 
@@ -55,6 +56,7 @@ def run_gunicorn(args, rate_limit) -> None:
     from fixmatch.serve.worker import ClockedThreadWorker
 
     ClockedThreadWorker.read_seconds = args.read_timeout  # inherited by the forked workers
+    ClockedThreadWorker.client_connections = args.client_connections
 
     class Server(BaseApplication):
         def load_config(self):
@@ -111,6 +113,8 @@ def run_server(args) -> int:
         raise UserError("--workers must be at least 1")
     if not args.read_timeout > 0:
         raise UserError("--read-timeout must be a positive number of seconds")
+    if args.client_connections < 0:
+        raise UserError("--client-connections must be 0 (no cap) or more")
     rate_limit = SharedRateLimit.from_text(args.rate_limit)  # made before the fork: shared by all workers
     check_address(args.host, args.port)
     # every worker would fail the same way: say it once, here (the workers load the model themselves)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from werkzeug.formparser import FormDataParser
 from fixmatch.serve.model import load_predictor
 from fixmatch.serve.preprocess import draft, framing, prepare
 from fixmatch.serve.ratelimit import SharedRateLimit, parse_rate_limit
+from fixmatch.serve.turns import Turns
 from fixmatch.serve.upload import MAX_FILE_BYTES, ApiError, RequestReadTimeout, open_checked, read_upload, too_large
 
 __all__ = ["create_app", "parse_rate_limit"]
@@ -25,10 +25,11 @@ CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-# Decoding and inference at once per process: each holds up to ~180 MB for a 40 MP PNG (JPEGs are
+# Decoding and inference: one at a time per process: each holds up to ~180 MB for a 40 MP PNG (JPEGs are
 # decoded downscaled), and a worker has about one core: a second at once would only slow the first
-# (measured: p95 93 ms instead of 65 at 2 workers x 4 clients). Others queue this long:
-CONCURRENT_DECODES, QUEUE_SECONDS = 1, 10.0
+# (measured: p95 93 ms instead of 65 at 2 workers x 4 clients). Others queue, in arrival order
+# (turns.py), this long:
+QUEUE_SECONDS = 10.0
 
 
 class OverLimitWatch:
@@ -174,7 +175,7 @@ def create_app(
 
         warm_up()
     predictor.probabilities(np.zeros((1, *info["input"].values()), np.uint8))  # first run allocates; not a user's
-    busy = threading.BoundedSemaphore(CONCURRENT_DECODES)
+    busy = Turns()
     install_error_handlers(app)
     app.after_request(security_headers)
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+from fixmatch.decoding import FOLDER_FORMATS, open_image
 from fixmatch.framing import draft_for_square, square
 
 WORKING_SIDE = 1280  # big JPEGs are decoded straight to about this size (libjpeg's DCT scaling)
 FRAMINGS = ("face", "resize", "crop")
 SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit grey PNGs open as one of these
+BAND = 64  # rows converted at a time from 16 to 8 bits
 
 
 def framing(meta: dict) -> str:
@@ -40,10 +42,15 @@ def draft(image: Image.Image, meta: dict) -> None:
 
 
 def eight_bit(image: Image.Image) -> Image.Image:
-    """16-bit grey scaled to 0..255 (PIL's convert('L') would clip: most pixels would become 255)."""
+    """16-bit grey scaled to 0..255, round(x / 257) (PIL's convert('L') would clip: most pixels would
+    become 255). In integers, BAND rows at a time: float copies of a 40 MP image took ~1 GB."""
     if image.mode in SIXTEEN_BIT:
-        wide = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+        w, h = image.size
+        out = np.empty((h, w), np.uint8)
+        for y in range(0, h, BAND):
+            band = np.asarray(image.crop((0, y, w, min(h, y + BAND))), dtype=np.int64)
+            out[y : y + BAND] = (np.clip(band, 0, 65535) + 128) // 257  # = round(x / 257): never a half
+        return Image.fromarray(out)
     if image.mode == "F":
         return Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8))
     return image
@@ -113,8 +120,6 @@ def prepare(image: Image.Image, meta: dict) -> dict:
 
 
 def open_file(path, meta: dict) -> Image.Image:
-    """A file from disk, decoded the way the server decodes uploads (same draft), for predict."""
-    image = Image.open(path)
-    draft(image, meta)
-    image.load()
-    return image
+    """A file from disk for predict, decoded within the server's decoding policy and with its draft
+    (decoding.py: a file it refuses is an ImageRefused, a ValueError saying why)."""
+    return open_image(path, FOLDER_FORMATS, draft=lambda image: draft(image, meta))

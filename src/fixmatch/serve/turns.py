@@ -13,7 +13,7 @@ from collections import deque
 
 
 class Turns:
-    def __init__(self):
+    def __init__(self) -> None:
         self.guard = threading.Lock()
         self.waiting: deque[threading.Event] = deque()
         self.held = False

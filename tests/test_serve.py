@@ -63,6 +63,57 @@ def test_page_health_and_model_info(client):
     assert info["card"]["test_accuracy"] == 0.5
 
 
+class StubPredictor:
+    """A model's metadata without a model: what the page says depends on nothing else."""
+
+    def __init__(self, **meta):
+        self.meta = {"class_names": ["cat", "dog"], "image_shape": [3, 32, 32], "model_name": "cnn_small", **meta}
+        self.path = "model.onnx"
+
+    def probabilities(self, x):
+        return np.full((len(x), 2), 0.5, np.float32)
+
+
+@pytest.mark.parametrize(
+    "meta, says, never",
+    [
+        (
+            {"dataset": "folders", "preprocess": "crop"},
+            ["centre square", "own labelled photos"],
+            ["is resized to", "on folders"],
+        ),
+        (
+            {"dataset": "cifar10", "preprocess": "resize"},
+            ["whole image is resized to 32×32 px", "CIFAR-10"],
+            ["centre square"],
+        ),
+    ],
+)
+def test_the_page_says_what_happens_to_a_photo(meta, says, never):
+    page = create_app(predictor=StubPredictor(**meta), rate_limit="off").test_client().get("/").text
+    lead = page[page.index('<p class="lead">') :].split("</p>")[0]
+    assert all(s in lead for s in says) and not any(n in lead for n in never), lead
+
+
+def test_the_readme_names_every_framing_the_api_answers():
+    """The README's API row for /api/predict lists each value "framing" can take (preprocess.FRAMINGS)."""
+    from pathlib import Path
+
+    from fixmatch.serve.preprocess import FRAMINGS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `POST /api/predict`"))
+    assert all(f'"{f}"' in row for f in FRAMINGS), row
+
+
+def test_a_favicon_is_served(client):
+    page = client.get("/").text
+    assert 'rel="icon"' in page and "/static/favicon.svg" in page
+    for url in ("/static/favicon.svg", "/favicon.ico"):
+        r = client.get(url)
+        assert r.status_code == 200 and r.mimetype == "image/svg+xml" and r.data.startswith(b"<svg")
+
+
 # ---------------------------------------------------------------- predictions
 
 

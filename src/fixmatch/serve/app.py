@@ -73,6 +73,34 @@ class MemoryRequest(Request):
         return io.BytesIO()
 
 
+# How the page says what happens to a photo, per framing (preprocess.py), and what a model was trained on
+FRAMING_TEXT = {
+    "face": "The largest frontal face is found, cropped and resized to {w}×{h} px",
+    "resize": "The whole image is resized to {w}×{h} px (squeezed, not cropped)",
+    "crop": "Its centre square (as wide as its shorter side) is cut out and resized to {w}×{h} px, as the "
+    "training images were",
+}
+TRAINED_ON = {
+    "fer2013": "FER2013 (48×48 grey faces)",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "stl10": "STL-10",
+    "svhn": "SVHN",
+    "digits": "scikit-learn's 8×8 digits",
+    "folders": "its maker's own labelled photos",
+    "imagefolder": "its maker's own labelled images",
+    "npz": "its maker's own image arrays",
+}
+
+
+def page_text(info: dict) -> dict:
+    size = {"w": info["input"]["width"], "h": info["input"]["height"]}
+    return {
+        "framing": FRAMING_TEXT[info["preprocess"]].format(**size),
+        "trained_on": TRAINED_ON.get(info["dataset"] or "", info["dataset"] or "an unnamed dataset"),
+    }
+
+
 def model_info(predictor) -> dict:
     meta = predictor.meta
     c, h, w = meta["image_shape"]
@@ -194,7 +222,11 @@ def create_app(
 
     @app.get("/")
     def index():
-        return render_template("index.html", info=info)
+        return render_template("index.html", info=info, text=page_text(info))
+
+    @app.get("/favicon.ico")
+    def favicon():  # browsers ask for it whatever the page links
+        return app.send_static_file("favicon.svg"), {"Cache-Control": "public, max-age=86400"}
 
     @app.get("/healthz")
     def healthz():

@@ -111,7 +111,8 @@ def test_stalled_clients_do_not_stop_the_server(server, fer_slice):
     stalled = []
     try:
         for i in range(STALLED):
-            s = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT + 8)
+            # from their own address: the prediction below must not meet their per-address cap
+            s = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT + 8, source_address=("127.0.0.4", 0))
             s.sendall(half_headers if i % 2 else half_body)
             stalled.append(s)
         time.sleep(0.3)  # every stalled request has reached the server
@@ -133,7 +134,7 @@ def test_stalled_clients_do_not_stop_the_server(server, fer_slice):
 def test_idle_connections_hold_no_thread(server, fer_slice):
     """Connections that send nothing wait without a thread: a prediction is answered at once."""
     port = int(server.rsplit(":", 1)[1])
-    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(STALLED)]
+    idle = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.4", 0)) for _ in range(STALLED)]
     try:
         time.sleep(1.0)  # past the moment a thread gives an idle connection back
         t0 = time.perf_counter()

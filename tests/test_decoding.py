@@ -138,3 +138,19 @@ def test_a_16_bit_png_is_made_8_bit_without_float_copies():
     assert prepared["pixels"].shape == (1, 48, 48)
     corner = np.asarray(eight_bit(Image.fromarray(wide[:64, :64])))
     assert np.array_equal(corner, np.rint(wide[:64, :64] / 257.0).astype(np.uint8))  # round(x / 257) exactly
+
+
+def test_a_large_16_bit_image_is_averaged_to_the_working_size_then_made_8_bit():
+    """Past WORKING_SIDE the 16-bit values are box-averaged by the working-size factor first (edge
+    blocks over the pixels they hold), then rounded to 8 bits: the reference restated in floats."""
+    from fixmatch.serve.preprocess import WORKING_SIDE, eight_bit
+
+    h, w = 301, 2 * WORKING_SIDE + 5  # factor 2; a last row and column of partial blocks
+    wide = np.random.default_rng(3).integers(0, 65536, (h, w)).astype(np.uint16)
+    got = np.asarray(eight_bit(Image.fromarray(wide)))
+    assert got.shape == ((h + 1) // 2, (w + 1) // 2)
+    padded = np.full((h + 1, w + 1), np.nan)
+    padded[:h, :w] = wide
+    blocks = padded.reshape((h + 1) // 2, 2, (w + 1) // 2, 2)
+    mean = np.floor(np.nanmean(blocks, axis=(1, 3)) + 0.5)  # rounded half up, as the integers do
+    assert np.array_equal(got, np.floor((mean + 128) / 257).astype(np.uint8))

@@ -8,6 +8,11 @@ cost a little memory, never a thread. A client must deliver its request within `
 its first appearance, or it gets a JSON 408 and is closed; the same clock guards the rare request
 read by a thread (a chunked body, a declared body too large to buffer, which the app refuses).
 Errors gunicorn raises itself (414, 431, malformed requests) are answered in JSON too.
+
+Nothing waits unseen in the kernel's backlog: an idle worker takes a new connection at once, a busy
+one looks for new connections itself every few milliseconds, and a connection over the caps (per
+client address, per worker) is taken and answered 503 at once; the health check gets a way in past
+the worker's cap (TRIAGE).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
+    503: "Service Unavailable",
 }
 
 

@@ -1,20 +1,29 @@
 """Load test for `fixmatch serve`: N predictions at concurrency C against a server on this machine.
 
 Prints p50/p95/p99 latency, requests per second and the error count (JSON on the last line).
-Bounded: at most 20,000 requests, 64 concurrent, 64 stalled connections, and --max-seconds of wall
-time; loopback only. --stalled N keeps N slowloris-style connections open meanwhile (each sends half
-its headers and waits; one the server closes is opened again), to measure serving under them.
+Bounded: at most 20,000 requests, 64 concurrent, 64 stalled and 2,000 half-open connections, and
+--max-seconds of wall time; loopback only. Each of the C clients sends from its own loopback
+address (127.0.1.x), as C different clients would. --keep-alive: each client keeps one connection
+(else a new one per request). --stalled N keeps N slowloris-style connections open meanwhile (each
+sends half its headers and waits; one the server closes is opened again); --half-open N opens N
+such connections once, all from one address (127.0.0.2), before the run. --posters P --newcomers K
+measures instead how long a new client waits while P clients post without pause on kept-alive
+connections: K single requests on new connections, one after another.
 
     # against a running server (start it with --rate-limit off, or the limiter answers 429s)
     python benchmarks/load_test.py --url http://127.0.0.1:8000 --image face.jpg -n 2000 -c 1
     # or let the script start and stop the server itself
     python benchmarks/load_test.py --serve model.onnx --workers 2 --image face.jpg -n 2000 -c 4
     python benchmarks/load_test.py --serve fer2013 --workers 2 --image face.jpg -n 500 -c 4 --stalled 16
+    python benchmarks/load_test.py --serve fer2013 --workers 2 --image face.jpg -n 500 -c 4 --half-open 1000 \
+        --serve-arg=--read-timeout=300   # the server holds its share of them for the whole run
+    python benchmarks/load_test.py --serve fer2013 --workers 2 --image face.jpg --posters 4 --newcomers 20
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import socket
 import subprocess
@@ -22,12 +31,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
-MAX_REQUESTS, MAX_CONCURRENCY, MAX_STALLED = 20_000, 64, 64
+MAX_REQUESTS, MAX_CONCURRENCY, MAX_STALLED, MAX_HALF_OPEN, MAX_POSTERS, MAX_NEWCOMERS = 20_000, 64, 64, 2000, 16, 200
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 BOUNDARY = "fixmatchloadtest0123456789"
 
@@ -40,20 +48,49 @@ def multipart(data: bytes, name: str = "face.jpg") -> bytes:
     return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def one_request(url: str, body: bytes) -> tuple[float, str | None]:
-    """(seconds, None) on a 200 with a label, else (seconds, what went wrong)."""
-    req = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-    )
-    t0 = time.perf_counter()
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            ok = "label" in json.loads(r.read())
-        return time.perf_counter() - t0, None if ok else "no label in the answer"
-    except urllib.error.HTTPError as e:
-        return time.perf_counter() - t0, f"HTTP {e.code}"
-    except (OSError, ValueError) as e:
-        return time.perf_counter() - t0, type(e).__name__
+class Client:
+    """One client: its own source address, a new connection per request or one kept alive."""
+
+    def __init__(self, base: str, body: bytes, source: str, keep_alive: bool):
+        url = urlparse(base)
+        self.address, self.body, self.source, self.keep_alive = (url.hostname, url.port), body, source, keep_alive
+        self.conn: http.client.HTTPConnection | None = None
+
+    def connection(self) -> http.client.HTTPConnection:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(*self.address, timeout=30, source_address=(self.source, 0))
+        return self.conn
+
+    def request(self) -> tuple[float, str | None]:
+        """(seconds, None) on a 200 with a label, else (seconds, what went wrong)."""
+        t0 = time.perf_counter()
+        try:
+            conn = self.connection()
+            conn.request(
+                "POST", "/api/predict", self.body, {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+            )
+            r = conn.getresponse()
+            data = r.read()
+            if r.status != 200:
+                err = f"HTTP {r.status}"
+            else:
+                err = None if "label" in json.loads(data) else "no label in the answer"
+            if not self.keep_alive or r.will_close:
+                self.close()
+            return time.perf_counter() - t0, err
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            self.close()
+            return time.perf_counter() - t0, type(e).__name__
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def source_address(i: int) -> str:
+    """The i-th client's loopback address: 127.0.1.1, 127.0.1.2, ... (Linux answers all of 127/8)."""
+    return f"127.0.{1 + i // 250}.{1 + i % 250}"
 
 
 class Stallers:
@@ -99,45 +136,128 @@ class Stallers:
             self.thread.join(timeout=5)
 
 
+class HalfOpen:
+    """N connections from one address (127.0.0.2), each sending half a request once, then waiting.
+    held(): how many the server has neither answered nor closed."""
+
+    def __init__(self, base: str, n: int):
+        url = urlparse(base)
+        self.address, self.n, self.conns = (url.hostname, url.port), n, []
+
+    def __enter__(self):
+        for _ in range(self.n):
+            s = socket.create_connection(self.address, timeout=5, source_address=("127.0.0.2", 0))
+            try:
+                s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half-Open: ")
+            except OSError:
+                pass  # refused while sending: counted as not held
+            self.conns.append(s)
+        time.sleep(1.0)  # the server has seen every one
+        return self
+
+    def held(self) -> int:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        for s in self.conns:
+            sel.register(s, selectors.EVENT_READ)
+        answered = len(sel.select(timeout=0))
+        sel.close()
+        return self.n - answered
+
+    def __exit__(self, *exc):
+        for s in self.conns:
+            s.close()
+
+
 def percentile(sorted_values: list[float], q: float) -> float | None:
     if not sorted_values:
         return None  # nothing was answered
     return round(sorted_values[min(len(sorted_values) - 1, round(q / 100 * (len(sorted_values) - 1)))], 1)
 
 
-def run(url: str, body: bytes, n: int, concurrency: int, max_seconds: float) -> dict:
+def summary(latencies: list[float]) -> dict:
+    ms = sorted(1000 * s for s in latencies)
+    return {f"p{q}_ms": percentile(ms, q) for q in (50, 95, 99)} | {"max_ms": round(ms[-1], 1) if ms else None}
+
+
+def run(base: str, body: bytes, n: int, concurrency: int, max_seconds: float, keep_alive: bool) -> dict:
     latencies, errors, lock = [], {}, threading.Lock()
     deadline = time.perf_counter() + max_seconds
+    clients = [Client(base, body, source_address(i), keep_alive) for i in range(concurrency)]
+    queue = iter(range(n))
 
-    def worker(_):
-        if time.perf_counter() > deadline:
-            return
-        seconds, err = one_request(url, body)
-        with lock:
-            latencies.append(seconds)
-            if err:
-                errors[err] = errors.get(err, 0) + 1
+    def client_loop(client: Client) -> None:
+        while time.perf_counter() < deadline:
+            with lock:
+                if next(queue, None) is None:
+                    break
+            seconds, err = client.request()
+            with lock:
+                latencies.append(seconds)
+                if err:
+                    errors[err] = errors.get(err, 0) + 1
+        client.close()
 
-    for _ in range(2 * concurrency):  # warm-up, not counted: first requests load lazy state
-        if time.perf_counter() > deadline:
-            break
-        one_request(url, body)
-    t0 = time.perf_counter()
+    def warm_up(client: Client) -> None:  # not counted: first requests load lazy state
+        for _ in range(2):
+            if client.request()[1] is not None:
+                break  # an error (a timeout?): no use trying again before the run
+
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(worker, range(n)))
+        list(pool.map(warm_up, clients))
+        t0 = time.perf_counter()
+        list(pool.map(client_loop, clients))
     wall = time.perf_counter() - t0
-    ms = sorted(1000 * s for s in latencies)
     return {
-        "requests": len(ms),
+        "requests": len(latencies),
         "concurrency": concurrency,
+        "keep_alive": keep_alive,
         "seconds": round(wall, 2),
-        "req_per_s": round(len(ms) / wall, 1),
-        "p50_ms": percentile(ms, 50),
-        "p95_ms": percentile(ms, 95),
-        "p99_ms": percentile(ms, 99),
+        "req_per_s": round(len(latencies) / wall, 1),
+        **summary(latencies),
         "errors": sum(errors.values()),
         "error_kinds": errors,
-        "stopped_early": len(ms) < n,
+        "stopped_early": len(latencies) < n,
+    }
+
+
+def newcomers(base: str, body: bytes, posters: int, k: int, max_seconds: float) -> dict:
+    """K requests, each from a new client on a new connection, one after another, while `posters`
+    clients post without pause on kept-alive connections -> the newcomers' latencies."""
+    stop, lock, answered = threading.Event(), threading.Lock(), [0]
+    deadline = time.perf_counter() + max_seconds
+
+    def post(i: int) -> None:
+        client = Client(base, body, source_address(i), keep_alive=True)
+        while not stop.is_set() and time.perf_counter() < deadline:
+            client.request()
+            with lock:
+                answered[0] += 1
+        client.close()
+
+    threads = [threading.Thread(target=post, args=(i,), daemon=True) for i in range(posters)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)  # the posters are under way
+    waits, errors = [], 0
+    try:
+        for j in range(k):
+            if time.perf_counter() > deadline:
+                break
+            seconds, err = Client(base, body, source_address(posters + j), keep_alive=False).request()
+            waits.append(seconds)
+            errors += err is not None
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=35)
+    return {
+        "posters": posters,
+        "newcomers": len(waits),
+        "errors": errors,
+        "poster_answers": answered[0],
+        **summary(waits),
     }
 
 
@@ -182,19 +302,28 @@ def main() -> None:
     p.add_argument("-n", "--requests", type=int, default=2000)
     p.add_argument("-c", "--concurrency", type=int, default=1)
     p.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long")
+    p.add_argument("--keep-alive", action="store_true", help="each client keeps one connection")
     p.add_argument("--stalled", type=int, default=0, help="half-sent connections kept open meanwhile")
+    p.add_argument("--half-open", type=int, default=0, help="half-sent connections opened once, from one address")
+    p.add_argument("--posters", type=int, default=0, help="measure newcomers while this many clients post")
+    p.add_argument("--newcomers", type=int, default=20, help="with --posters: new clients measured")
+    p.add_argument("--serve-arg", action="append", default=[], help="with --serve: one more server argument")
     args = p.parse_args()
     if not (
         1 <= args.requests <= MAX_REQUESTS
         and 1 <= args.concurrency <= MAX_CONCURRENCY
         and 0 <= args.stalled <= MAX_STALLED
+        and 0 <= args.half_open <= MAX_HALF_OPEN
+        and 0 <= args.posters <= MAX_POSTERS
+        and 1 <= args.newcomers <= MAX_NEWCOMERS
     ):
         sys.exit(
-            f"--requests must be 1..{MAX_REQUESTS}, --concurrency 1..{MAX_CONCURRENCY}, --stalled 0..{MAX_STALLED}"
+            f"--requests must be 1..{MAX_REQUESTS}, --concurrency 1..{MAX_CONCURRENCY}, --stalled 0..{MAX_STALLED}, "
+            f"--half-open 0..{MAX_HALF_OPEN}, --posters 0..{MAX_POSTERS}, --newcomers 1..{MAX_NEWCOMERS}"
         )
     try:
         proc, base = (
-            start_server(args.serve, "--rate-limit", "off", workers=args.workers)
+            start_server(args.serve, "--rate-limit", "off", *args.serve_arg, workers=args.workers)
             if args.serve
             else (None, args.url.rstrip("/"))
         )
@@ -204,18 +333,34 @@ def main() -> None:
         sys.exit("refusing to load-test a server that is not on this machine (127.0.0.1 / localhost)")
     body = multipart(open(args.image, "rb").read())
     try:
-        with Stallers(base, args.stalled) as stallers:
-            result = run(base + "/api/predict", body, args.requests, args.concurrency, args.max_seconds)
-        result.update(stalled=args.stalled, stalled_connections_opened=stallers.opened)
+        if args.posters:
+            result = newcomers(base, body, args.posters, args.newcomers, args.max_seconds)
+            print(
+                f"{result['newcomers']} new clients while {args.posters} post on kept-alive connections: "
+                f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, max {result['max_ms']} ms, "
+                f"{result['errors']} errors"
+            )
+        else:
+            with Stallers(base, args.stalled) as stallers, HalfOpen(base, args.half_open) as half_open:
+                result = run(base, body, args.requests, args.concurrency, args.max_seconds, args.keep_alive)
+                result.update(half_open=args.half_open, half_open_held_at_end=half_open.held())
+            result.update(stalled=args.stalled, stalled_connections_opened=stallers.opened)
+            print(
+                f"{result['requests']} requests, concurrency {result['concurrency']}"
+                f"{' keep-alive' if args.keep_alive else ''}: p50 {result['p50_ms']} ms, "
+                f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, {result['req_per_s']} req/s, "
+                f"{result['errors']} errors"
+                + (f", {args.stalled} stalled connections open" if args.stalled else "")
+                + (
+                    f", {args.half_open} half-open ({result['half_open_held_at_end']} held at the end)"
+                    if args.half_open
+                    else ""
+                )
+            )
     finally:
         if proc:
             proc.terminate()
             proc.wait(timeout=30)
-    print(
-        f"{result['requests']} requests, concurrency {result['concurrency']}: p50 {result['p50_ms']} ms, "
-        f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, {result['req_per_s']} req/s, "
-        f"{result['errors']} errors" + (f", {args.stalled} stalled connections open" if args.stalled else "")
-    )
     print(json.dumps(result))
 
 

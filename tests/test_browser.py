@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import threading
 from pathlib import Path
@@ -98,7 +99,7 @@ def test_not_an_image_and_no_face(demo_page, tmp_path):
     text.write_bytes(b"just some text, whatever the name says")
     demo_page.set_input_files("#file", str(text))
     demo_page.wait_for_selector("#error:not([hidden])")
-    assert "not a jpeg or png" in demo_page.text_content("#error").lower()
+    assert "not an image in a format read here" in demo_page.text_content("#error").lower()
 
     flat = tmp_path / "wall.jpg"
     Image.fromarray(np.full((240, 320), 140, np.uint8)).save(flat)
@@ -167,3 +168,43 @@ def test_a_model_that_is_not_about_faces(chromium_browser, digits_model, tmp_pat
     finally:
         page.close()
         server.shutdown()
+
+
+def test_the_page_loads_without_a_404_and_takes_webp_and_bmp(chromium_browser, live_server, fer_slice, tmp_path):
+    """Every request the page makes on load is answered (the favicon too); the file picker offers
+    WebP and BMP, which the server decodes."""
+    page = chromium_browser.new_page(viewport={"width": 1000, "height": 760})
+    failed = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    try:
+        page.set_default_timeout(15_000)
+        page.goto(live_server + "/", wait_until="networkidle")
+        assert not failed, failed
+        assert page.evaluate("fetch('/favicon.ico').then(r => r.status)") == 200
+        accept = page.get_attribute("#file", "accept")
+        assert {"image/webp", "image/bmp"} <= set(accept.split(","))
+        for fmt in ("WEBP", "BMP"):
+            path = tmp_path / f"face.{fmt.lower()}"
+            Image.open(io.BytesIO(face_jpeg(fer_slice["x_test"][3]))).save(path, fmt)
+            page.set_input_files("#file", str(path))
+            page.wait_for_selector("#result:not([hidden])")
+            assert page.is_hidden("#error") and page.locator("#bars li").count() == 7
+            page.evaluate("document.getElementById('result').hidden = true")
+    finally:
+        page.close()
+
+
+def test_a_small_image_fills_its_preview(demo_page, fer_slice, tmp_path):
+    """A 48x48 face is shown as large as its column allows, not as a speck beside the scores."""
+    face = tmp_path / "face48.png"
+    Image.fromarray(fer_slice["x_test"][3]).save(face)
+    demo_page.set_input_files("#file", str(face))
+    demo_page.wait_for_selector("#result:not([hidden])")
+    shown = demo_page.evaluate(
+        """() => {
+        const c = document.getElementById("preview").getBoundingClientRect();
+        const column = document.querySelector(".preview").getBoundingClientRect();
+        return [c.width, column.width];
+    }"""
+    )
+    assert shown[0] >= 0.95 * min(shown[1], 480), shown

@@ -62,6 +62,57 @@ def test_page_health_and_model_info(client):
     assert info["card"]["test_accuracy"] == 0.5
 
 
+class StubPredictor:
+    """A model's metadata without a model: what the page says depends on nothing else."""
+
+    def __init__(self, **meta):
+        self.meta = {"class_names": ["cat", "dog"], "image_shape": [3, 32, 32], "model_name": "cnn_small", **meta}
+        self.path = "model.onnx"
+
+    def probabilities(self, x):
+        return np.full((len(x), 2), 0.5, np.float32)
+
+
+@pytest.mark.parametrize(
+    "meta, says, never",
+    [
+        (
+            {"dataset": "folders", "preprocess": "crop"},
+            ["centre square", "own labelled photos"],
+            ["is resized to", "on folders"],
+        ),
+        (
+            {"dataset": "cifar10", "preprocess": "resize"},
+            ["whole image is resized to 32×32 px", "CIFAR-10"],
+            ["centre square"],
+        ),
+    ],
+)
+def test_the_page_says_what_happens_to_a_photo(meta, says, never):
+    page = create_app(predictor=StubPredictor(**meta), rate_limit="off").test_client().get("/").text
+    lead = page[page.index('<p class="lead">') :].split("</p>")[0]
+    assert all(s in lead for s in says) and not any(n in lead for n in never), lead
+
+
+def test_the_readme_names_every_framing_the_api_answers():
+    """The README's API row for /api/predict lists each value "framing" can take (preprocess.FRAMINGS)."""
+    from pathlib import Path
+
+    from fixmatch.inference.preprocess import FRAMINGS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `POST /api/predict`"))
+    assert all(f'"{f}"' in row for f in FRAMINGS), row
+
+
+def test_a_favicon_is_served(client):
+    page = client.get("/").text
+    assert 'rel="icon"' in page and "/static/favicon.svg" in page
+    for url in ("/static/favicon.svg", "/favicon.ico"):
+        r = client.get(url)
+        assert r.status_code == 200 and r.mimetype == "image/svg+xml" and r.data.startswith(b"<svg")
+
+
 # ---------------------------------------------------------------- predictions
 
 
@@ -182,18 +233,21 @@ def test_file_over_1mb(client, extra_bytes):
     assert "limit is 1 MB" in error(post(client, data), 413)
 
 
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"hello, I am text",
-        b"GIF89a" + bytes(100),
-        b"%PDF-1.4\n" + bytes(100),
-        b"BM" + bytes(100),
-        b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(64),
-    ],
-)
-def test_not_a_jpeg_or_png_whatever_the_name_says(client, data):
-    assert "not a JPEG or PNG" in error(post(client, data, "photo.jpg", mimetype="image/jpeg"), 415)
+@pytest.mark.parametrize("data", [b"hello, I am text", b"GIF89a" + bytes(100), b"%PDF-1.4\n" + bytes(100)])
+def test_not_an_accepted_image_whatever_the_name_says(client, data):
+    assert "not an image in a format read here (JPEG, PNG, WebP or BMP" in error(
+        post(client, data, "photo.jpg", mimetype="image/jpeg"), 415
+    )
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "BMP"])
+def test_webp_and_bmp_are_accepted(client, fer_slice, fmt):
+    """What `fixmatch predict` and training read, the page takes too (a browser shows both)."""
+    upload = encode(np.asarray(Image.open(io.BytesIO(face_jpeg(fer_slice["x_test"][0])))), fmt)
+    r = post(client, upload, f"face.{fmt.lower()}", mimetype=f"image/{fmt.lower()}")
+    assert r.status_code == 200 and r.json["image_size"] == [200, 200], r.json
+    junk = {"WEBP": b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(64), "BMP": b"BM" + bytes(100)}[fmt]
+    assert "corrupt or truncated" in error(post(client, junk), 400)
 
 
 def test_corrupt_and_truncated(client, fer_slice):
@@ -225,16 +279,23 @@ def test_progressive_jpeg_cpu_bomb_refused_at_once(client, monkeypatch):
     assert not decoded  # counted from the headers, never decoded
 
 
+def test_a_stray_byte_before_the_first_scan_hides_nothing(client):
+    """libjpeg skips a 0x00 where a marker should be and decodes every scan after it; the scan
+    count used to stop there (0 scans: the bomb went to the decoder, stopped only by the clock)."""
+    bomb = progressive_jpeg_bomb()
+    first = bomb.index(b"\xff\xda")
+    assert "scans" in error(post(client, bomb[:first] + b"\x00" + bomb[first:]), 422)
+
+
 def test_decode_deadline(client, monkeypatch):
     """A decode that passes the checks but runs long is abandoned at the deadline (checks loosened
     here so that the bomb reaches the decoder)."""
-    import fixmatch.serve.upload as upload
+    from fixmatch.imaging import decoding
 
-    monkeypatch.setattr(upload, "MAX_SCANS", 10**6)
-    monkeypatch.setattr(upload, "MAX_SCAN_MEGAPIXELS", 10**9)
-    monkeypatch.setattr(upload, "DECODE_SECONDS", 0.5)
-    bomb = progressive_jpeg_bomb()
-    assert "to decode" in error(post(client, bomb), 422)  # undefended, the decode would end in a label
+    monkeypatch.setattr(decoding, "MAX_SCANS", 10**6)
+    monkeypatch.setattr(decoding, "MAX_SCAN_MEGAPIXELS", 10**9)
+    monkeypatch.setattr(decoding, "DECODE_SECONDS", 0.5)
+    assert "to decode" in error(post(client, progressive_jpeg_bomb()), 422)  # undefended: minutes
 
 
 def test_ordinary_progressive_and_big_jpegs_still_pass(client):

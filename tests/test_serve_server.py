@@ -7,8 +7,10 @@ import http.client
 import json
 import os
 import select
+import selectors
 import signal
 import socket
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +20,7 @@ from serve_fixtures import face_jpeg, free_port, start_server, stop_server
 
 pytest.importorskip("gunicorn", reason="gunicorn is in the serve extra")
 from fixmatch.cli import main  # noqa: E402
+from fixmatch.serve import CLIENT_CONNECTIONS, CONNECTIONS  # noqa: E402
 
 READ_TIMEOUT = 4.0  # long beside a prediction even on a loaded machine: the tests tell them apart
 STALLED = 16  # twice the threads of 2 workers x 4
@@ -36,6 +39,16 @@ def served(fer_model):
 @pytest.fixture
 def server(served):
     return served[1]
+
+
+@pytest.fixture(scope="module")
+def open_server(fer_model):
+    """A 2-worker server without a rate limit (for clients that post continuously) whose read clock
+    (60 s) outlasts every wait in the tests that use it: a half-sent request it holds is still
+    unanswered when they check."""
+    proc, base = start_server(fer_model["onnx"], "--rate-limit", "off", "--read-timeout", "60")
+    yield base
+    stop_server(proc)
 
 
 def multipart(data: bytes) -> tuple[bytes, str]:
@@ -104,7 +117,8 @@ def test_stalled_clients_do_not_stop_the_server(server, fer_slice):
     stalled = []
     try:
         for i in range(STALLED):
-            s = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT + 8)
+            # from their own address: the prediction below must not meet their per-address cap
+            s = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT + 8, source_address=("127.0.0.4", 0))
             s.sendall(half_headers if i % 2 else half_body)
             stalled.append(s)
         time.sleep(0.3)  # every stalled request has reached the server
@@ -125,7 +139,7 @@ def test_stalled_clients_do_not_stop_the_server(server, fer_slice):
 def test_idle_connections_hold_no_thread(server, fer_slice):
     """Connections that send nothing wait without a thread: a prediction is answered at once."""
     port = int(server.rsplit(":", 1)[1])
-    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(STALLED)]
+    idle = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.4", 0)) for _ in range(STALLED)]
     try:
         time.sleep(1.0)  # past the moment a thread gives an idle connection back
         assert "label" in predict(server, face_jpeg(fer_slice["x_test"][4]))
@@ -258,3 +272,168 @@ def test_expect_100_continue_is_answered_before_the_body(server, fer_slice):
 def test_a_server_that_does_not_come_up_is_one_error_with_its_output(tmp_path):
     with pytest.raises(RuntimeError, match="did not come up:\n.*model not found"):
         start_server(tmp_path / "missing.onnx")
+
+
+def test_a_chunked_upload_over_the_limit_is_too_large_not_too_many_parts(server):
+    """A 3 MB upload sent chunked (no Content-Length to refuse it by): 413, the size named, never the
+    form's part count (werkzeug says 413 for both)."""
+    body, boundary = multipart(b"\xff\xd8\xff" + bytes(3 * 1024 * 1024))
+    head = (
+        f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+    ).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (body[i : i + 65536] for i in range(0, len(body), 65536)))
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+
+        def send():
+            try:
+                s.sendall(head + chunks + b"0\r\n\r\n")
+            except OSError:
+                pass  # the server may stop reading once it has answered
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        status, headers, answer = read_response(s)
+        sender.join(timeout=10)
+    assert status == 413 and headers["content-type"] == "application/json", (status, answer[:200])
+    assert "limit is 1 MB" in json.loads(answer)["error"]
+
+
+def test_a_request_with_bare_lf_lines_is_refused_at_once(server):
+    """Lines ended by LF alone (no CR): the parser's 400 now, not a 408 when the read clock runs out
+    (the event loop used to wait for CRLF CRLF, which never comes)."""
+    status, headers, body = raw(server, b"GET /healthz HTTP/1.1\nHost: 127.0.0.1\n\n")
+    assert status == 400 and headers["content-type"] == "application/json", (status, body[:200])
+    assert "malformed" in json.loads(body)["error"]
+
+
+HALF_REQUEST = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+
+def half_sent(port: int, source: str) -> socket.socket | None:
+    """A connection from `source` that sends half a request and waits (None: refused while sending)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+    try:
+        s.sendall(HALF_REQUEST)
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def sort_out(conns: list[socket.socket], held_at_most: int, seconds: float = 30) -> tuple[list, list]:
+    """Wait (at most `seconds`, a bound on a hang) until no more than held_at_most of `conns` are
+    unanswered -> (held: still waiting, answers: what each of the others got: bytes, b'' when closed)."""
+    sel = selectors.DefaultSelector()
+    for s in conns:
+        sel.register(s, selectors.EVENT_READ)
+    answers, deadline = [], time.monotonic() + seconds
+    while len(sel.get_map()) > held_at_most and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.5):
+            try:
+                answers.append(key.fileobj.recv(4096))
+            except OSError:
+                answers.append(b"")  # reset
+            sel.unregister(key.fileobj)
+    held = [key.fileobj for key in sel.get_map().values()]
+    sel.close()
+    assert len(held) <= held_at_most, f"{len(held)} connections neither served nor refused after {seconds} s"
+    return held, answers
+
+
+def still_waiting(conns: list[socket.socket]) -> bool:
+    sel = selectors.DefaultSelector()
+    for s in conns:
+        sel.register(s, selectors.EVENT_READ)
+    try:
+        return not sel.select(timeout=0)
+    finally:
+        sel.close()
+
+
+def test_a_thousand_half_sent_requests_from_one_client_stop_nothing(open_server, fer_slice):
+    """1,000 connections from one address each send half a request and wait: past its cap (per
+    worker) each is refused at once (503 or closed), the ones held wait for their read clock, and
+    other clients' predictions and health checks are answered meanwhile."""
+    port = int(open_server.rsplit(":", 1)[1])
+    flood = []
+    try:
+        for _ in range(1000):
+            if (s := half_sent(port, "127.0.0.3")) is not None:
+                flood.append(s)
+        held, answers = sort_out(flood, held_at_most=2 * CLIENT_CONNECTIONS)
+        assert all(a == b"" or a.startswith(b"HTTP/1.1 503") for a in answers), {a[:40] for a in answers}
+        assert b"too many connections from your address" in b"".join(answers) or not any(answers)
+        assert "label" in predict(open_server, face_jpeg(fer_slice["x_test"][6]), timeout=30)
+        assert json.loads(urllib.request.urlopen(open_server + "/healthz", timeout=30).read())["status"] == "ok"
+        assert still_waiting(held)  # served while the flood was held, not after its 408s
+    finally:
+        for s in flood:
+            s.close()
+
+
+def test_over_the_connection_limit_health_checks_are_still_answered(open_server):
+    """Half-sent requests from 16 addresses, 12 each (under each one's cap): 192 connections, over
+    the 2 x CONNECTIONS the workers serve. Those over it are refused at once, never left in the
+    kernel's backlog; a health check is answered all the same."""
+    port = int(open_server.rsplit(":", 1)[1])
+    flood = []
+    try:
+        for i in range(16):
+            for _ in range(12):
+                if (s := half_sent(port, f"127.0.0.{10 + i}")) is not None:
+                    flood.append(s)
+        held, answers = sort_out(flood, held_at_most=2 * CONNECTIONS)
+        assert all(a == b"" or a.startswith(b"HTTP/1.1 503") for a in answers), {a[:40] for a in answers}
+        health = urllib.request.urlopen(open_server + "/healthz", timeout=30)
+        assert health.status == 200 and json.loads(health.read())["status"] == "ok"
+        assert still_waiting(held)
+    finally:
+        for s in flood:
+            s.close()
+
+
+def test_a_new_client_is_served_while_keep_alive_clients_post(open_server, fer_slice):
+    """4 clients post one after another on kept-alive connections, so no worker is ever idle; a new
+    client's prediction is answered while they still post (it used to wait until they stopped)."""
+    port = int(open_server.rsplit(":", 1)[1])
+    body, boundary = multipart(face_jpeg(fer_slice["x_test"][7]))
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    most, stop, lock = 300, threading.Event(), threading.Lock()
+    answered = [0] * 4
+    done_posting = [False] * 4
+
+    def poster(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            for _ in range(most):
+                if stop.is_set():
+                    return
+                conn.request("POST", "/api/predict", body=body, headers=headers)
+                r = conn.getresponse()
+                assert r.status == 200 and r.getheader("Connection") != "close", r.read()[:200]
+                r.read()
+                with lock:
+                    answered[i] += 1
+            done_posting[i] = True
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=poster, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while min(answered) < 3:  # every poster is under way on its kept-alive connection
+            assert time.monotonic() < deadline and all(t.is_alive() for t in threads), answered
+            time.sleep(0.05)
+        before = sum(answered)
+        assert "label" in predict(open_server, face_jpeg(fer_slice["x_test"][8]), timeout=120)
+        meanwhile = sum(answered) - before
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not any(done_posting), f"the new client was answered only after the posters stopped ({answered})"
+    assert meanwhile < most, meanwhile

@@ -45,7 +45,7 @@ class Model:
     def class_names(self) -> list[str]:
         return list(self.meta["class_names"])
 
-    def predict(self, images) -> list[dict]:
+    def predict(self, images) -> dict | list[dict]:
         """One image or a list of them: file paths, PIL images or uint8 arrays (H, W) or (H, W, C).
         Each -> {"label", "confidence", "probabilities": {class: p}, "framing", ...}."""
         single = not isinstance(images, (list, tuple))

@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="the rates and probabilities as JSON")
     c.set_defaults(func=cmd_cta_stats)
 
+    from fixmatch.serve import CLIENT_CONNECTIONS  # light: gunicorn and Flask load only when serving
+
     s = sub.add_parser("serve", help="the web demo and JSON API for a model (default: the FER2013 expressions)")
     s.add_argument(
         "--model",
@@ -235,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="seconds a client has to send a whole request (headers and upload), else 408",
+    )
+    s.add_argument(
+        "--client-connections",
+        type=int,
+        default=CLIENT_CONNECTIONS,
+        help=f"open connections one client address may hold per worker, more get 503 at once "
+        f"(default {CLIENT_CONNECTIONS}; 0: no cap, behind a reverse proxy that caps them)",
     )
     s.set_defaults(func=cmd_serve)
     return p

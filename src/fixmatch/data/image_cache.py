@@ -56,12 +56,12 @@ def header_size(path) -> tuple[int, int]:
 
 
 def decode(path, size: int, channels: int) -> np.ndarray:
-    """One file -> uint8 (channels, size, size). Raises on anything unreadable."""
-    from PIL import Image
+    """One file -> uint8 (channels, size, size), within the decoding policy that the server and
+    predict use too (fixmatch/decoding.py). Raises on anything unreadable or refused."""
+    from fixmatch.imaging.decoding import open_image
 
-    with Image.open(path) as im:
-        draft_for_square(im, size, channels)  # a large JPEG decodes at a reduced scale (much faster)
-        im.load()  # truncated or corrupt pixel data fails here
+    # a large JPEG decodes at a reduced scale (much faster); truncated or corrupt data fails here
+    with open_image(path, draft=lambda im: draft_for_square(im, size, channels)) as im:
         return frame(im, size, channels)
 
 

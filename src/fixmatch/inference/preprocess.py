@@ -11,11 +11,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+from fixmatch.imaging.decoding import FOLDER_FORMATS, open_image
 from fixmatch.imaging.framing import draft_for_square, square
 
 WORKING_SIDE = 1280  # big JPEGs are decoded straight to about this size (libjpeg's DCT scaling)
 FRAMINGS = ("face", "resize", "crop")
 SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit grey PNGs open as one of these
+BAND = 64  # rows converted at a time from 16 to 8 bits
 
 
 def framing(meta: dict) -> str:
@@ -40,20 +42,57 @@ def draft(image: Image.Image, meta: dict) -> None:
 
 
 def eight_bit(image: Image.Image) -> Image.Image:
-    """16-bit grey scaled to 0..255 (PIL's convert('L') would clip: most pixels would become 255)."""
+    """16-bit grey -> 8 bits at the working size (PIL's convert('L') would clip: most pixels would
+    become 255): box averages of the working_size factor, then round(x / 257). In integers, BAND rows
+    at a time, so a 40 MP image is never copied whole (float copies of it took ~1 GB and seconds)."""
     if image.mode in SIXTEEN_BIT:
-        wide = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+        w, h = image.size
+        factor = working_factor(image.size)
+        out = np.empty(((h + factor - 1) // factor, (w + factor - 1) // factor), np.uint8)
+        _, col_counts = block_sums(np.zeros((1, w), np.int64), factor, axis=1)
+        rows = factor * max(1, BAND // factor)
+        for y in range(0, h, rows):
+            band = np.asarray(image.crop((0, y, w, min(h, y + rows)))).astype(np.int64)  # (16-bit: fast)
+            if image.mode == "I":  # 32-bit: may hold values outside 16 bits
+                np.clip(band, 0, 65535, out=band)
+            sums, row_counts = block_sums(band, factor, axis=0)
+            sums, _ = block_sums(sums, factor, axis=1)
+            counts = np.outer(row_counts, col_counts)  # edge blocks hold fewer pixels
+            mean = (sums + counts // 2) // counts
+            out[y // factor : y // factor + len(sums)] = (mean + 128) // 257  # = round(x / 257): never a half
+        return Image.fromarray(out)
     if image.mode == "F":
         return Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8))
     return image
 
 
+def block_sums(a: np.ndarray, factor: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of consecutive runs of `factor` along `axis` (the last run may be shorter) -> (sums, run lengths)."""
+    n = a.shape[axis]
+    full = n // factor * factor
+    head = np.take(a, np.arange(full), axis=axis) if full < n else a
+    shape = list(a.shape)
+    shape[axis : axis + 1] = [full // factor, factor]
+    sums = head.reshape(shape).sum(axis=axis + 1)
+    lengths = [factor] * (full // factor)
+    if full < n:
+        rest = np.take(a, np.arange(full, n), axis=axis).sum(axis=axis, keepdims=True)
+        sums = np.concatenate([sums, rest], axis=axis)
+        lengths.append(n - full)
+    return sums, np.array(lengths, np.int64)
+
+
+def working_factor(size: tuple[int, int]) -> int:
+    """The whole factor that shrinks an image to at least WORKING_SIDE on its longest side (1: none)."""
+    factor = max(size) // WORKING_SIDE
+    return factor if factor >= 2 else 1
+
+
 def working_size(image: Image.Image) -> Image.Image:
     """Shrunk by a whole factor (box-averaged) to at least WORKING_SIDE on its longest side: what
     a big JPEG's draft does, for every other image (a 40 MP PNG: 3 MB instead of 120 MB onwards)."""
-    factor = max(image.size) // WORKING_SIDE
-    return image.reduce(factor) if factor >= 2 else image
+    factor = working_factor(image.size)
+    return image.reduce(factor) if factor > 1 else image
 
 
 def upright(image: Image.Image, channels: int) -> np.ndarray:
@@ -113,8 +152,6 @@ def prepare(image: Image.Image, meta: dict) -> dict:
 
 
 def open_file(path, meta: dict) -> Image.Image:
-    """A file from disk, decoded the way the server decodes uploads (same draft), for predict."""
-    image = Image.open(path)
-    draft(image, meta)
-    image.load()
-    return image
+    """A file from disk for predict, decoded within the server's decoding policy and with its draft
+    (decoding.py: a file it refuses is an ImageRefused, a ValueError saying why)."""
+    return open_image(path, FOLDER_FORMATS, draft=lambda image: draft(image, meta))

@@ -14,9 +14,7 @@ from fixmatch.errors import UserError
 
 __all__ = ["create_app", "run_server"]
 
-THREADS = 4  # per worker: requests being read or answered at once (2 of them decode, see app.py)
-CONNECTIONS = 64  # per worker: open connections (each buffers up to ~1.1 MB of request); then the backlog waits
-KEEPALIVE = 5  # seconds an idle connection is kept (in the poller, no thread)
+from fixmatch.serve.limits import CLIENT_CONNECTIONS, CONNECTIONS, KEEPALIVE, THREADS  # noqa: F401 (re-exported)
 
 
 def __getattr__(name):  # `from fixmatch.serve import create_app` without importing Flask for predict
@@ -55,6 +53,7 @@ def run_gunicorn(args, rate_limit) -> None:
     from fixmatch.serve.worker import ClockedThreadWorker
 
     ClockedThreadWorker.read_seconds = args.read_timeout  # inherited by the forked workers
+    ClockedThreadWorker.client_connections = args.client_connections
 
     class Server(BaseApplication):
         def load_config(self):
@@ -111,6 +110,8 @@ def run_server(args) -> int:
         raise UserError("--workers must be at least 1")
     if not args.read_timeout > 0:
         raise UserError("--read-timeout must be a positive number of seconds")
+    if args.client_connections < 0:
+        raise UserError("--client-connections must be 0 (no cap) or more")
     rate_limit = SharedRateLimit.from_text(args.rate_limit)  # made before the fork: shared by all workers
     check_address(args.host, args.port)
     # every worker would fail the same way: say it once, here (the workers load the model themselves)

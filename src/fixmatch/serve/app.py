@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from flask import Flask, Request, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from fixmatch.inference.predictor import load_predictor
 from fixmatch.inference.preprocess import draft, framing, prepare
 from fixmatch.serve.ratelimit import SharedRateLimit, parse_rate_limit
+from fixmatch.serve.turns import Turns
 from fixmatch.serve.upload import MAX_FILE_BYTES, ApiError, RequestReadTimeout, open_checked, read_upload, too_large
 
 __all__ = ["create_app", "parse_rate_limit"]
@@ -24,19 +25,80 @@ CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-# Decoding and inference at once per process: each holds up to ~180 MB for a 40 MP PNG (JPEGs are
+# Decoding and inference: one at a time per process: each holds up to ~180 MB for a 40 MP PNG (JPEGs are
 # decoded downscaled), and a worker has about one core: a second at once would only slow the first
-# (measured: p95 93 ms instead of 65 at 2 workers x 4 clients). Others queue this long:
-CONCURRENT_DECODES, QUEUE_SECONDS = 1, 10.0
+# (measured: p95 93 ms instead of 65 at 2 workers x 4 clients). Others queue, in arrival order
+# (turns.py), this long:
+QUEUE_SECONDS = 10.0
+
+
+class OverLimitWatch:
+    """The request body as the form parser reads it, noting whether a read ran past the size limit."""
+
+    def __init__(self, stream):
+        self.stream, self.over_limit = stream, False
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.stream.read(size)
+        except RequestEntityTooLarge:
+            self.over_limit = True
+            raise
+
+
+class FormParser(FormDataParser):
+    """werkzeug says 413 both for a body over the limit and for too many form parts; only the
+    second is the form's fault (a chunked upload has no Content-Length that could tell them apart)."""
+
+    def _parse_multipart(self, stream, mimetype, content_length, options):
+        watched = OverLimitWatch(stream)
+        try:
+            _, form, files = super()._parse_multipart(watched, mimetype, content_length, options)
+        except RequestEntityTooLarge:
+            if watched.over_limit:
+                raise
+            raise ApiError(
+                400, f"the form has too many parts (at most {MAX_FORM_PARTS}); send one field, 'file'"
+            ) from None
+        return stream, form, files
 
 
 class MemoryRequest(Request):
     """Uploads stay in memory: werkzeug would spool files over 500 KB to a temporary file."""
 
     max_form_parts = MAX_FORM_PARTS
+    form_data_parser_class = FormParser
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
+
+
+# How the page says what happens to a photo, per framing (preprocess.py), and what a model was trained on
+FRAMING_TEXT = {
+    "face": "The largest frontal face is found, cropped and resized to {w}×{h} px",
+    "resize": "The whole image is resized to {w}×{h} px (squeezed, not cropped)",
+    "crop": "Its centre square (as wide as its shorter side) is cut out and resized to {w}×{h} px, as the "
+    "training images were",
+}
+TRAINED_ON = {
+    "fer2013": "FER2013 (48×48 grey faces)",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "stl10": "STL-10",
+    "svhn": "SVHN",
+    "digits": "scikit-learn's 8×8 digits",
+    "folders": "its maker's own labelled photos",
+    "imagefolder": "its maker's own labelled images",
+    "npz": "its maker's own image arrays",
+}
+
+
+def page_text(info: dict) -> dict:
+    size = {"w": info["input"]["width"], "h": info["input"]["height"]}
+    return {
+        "framing": FRAMING_TEXT[info["preprocess"]].format(**size),
+        "trained_on": TRAINED_ON.get(info["dataset"] or "", info["dataset"] or "an unnamed dataset"),
+    }
 
 
 def model_info(predictor) -> dict:
@@ -85,9 +147,6 @@ def ms(seconds: float) -> float:
 
 
 def http_error_answer(e: HTTPException) -> tuple[str, int]:
-    if e.code == 413 and (request.content_length or 0) <= MAX_FILE_BYTES + ENVELOPE:
-        # werkzeug says 413 for a form with too many parts too, whatever its size
-        return f"the form has too many parts (at most {MAX_FORM_PARTS}); send one field, 'file'", 400
     code = e.code or 500
     return {
         413: too_large().message,
@@ -144,7 +203,7 @@ def create_app(
 
         warm_up()
     predictor.probabilities(np.zeros((1, *info["input"].values()), np.uint8))  # first run allocates; not a user's
-    busy = threading.BoundedSemaphore(CONCURRENT_DECODES)
+    busy = Turns()
     install_error_handlers(app)
     app.after_request(security_headers)
 
@@ -163,7 +222,11 @@ def create_app(
 
     @app.get("/")
     def index():
-        return render_template("index.html", info=info)
+        return render_template("index.html", info=info, text=page_text(info))
+
+    @app.get("/favicon.ico")
+    def favicon():  # browsers ask for it whatever the page links
+        return app.send_static_file("favicon.svg"), {"Cache-Control": "public, max-age=86400"}
 
     @app.get("/healthz")
     def healthz():

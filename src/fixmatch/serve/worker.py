@@ -8,6 +8,11 @@ cost a little memory, never a thread. A client must deliver its request within `
 its first appearance, or it gets a JSON 408 and is closed; the same clock guards the rare request
 read by a thread (a chunked body, a declared body too large to buffer, which the app refuses).
 Errors gunicorn raises itself (414, 431, malformed requests) are answered in JSON too.
+
+Nothing waits unseen in the kernel's backlog: an idle worker takes a new connection at once, a busy
+one looks for new connections itself every few milliseconds, and a connection over the caps (per
+client address, per worker) is taken and answered 503 at once; the health check gets a way in past
+the worker's cap (TRIAGE).
 """
 
 from __future__ import annotations
@@ -18,13 +23,20 @@ import re
 import selectors
 import socket
 import time
+from collections import Counter
 from functools import partial
 
 from gunicorn.http import errors as http_errors
 from gunicorn.workers import gthread
 
+from fixmatch.serve.limits import CLIENT_CONNECTIONS
 from fixmatch.serve.upload import RequestReadTimeout
 
+TRIAGE = 16  # per worker: connections over worker_connections given HEALTH_WAIT to show they are a health check
+HEALTH_WAIT = 1.0
+HEALTH_CHECK = re.compile(rb"(GET|HEAD) /healthz(\?[^ ]*)? HTTP/1\.[01]\r\n")
+ACCEPT_STEP = 0.01  # a worker with n open connections looks at the listener every min(n, 4) x this
+ACCEPT_BATCH = 64  # connections taken from the backlog per look
 FIRST_BYTES_WAIT = 0.5  # a thread waits this long for a new connection's first bytes, then hands it back
 DEFAULT_READ_SECONDS = 10.0
 MAX_HEAD = 4094 + 50 * 8192  # request line and headers within gunicorn's limits (else its 414/431)
@@ -38,6 +50,7 @@ REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
+    503: "Service Unavailable",
 }
 
 
@@ -76,6 +89,8 @@ def request_arrived(data: bytes) -> bool:
     """Whether `data` holds a whole request, or as much of one as the event loop should collect
     (headers over the limit, a chunked or too large body: a thread's parser takes it from there)."""
     end = data.find(b"\r\n\r\n")
+    if bare_lf(data[: end if end >= 0 else len(data)]):
+        return True  # a line ended by LF alone: the parser refuses it now (400), no use waiting for CRLF CRLF
     if end < 0:
         return len(data) > MAX_HEAD
     head = data[: end + 2]
@@ -84,6 +99,10 @@ def request_arrived(data: bytes) -> bool:
     found = CONTENT_LENGTH.search(head)
     length = int(found.group(1)) if found else 0
     return length > MAX_BUFFERED or len(data) >= end + 4 + length
+
+
+def bare_lf(head: bytes) -> bool:
+    return head.count(b"\n") != head.count(b"\r\n")
 
 
 def json_error(status: int, message: str) -> bytes:
@@ -110,42 +129,123 @@ def describe(exc: Exception) -> tuple[int, str]:
     return 500, "internal error"
 
 
+class ClientConn(gthread.TConn):
+    """A connection that tells the worker when it closes (gunicorn closes connections in many places)."""
+
+    def __init__(self, cfg, sock, client, server, on_close):
+        super().__init__(cfg, sock, client, server)
+        self.address = client[0] if isinstance(client, tuple) else ""
+        self.on_close, self.triage = on_close, False
+
+    def close(self, graceful=False):
+        if self.on_close is not None:
+            self.on_close(self)
+            self.on_close = None
+        super().close(graceful)
+
+
+def refuse(sock: socket.socket, message: str) -> None:
+    """503 and close, never blocking the event loop. What the client already sent is read and
+    dropped first: closing a socket with unread data resets it, and the client may lose the answer."""
+    try:
+        sock.setblocking(False)
+        try:
+            for _ in range(4):
+                if not sock.recv(65536):
+                    break
+        except (BlockingIOError, InterruptedError):
+            pass
+        sock.send(json_error(503, message))
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    sock.close()
+
+
 class ClockedThreadWorker(gthread.ThreadWorker):
     read_seconds = DEFAULT_READ_SECONDS  # set by the server from --read-timeout
+    client_connections = CLIENT_CONNECTIONS  # set by the server from --client-connections (0: no cap)
 
     def init_process(self):
         self.arriving = {}  # connection -> deadline, for requests the event loop is still reading
-        self.in_flight = 0  # complete requests handed to the threads and not finished
+        self.per_client = Counter()  # open connections per client address
+        self.next_look = 0.0  # when a worker with connections next looks at the listener itself
         super().init_process()
 
+    # ---- who takes a new connection ----------------------------------------------------------
     def set_accept_enabled(self, enabled):
-        """New connections are taken only while no request is being answered here: a busy worker
-        leaves them to an idle one (as sync workers do by construction), else one worker would
-        queue requests while another idles. gunicorn re-asks every loop turn."""
-        super().set_accept_enabled(enabled and self.in_flight == 0)
+        """An idle worker (no connection open) waits on the listener and takes a new connection at
+        once; a worker with n connections looks at the listener itself every min(n, 4) x
+        ACCEPT_STEP (look_at_listeners), so an idle or less busy worker usually gets there first,
+        and none is left waiting in the kernel's backlog while every worker is busy. gunicorn's
+        `enabled` (fewer than worker_connections open) is not the rule here: a connection over the
+        caps is taken and refused at once (accept), not left in the backlog."""
+        idle = self.alive and self.nr_conns == 0
+        if self._accepting and not idle:
+            self.next_look = time.monotonic() + self.look_interval()
+        super().set_accept_enabled(idle)
 
-    def finish_request(self, conn, fs):
-        self.in_flight -= 1
-        super().finish_request(conn, fs)
-        self.set_accept_enabled(self.nr_conns < self.worker_connections)
+    def look_interval(self) -> float:
+        return ACCEPT_STEP * min(max(self.nr_conns, 1), 4)
 
-    def start_request(self, conn) -> None:
-        """Hand a request to the threads (main thread only, as every poller change)."""
-        self.in_flight += 1
-        self.set_accept_enabled(False)
-        super().enqueue_req(conn)
+    def wait_for_and_dispatch_events(self, timeout):
+        self.set_accept_enabled(True)
+        if self.alive and not self._accepting:
+            timeout = max(0.0, min(timeout, self.next_look - time.monotonic()))
+        super().wait_for_and_dispatch_events(timeout)
+        if self.alive and not self._accepting and time.monotonic() >= self.next_look:
+            self.look_at_listeners()
 
-    # ---- the event loop collects requests ----------------------------------------------------
-    def accept(self, listener):
+    def look_at_listeners(self) -> None:
+        for listener in self.sockets:
+            listener.setblocking(False)
+            for _ in range(ACCEPT_BATCH):
+                if not self.accept(listener):
+                    break
+        self.next_look = time.monotonic() + self.look_interval()
+
+    def accept(self, listener) -> bool:
+        """Take one connection from the backlog (False: none was waiting). Up to worker_connections
+        are served; the next TRIAGE get HEALTH_WAIT to show they are a health check (answered as
+        usual) and are refused otherwise; beyond those, and past a client's own cap, a 503 at once."""
         try:
             sock, client = listener.accept()
         except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self.log.warning("cannot take a connection now: %s", e)  # out of descriptors: the next look
+                return False
             if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
-            return
+            return e.errno == errno.ECONNABORTED
+        conn = ClientConn(self.cfg, sock, client, listener.getsockname(), self.closed)
+        if self.client_connections and self.per_client[conn.address] >= self.client_connections:
+            refuse(sock, f"too many connections from your address (at most {self.client_connections}); try again")
+            return True
+        if self.nr_conns >= self.worker_connections + TRIAGE:
+            refuse(sock, "the server is at its connection limit; try again in a few seconds")
+            return True
         self.nr_conns += 1
-        self.start_arriving(gthread.TConn(self.cfg, sock, client, listener.getsockname()))
+        self.per_client[conn.address] += 1
+        conn.triage = self.nr_conns > self.worker_connections
+        self.start_arriving(conn)
+        return True
 
+    def closed(self, conn) -> None:
+        left = self.per_client[conn.address] - 1
+        if left > 0:
+            self.per_client[conn.address] = left
+        else:
+            del self.per_client[conn.address]
+
+    def finish_request(self, conn, fs):
+        super().finish_request(conn, fs)
+        self.set_accept_enabled(True)
+
+    def start_request(self, conn) -> None:
+        """Hand a request to the threads (main thread only, as every poller change)."""
+        super().enqueue_req(conn)
+
+    # ---- the event loop collects requests ----------------------------------------------------
     def on_client_socket_readable(self, conn, client):
         """A kept-alive connection's next request: collected like a new one."""
         self.poller.unregister(client)
@@ -155,7 +255,7 @@ class ClockedThreadWorker(gthread.ThreadWorker):
     def start_arriving(self, conn) -> None:
         conn.clock_start, conn.arrived, conn.continued = time.monotonic(), bytearray(), False
         conn.sock.setblocking(False)
-        self.arriving[conn] = conn.clock_start + self.read_seconds
+        self.arriving[conn] = conn.clock_start + (HEALTH_WAIT if conn.triage else self.read_seconds)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_arriving, conn))
 
     def on_arriving(self, conn, sock) -> None:
@@ -167,6 +267,8 @@ class ClockedThreadWorker(gthread.ThreadWorker):
             data = b""
         if data:
             conn.arrived += data
+            if conn.triage and not self.triaged(conn):
+                return
             if not request_arrived(conn.arrived):
                 self.continue_if_expected(conn)
                 return
@@ -178,6 +280,28 @@ class ClockedThreadWorker(gthread.ThreadWorker):
             return
         conn.data_ready = True
         self.start_request(conn)  # the clock keeps running from the request's first appearance
+
+    def triaged(self, conn) -> bool:
+        """A connection over the cap: a health check goes on as usual (False: its request line has
+        not arrived yet); anything else is refused."""
+        line_end = conn.arrived.find(b"\r\n")
+        if line_end < 0 and len(conn.arrived) < 64:
+            return False
+        if HEALTH_CHECK.match(bytes(conn.arrived[: max(line_end, 0) + 2])):
+            conn.triage = False
+            self.arriving[conn] = conn.clock_start + self.read_seconds
+            return True
+        self.drop_arriving(conn)
+        refuse(conn.sock, "the server is at its connection limit; try again in a few seconds")
+        return False
+
+    def drop_arriving(self, conn) -> None:
+        """Forget a connection the event loop was reading (its socket is closed by the caller)."""
+        self.poller.unregister(conn.sock)
+        del self.arriving[conn]
+        self.nr_conns -= 1
+        conn.on_close(conn)
+        conn.on_close = None
 
     @staticmethod
     def continue_if_expected(conn) -> None:
@@ -197,6 +321,10 @@ class ClockedThreadWorker(gthread.ThreadWorker):
         super().murder_pending()
         now = time.monotonic()
         for conn in [c for c, deadline in self.arriving.items() if deadline <= now]:
+            if conn.triage:
+                self.drop_arriving(conn)
+                refuse(conn.sock, "the server is at its connection limit; try again in a few seconds")
+                continue
             self.poller.unregister(conn.sock)
             del self.arriving[conn]
             self.nr_conns -= 1

@@ -4,6 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const MAX_BYTES = 1024 * 1024;  // the server's limit
+const PREVIEW_SIDE = 480;  // the preview's longest side in canvas pixels
 const SEND_SIDE = 1280;  // a photo over the limit is sent at this longest side: the server decodes no more
 const FACES = document.body.dataset.preprocess === "face";
 const NOUN = document.body.dataset.noun || "Prediction";
@@ -81,10 +82,13 @@ function loadImage(file) {
 async function drawPreview(file, data) {
   const img = await loadImage(file);
   const canvas = $("preview");
-  const scale = Math.min(1, 480 / Math.max(img.naturalWidth, img.naturalHeight));
+  // drawn PREVIEW_SIDE px on its longest side, small images enlarged too (a 48 px face would
+  // otherwise sit as a speck beside the scores); enlarged a lot, its pixels are shown as squares
+  const scale = PREVIEW_SIDE / Math.max(img.naturalWidth, img.naturalHeight);
   canvas.width = Math.round(img.naturalWidth * scale);
   canvas.height = Math.round(img.naturalHeight * scale);
   const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = scale < 2;
   ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
   URL.revokeObjectURL(img.src);
   if (data.box) {

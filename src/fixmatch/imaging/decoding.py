@@ -1,0 +1,172 @@
+"""One decoding policy for every image this project reads: the server's uploads, `fixmatch predict`'s
+files and the training folders (data/image_cache.py) all open images with open_image.
+
+Before any pixel is decoded: the format is judged by the file's bytes (magic numbers), never its
+name; the header's pixel count must be at most MAX_PIXELS (a small file can declare a huge image);
+a JPEG's scans are counted the way libjpeg finds them (a progressive file can repeat thousands of
+scans over the whole image: minutes of CPU for 1 MB). While decoding: the decoder pulls the file
+through a clock, DECODE_SECONDS of this thread's CPU time (CPU, not wall time, so that a busy
+machine does not refuse a file a quiet one reads; a refused training file is remembered). Every
+refusal is an ImageRefused, a ValueError whose `kind` says which bound the file broke.
+Torch-free (the server imports it).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+import warnings
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+MAX_PIXELS = 40_000_000  # above any phone camera; a 1 MB file claiming more is a decompression bomb
+MAX_SCANS = 64  # encoders write 1 (baseline) to ~12 (progressive); each scan walks the whole image
+MAX_SCAN_MEGAPIXELS = 600  # scans x megapixels: 15 scans of a 40 MP photo, ~0.5 s on one core
+DECODE_SECONDS = 2.0  # CPU time of one decode
+READ_BLOCK = 1024  # the decoder reads this much at a time; the clock is checked between reads
+MAGIC = {  # what a file starts with -> Pillow's format name
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"RIFF": "WEBP",  # RIFF....WEBP (checked in sniff)
+    b"BM": "BMP",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    **{b"P%d" % n: "PPM" for n in range(1, 7)},
+}
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # what the web page and API take (a browser shows them all)
+FOLDER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")  # training folders and predict
+NAMES = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP", "GIF": "GIF", "TIFF": "TIFF", "PPM": "PNM"}
+NEXT_MARKER = re.compile(rb"\xff+([^\x00\xff])")  # libjpeg's next_marker: FF (fill FFs) then not 00
+STANDALONE = {0x01, 0xD8, *range(0xD0, 0xD8)}  # JPEG markers without a length: TEM, SOI, RSTn
+SOS, EOI = 0xDA, 0xD9
+
+
+class ImageRefused(ValueError):
+    """A file the policy will not decode. kind: 'format', 'pixels', 'cost' or 'corrupt'."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+class DecodeTimeout(Exception):
+    pass
+
+
+def listing(formats) -> str:
+    names = [NAMES[f] for f in formats]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+def sniff(head: bytes, formats=FOLDER_FORMATS) -> str:
+    for magic, kind in MAGIC.items():
+        if head.startswith(magic) and kind in formats and (kind != "WEBP" or head[8:12] == b"WEBP"):
+            return kind
+    raise ImageRefused(
+        "format", f"not an image in a format read here ({listing(formats)}; judged by the content, not the name)"
+    )
+
+
+def jpeg_scan_count(data: bytes, stop_after: int = MAX_SCANS) -> int:
+    """Start-of-scan markers in a JPEG, found as libjpeg finds them: bytes where a marker should be
+    are skipped up to the next one (libjpeg warns of "extraneous bytes" and reads on, so a single
+    stray byte must not hide the scans after it); segments are skipped by their length; inside a
+    scan's entropy-coded data a marker is FF followed by anything but 00 (stuffing) or FF (fill),
+    and restart markers (RSTn) belong to the scan. Counting stops past `stop_after`."""
+    count, i = 0, 2
+    while (found := NEXT_MARKER.search(data, i)) is not None:
+        marker, i = found.group(1)[0], found.end()
+        if marker == EOI:
+            break
+        if marker in STANDALONE:
+            continue
+        if marker == SOS:
+            count += 1
+            if count > stop_after:
+                break
+        i += int.from_bytes(data[i : i + 2], "big")  # the length counts its own two bytes
+    return count
+
+
+def check_cost(image: Image.Image, data: bytes | None) -> None:
+    """The header's pixel count, and for a JPEG (its bytes in `data`; Pillow may call it MPO) the
+    scans times the pixels."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageRefused(
+            "pixels", f"the image declares {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels"
+        )
+    if data is not None:
+        scans = jpeg_scan_count(data)
+        if scans > MAX_SCANS or scans * width * height > MAX_SCAN_MEGAPIXELS * 1_000_000:
+            raise ImageRefused(
+                "cost",
+                f"the JPEG has {'more than ' + str(MAX_SCANS) if scans > MAX_SCANS else scans} "
+                f"scans over {width}x{height} pixels: too costly to decode. Re-save it "
+                "as a baseline (non-progressive) JPEG or a PNG",
+            )
+
+
+class ClockedFile:
+    """A file whose reads fail once this thread has spent `seconds` of CPU since it was made (the
+    decoders pull the file through read(), READ_BLOCK at a time, so a slow decode stops within a block)."""
+
+    def __init__(self, fp, seconds: float):
+        self.fp, self.deadline = fp, time.thread_time() + seconds
+
+    def read(self, size: int | None = -1) -> bytes:
+        if time.thread_time() > self.deadline:
+            raise DecodeTimeout()
+        return self.fp.read(size)
+
+    def __getattr__(self, name):  # seek, tell, readline...: the file's own
+        return getattr(self.fp, name)
+
+
+def open_image(source: bytes | str | Path, formats=FOLDER_FORMATS, draft=None, seconds: float | None = None):
+    """Bytes or a file's path -> a decoded PIL image, within the policy, or ImageRefused (the kind
+    and the reason). `draft(image)` may ask the decoder for a smaller size (JPEG's DCT scaling)
+    after the checks. A missing file is FileNotFoundError, as open() says."""
+    if isinstance(source, (bytes, bytearray)):
+        return decode(io.BytesIO(source), sniff(bytes(source[:16]), formats), draft, seconds)
+    with open(source, "rb") as f:
+        kind = sniff(f.read(16), formats)
+        f.seek(0)
+        if kind == "JPEG":  # its scans are counted in its bytes: read it whole
+            return decode(io.BytesIO(f.read()), kind, draft, seconds)
+        return decode(f, kind, draft, seconds)
+
+
+def decode(fp, kind: str, draft, seconds: float | None) -> Image.Image:
+    seconds = seconds or DECODE_SECONDS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(ClockedFile(fp, seconds), formats=[kind])
+            check_cost(image, fp.getvalue() if kind == "JPEG" else None)
+            image.decodermaxblock = READ_BLOCK
+            if draft is not None:
+                draft(image)
+            image.load()
+    except ImageRefused:
+        raise
+    except DecodeTimeout:
+        raise ImageRefused(
+            "cost",
+            f"the image took more than {seconds:g} s of CPU to decode and was abandoned; "
+            "send an ordinary photo (a baseline JPEG or a PNG)",
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRefused(
+            "pixels", f"the image declares too many pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageRefused(
+            "corrupt",
+            f"the {NAMES[kind]} file is corrupt or truncated and cannot be decoded ({type(e).__name__})",
+        ) from None
+    return image

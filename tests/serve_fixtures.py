@@ -19,7 +19,8 @@ import pytest
 from shared_data import SHARED, read_npy_member
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from load_test import free_port, start_server  # noqa: E402, F401  (one server start for the tests and the load test)
+from load_test import BOUNDARY, free_port, start_server  # noqa: E402, F401  (one server start for the tests and the load test)
+from load_test import multipart as multipart_body  # noqa: E402
 
 FER = SHARED / "fer2013.npz.xz"
 N_TRAIN, N_HELD_OUT = 700, 100
@@ -201,3 +202,8 @@ def scene_with_face(face: np.ndarray, size=(900, 600), at=(560, 300), side=220) 
         Image.fromarray(face).resize((side, side), Image.BICUBIC)
     )
     return canvas
+
+
+def multipart(data: bytes, name: str = "face.jpg") -> tuple[bytes, str]:
+    """A form with one field `file` holding data (the load test's), and its boundary."""
+    return multipart_body(data, name), BOUNDARY

@@ -14,6 +14,7 @@ from PIL import Image, ImageFile
 from serve_fixtures import (
     encode,
     face_jpeg,
+    multipart,
     png_bomb,
     progressive_jpeg_bomb,
     scene_with_face,
@@ -94,13 +95,13 @@ def test_the_page_says_what_happens_to_a_photo(meta, says, never):
     assert all(s in lead for s in says) and not any(n in lead for n in never), lead
 
 
-def test_the_readme_names_every_framing_the_api_answers():
-    """The README's API row for /api/predict lists each value "framing" can take (preprocess.FRAMINGS)."""
+def test_the_docs_name_every_framing_the_api_answers():
+    """The serving guide's API row for /api/predict lists each value "framing" can take (preprocess.FRAMINGS)."""
     from pathlib import Path
 
     from fixmatch.inference.preprocess import FRAMINGS
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `POST /api/predict`"))
     assert all(f'"{f}"' in row for f in FRAMINGS), row
 
@@ -402,15 +403,6 @@ def test_gunicorn_workers_serve(fer_model, fer_slice):
         check_prediction(json.loads(urllib.request.urlopen(req, timeout=10).read()))
     finally:
         stop_server(proc)
-
-
-def multipart(data: bytes, name="face.jpg") -> tuple[bytes, str]:
-    boundary = "fixmatchboundary7MA4YWxkTrZu0gW"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
 
 
 def test_serving_an_onnx_model_never_imports_torch(fer_model):

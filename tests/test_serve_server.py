@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from serve_fixtures import face_jpeg, free_port, start_server, stop_server
+from serve_fixtures import face_jpeg, free_port, multipart, start_server, stop_server
 
 pytest.importorskip("gunicorn", reason="gunicorn is in the serve extra")
 from fixmatch.cli import main  # noqa: E402
@@ -49,15 +49,6 @@ def open_server(fer_model):
     proc, base = start_server(fer_model["onnx"], "--rate-limit", "off", "--read-timeout", "60")
     yield base
     stop_server(proc)
-
-
-def multipart(data: bytes) -> tuple[bytes, str]:
-    boundary = "fixmatchboundary7MA4YWxkTrZu0gW"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
 
 
 def predict(base: str, data: bytes, timeout: float = 15) -> dict:

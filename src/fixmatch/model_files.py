@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,6 +16,7 @@ ZOO_DIR = Path(__file__).parent / "zoo"
 ZOO = {"fer2013": "fer2013.safetensors"}  # released models, shipped inside the package
 META_KEY = "fixmatch"  # the metadata entry of .onnx and .safetensors exports
 REQUIRED_META = ("class_names", "image_shape", "num_classes")
+WEIGHTS_DIGEST = "weights_sha256"  # in an export's metadata: the checksum of its weights
 MAX_INPUT_SIDE = 512  # pixels a side: predict's batch of 64 at 512x512x3 is 200 MB of input already
 ONNX_INPUT, ONNX_PROBABILITIES, ONNX_LOGITS = "pixels", "probabilities", "logits"  # the exported graph's names
 
@@ -115,6 +117,8 @@ def read_onnx_meta(path) -> dict:
     except Exception as e:  # protobuf's DecodeError has no stable import path
         raise UserError(f"{Path(path)} is not a readable ONNX file ({type(e).__name__})") from None
     check_meta(meta, path)
+    if WEIGHTS_DIGEST in meta and onnx_graph_digest(model.graph) != meta[WEIGHTS_DIGEST]:
+        raise UserError(f"{path} is damaged: its graph does not match the checksum written with it")
     check_onnx_graph(model.graph, meta, path)
     return meta
 
@@ -171,7 +175,22 @@ def read_safetensors_meta(path) -> dict:
     problem = safetensors_layout_problem(header, size - 8 - length)
     if problem:
         raise UserError(f"{path} is damaged or truncated: {problem}")
+    if WEIGHTS_DIGEST in meta:  # exports from before the checksum have none
+        with open(path, "rb") as f:
+            if hashlib.sha256(safetensors_data(f.read())).hexdigest() != meta[WEIGHTS_DIGEST]:
+                raise UserError(f"{path} is damaged: its weights do not match the checksum written with them")
     return meta
+
+
+def safetensors_data(file_bytes: bytes) -> memoryview:
+    """The tensors' bytes of a .safetensors file: everything after the length and the header."""
+    (length,) = struct.unpack("<Q", file_bytes[:8])
+    return memoryview(file_bytes)[8 + length :]
+
+
+def onnx_graph_digest(graph) -> str:
+    """sha256 of an ONNX graph as serialised (nodes and weights; the model's metadata is outside it)."""
+    return hashlib.sha256(graph.SerializeToString()).hexdigest()
 
 
 def safetensors_layout_problem(header: dict, data_bytes: int) -> str | None:

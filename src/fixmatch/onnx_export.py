@@ -20,6 +20,8 @@ from fixmatch.model_files import (  # noqa: F401 (read_onnx_meta re-exported)
     ONNX_INPUT,
     ONNX_LOGITS,
     ONNX_PROBABILITIES,
+    WEIGHTS_DIGEST,
+    onnx_graph_digest,
     read_onnx_meta,
 )
 from fixmatch.outputs import write_atomic
@@ -68,6 +70,7 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
         "preprocess": framing(loaded.meta),
         **(extra_meta or {}),
         "input": {"name": INPUT, "dtype": "float32", "range": [0, 255], "layout": "NCHW", "normalized_inside": True},
+        WEIGHTS_DIGEST: onnx_graph_digest(model.graph),  # read_onnx_meta verifies it
     }
     onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
     model.doc_string = f"fixmatch {meta.get('model_name')} on {meta.get('dataset')}: pixels 0..255 -> probabilities"

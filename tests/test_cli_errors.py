@@ -3,8 +3,11 @@ and never code from inside a checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -365,3 +368,58 @@ def test_a_model_file_damaged_on_disk_is_refused(digits_files, digits_model, tmp
         assert "is damaged" in out.err and out.out == "", (path.name, out.err)
         with pytest.raises(UserError, match="is damaged"):
             check_model(str(path))
+
+
+def run_cli(argv, **kw) -> subprocess.CompletedProcess:
+    """fixmatch in a child process (what a hang or a pipe needs), with a deadline."""
+    return subprocess.run([sys.executable, "-m", "fixmatch", *argv], text=True, timeout=300, **kw)
+
+
+def test_a_fifo_is_never_opened(digits_files, digits_model, tmp_path):
+    """A named pipe given as an image, a model or a card would block forever waiting for a writer."""
+    run, image = digits_files
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    proc = run_cli(["predict", "--model", str(digits_model["onnx"]), str(image), str(fifo)], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["path"]: r for r in json.loads(proc.stdout)}
+    assert rows[str(fifo)]["error"].startswith("not a regular file") and "label" in rows[str(image)]
+    for argv in (
+        ["predict", "--checkpoint", str(fifo), str(image)],
+        ["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx"), "--card-json", str(fifo)],
+    ):
+        proc = run_cli(argv, capture_output=True)
+        assert proc.returncode == 2 and "not a regular file" in proc.stderr, (argv, proc.stderr)
+
+
+def test_predict_into_a_closed_pipe_ends_quietly(digits_model, digits_files):
+    """`fixmatch predict ... | head -c 10`: the reader is gone; no BrokenPipeError traceback."""
+    _, image = digits_files
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has already gone
+    try:
+        proc = run_cli(
+            ["predict", "--model", str(digits_model["onnx"]), str(image)], stdout=write_end, stderr=subprocess.PIPE
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
+def test_written_files_get_the_usual_permissions(digits_files, tmp_path, capsys):
+    """0666 less the umask for every output, as any other program's files (the .safetensors export
+    was 0600: unreadable by the web server's user)."""
+    run, image = digits_files
+    old = os.umask(0o022)
+    try:
+        assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx"),
+                     "--safetensors", str(tmp_path / "m.safetensors")]) == 0  # fmt: skip
+        assert main(["predict", "--checkpoint", str(run), str(image), "--csv", str(tmp_path / "p.csv")]) == 0
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    modes = {name: oct((tmp_path / name).stat().st_mode & 0o777) for name in ("m.onnx", "m.safetensors", "p.csv")}
+    assert modes == dict.fromkeys(modes, oct(0o644))
+    (tmp_path / "p.csv").chmod(0o600)  # a file made private stays private when replaced
+    assert main(["predict", "--checkpoint", str(run), str(image), "--csv", str(tmp_path / "p.csv")]) == 0
+    assert (tmp_path / "p.csv").stat().st_mode & 0o777 == 0o600

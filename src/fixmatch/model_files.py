@@ -33,6 +33,8 @@ def resolve_source(source: str) -> Path:
             f"model not found: {source} (give a checkpoint .pt, a run directory, "
             f"an exported .safetensors or .onnx, or a zoo name: {', '.join(ZOO)})"
         )
+    if not (path.is_file() or path.is_dir()):  # reading a FIFO would wait for a writer forever
+        raise UserError(f"{source} is not a regular file (a pipe, socket or device); give a model file")
     return path
 
 

@@ -47,6 +47,8 @@ def prepare_file(path: Path, meta: dict) -> dict:
 
     if framing(meta) == "face" and importlib.util.find_spec("cv2") is None:
         raise UserError("this model frames faces with OpenCV: pip install 'fixmatch[serve]'")
+    if path.exists() and not (path.is_file() or path.is_dir()):  # opening a FIFO would wait for a writer
+        return {"error": "not a regular file (a pipe, socket or device)"}
     try:
         return prepare(open_file(path, meta), meta)
     except FileNotFoundError:

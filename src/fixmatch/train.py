@@ -132,7 +132,11 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         t0=t_start,
         budget_s=cfg.time_budget * 60 - used if cfg.time_budget else None,
     )
-    run_loop(trainer, out_dir, meta, writer=writer, progress=cfg.progress, log=log, planner=planner)
+    try:
+        run_loop(trainer, out_dir, meta, writer=writer, progress=cfg.progress, log=log, planner=planner)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the CLI says where the last checkpoint is
+        e.run_dir = out_dir  # type: ignore[attr-defined]
+        raise
     if writer is not None:
         writer.close()
     if dist.main and cfg.time_budget:

@@ -43,6 +43,7 @@ def load(source: str):
 def prepare_file(path: Path, meta: dict) -> dict:
     from PIL import Image, UnidentifiedImageError
 
+    from fixmatch.data.image_cache import failure_reason
     from fixmatch.serve.preprocess import framing, open_file, prepare
 
     if framing(meta) == "face" and importlib.util.find_spec("cv2") is None:
@@ -56,7 +57,7 @@ def prepare_file(path: Path, meta: dict) -> dict:
     except IsADirectoryError:
         return {"error": "a folder with no images"}
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        return {"error": f"cannot read image: {type(e).__name__}: {str(e)[:200]}"}
+        return {"error": failure_reason(path, e)[:300]}  # the words train's skipped.txt uses
 
 
 def predict_paths(predictor, paths: list[Path]) -> list[dict]:

@@ -211,7 +211,8 @@ def run_notes(cfg: RunConfig, data) -> list[str]:
     a short schedule needs."""
     notes = []
     if data.skipped:
-        notes.append(f"skipped {len(data.skipped)} unreadable image files (listed in skipped.txt)")
+        n = len(data.skipped)
+        notes.append(f"{n} unreadable image file{'s' if n > 1 else ''} left out (listed in skipped.txt)")
     if data.eval_note:
         notes.append(f"evaluation: {data.eval_note}")
     if cfg.ema_warmup or cfg.bn_momentum != PAPER_DEFAULTS["bn_momentum"]:

@@ -41,10 +41,9 @@ def resolve_source(source: str) -> Path:
 def model_inputs(source: str) -> list[tuple[str, Path]]:
     """The files a model source reads, as (what, path), for refusing an output that would replace
     one: the file itself, or a run directory's last.pt. A source that does not resolve reads nothing."""
-    try:
-        path = Path(source) if source not in ZOO else resolve_source(source)
-    except UserError:
-        return []
+    if source in ZOO:  # every format of it that is installed (serve and predict take the best one)
+        return [("the model", p) for p in sorted(ZOO_DIR.glob(Path(ZOO[source]).stem + ".*"))]
+    path = Path(source)
     return [("the model", path / "last.pt" if path.is_dir() else path)]
 
 

@@ -63,7 +63,7 @@ def write_error(path, e: OSError) -> str:
     return f"cannot write {path} ({e.strerror or e})"
 
 
-def write_atomic(path, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path, write: Callable[[BinaryIO], object]) -> None:
     """Call write(f) on a temporary file next to `path`, then put it in place with os.replace.
 
     A new file gets the usual mode (0666 less the umask), an existing one keeps its own. A target

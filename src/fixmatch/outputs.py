@@ -70,6 +70,8 @@ def write_atomic(path, write: Callable[[BinaryIO], object]) -> None:
     that is not a regular file (/dev/stdout, a FIFO) is written directly: there is nothing to replace.
     Any OSError (a full disk above all) removes the temporary file and becomes one UserError."""
     path = Path(path)
+    if path.is_symlink():  # replace the file the link names, not the link
+        path = Path(os.path.realpath(path))
     try:
         if path.exists() and not path.is_file():
             with open(path, "wb") as f:

@@ -21,7 +21,11 @@ class Stopped(KeyboardInterrupt):
 def stop_on_sigterm():
     """Within: SIGTERM raises Stopped in this process, so the CLI can say what happened (exit 143).
     A process forked from this one (an image decoder) still just dies of it. The previous handler
-    is put back after."""
+    is put back after. Not under torchrun: its SIGTERM tears down ranks that may sit in a
+    collective, where a Python handler would wait for the collective's timeout instead of dying."""
+    if "LOCAL_RANK" in os.environ:
+        yield
+        return
     owner = os.getpid()
 
     def handler(signum, frame):

@@ -3,8 +3,11 @@ and never code from inside a checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -62,7 +65,7 @@ def test_checkpoint_whose_metadata_does_not_match_its_weights(fer_model, tmp_pat
     ckpt = torch.load(fer_model["checkpoint"], weights_only=True)  # real checkpoints load weights-only
     wrong = {**ckpt, "meta": {**ckpt["meta"], "num_classes": 5, "class_names": list("abcde")}}
     torch.save(wrong, tmp_path / "wrong.pt")
-    no_ema = {k: v for k, v in ckpt.items() if k != "ema"}
+    no_ema = {k: v for k, v in ckpt.items() if k not in ("ema", "tensors_sha256")}  # written so, not damaged
     torch.save(no_ema, tmp_path / "no_ema.pt")
     image = tmp_path / "x.png"
     image.write_bytes(encode(np.zeros((48, 48), np.uint8), "PNG"))
@@ -170,6 +173,9 @@ def test_outputs_replace_a_file_whole_never_write_into_it(digits_files, tmp_path
         assert (tmp_path / f"kept{out.suffix}").read_text() == "old"
         assert out.read_bytes() != b"old"
     assert outputs["--csv"].read_text().startswith("path,label,confidence")
+    (tmp_path / "link.csv").symlink_to(outputs["--csv"])  # through a link: the file it names is replaced
+    assert main(["predict", "--checkpoint", str(run), str(image), str(image), "--csv", str(tmp_path / "link.csv")]) == 0
+    assert (tmp_path / "link.csv").is_symlink() and len(outputs["--csv"].read_text().splitlines()) == 3
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
 
 
@@ -216,9 +222,14 @@ def set_onnx_meta(model, **changes):
 
 
 def drop_probabilities(model):
+    """A graph without the output (its checksum dropped too: a file that never had one)."""
+    import json
+
     kept = [o for o in model.graph.output if o.name != "probabilities"]
     del model.graph.output[:]
     model.graph.output.extend(kept)
+    prop = next(p for p in model.metadata_props if p.key == "fixmatch")
+    prop.value = json.dumps({k: v for k, v in json.loads(prop.value).items() if k != "weights_sha256"})
 
 
 @pytest.fixture
@@ -260,7 +271,8 @@ def crafted_models(digits_files, digits_model, tmp_path):
         torch.save({**ckpt, "meta": meta}, tmp_path / name)
         made[tmp_path / name] = words
     nan_weights = {k: v.float().fill_(float("nan")) if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
-    torch.save({**ckpt, "ema": nan_weights}, tmp_path / "nan_weights.pt")
+    unchecked = {k: v for k, v in ckpt.items() if k != "tensors_sha256"}  # as if written without a checksum
+    torch.save({**unchecked, "ema": nan_weights}, tmp_path / "nan_weights.pt")
     made[tmp_path / "nan_weights.pt"] = "weights are not finite numbers"
     return made
 
@@ -312,3 +324,106 @@ def test_a_model_declaring_a_huge_input_is_refused_before_any_allocation(digits_
         timeout=600,
     )
     assert proc.returncode == 2 and "declares 60000x60000 input images" in proc.stderr, proc.stderr[-2000:]
+
+
+def tensor_bytes_span(path) -> tuple[int, int]:
+    """Where the largest tensor's bytes lie in a .pt, .safetensors or .onnx file."""
+    import struct
+    import zipfile
+
+    raw = path.read_bytes()
+    if path.suffix == ".pt":  # a zip: the largest member, after its local header
+        with zipfile.ZipFile(path) as z:
+            info = max(z.infolist(), key=lambda i: i.file_size)
+        name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+        start = info.header_offset + 30 + name_len + extra_len
+        return start, start + info.file_size
+    if path.suffix == ".safetensors":
+        (length,) = struct.unpack("<Q", raw[:8])
+        return 8 + length, len(raw)
+    import onnx
+
+    weights = max(onnx.load(str(path)).graph.initializer, key=lambda t: len(t.raw_data)).raw_data
+    start = raw.find(weights)
+    return start, start + len(weights)
+
+
+def test_a_model_file_damaged_on_disk_is_refused(digits_files, digits_model, tmp_path, capsys):
+    """64 random bytes overwritten in the middle of the weights of each kind of model file: the
+    checksum written with them says so (exit 2; serve's check refuses it too)."""
+    import shutil
+
+    from fixmatch.inference.loading import load_model, write_safetensors
+    from fixmatch.inference.predictor import check_model
+
+    run, image = digits_files
+    files = [run / "last.pt", tmp_path / "m.safetensors", tmp_path / "m.onnx"]
+    write_safetensors(load_model(str(run)), files[1])
+    shutil.copy(digits_model["onnx"], files[2])
+    for path in files:
+        start, end = tensor_bytes_span(path)
+        assert end - start > 1000, path
+        data = bytearray(path.read_bytes())
+        middle = (start + end) // 2
+        data[middle : middle + 64] = np.random.default_rng(0).bytes(64)
+        path.write_bytes(bytes(data))
+        assert main(["predict", "--checkpoint", str(path), str(image)]) == 2, path.name
+        out = capsys.readouterr()
+        assert "is damaged" in out.err and out.out == "", (path.name, out.err)
+        with pytest.raises(UserError, match="is damaged"):
+            check_model(str(path))
+
+
+def run_cli(argv, **kw) -> subprocess.CompletedProcess:
+    """fixmatch in a child process (what a hang or a pipe needs), with a deadline."""
+    return subprocess.run([sys.executable, "-m", "fixmatch", *argv], text=True, timeout=300, **kw)
+
+
+def test_a_fifo_is_never_opened(digits_files, digits_model, tmp_path):
+    """A named pipe given as an image, a model or a card would block forever waiting for a writer."""
+    run, image = digits_files
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    proc = run_cli(["predict", "--model", str(digits_model["onnx"]), str(image), str(fifo)], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["path"]: r for r in json.loads(proc.stdout)}
+    assert rows[str(fifo)]["error"].startswith("not a regular file") and "label" in rows[str(image)]
+    for argv in (
+        ["predict", "--checkpoint", str(fifo), str(image)],
+        ["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx"), "--card-json", str(fifo)],
+    ):
+        proc = run_cli(argv, capture_output=True)
+        assert proc.returncode == 2 and "not a regular file" in proc.stderr, (argv, proc.stderr)
+
+
+def test_predict_into_a_closed_pipe_ends_quietly(digits_model, digits_files):
+    """`fixmatch predict ... | head -c 10`: the reader is gone; no BrokenPipeError traceback."""
+    _, image = digits_files
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has already gone
+    try:
+        proc = run_cli(
+            ["predict", "--model", str(digits_model["onnx"]), str(image)], stdout=write_end, stderr=subprocess.PIPE
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
+def test_written_files_get_the_usual_permissions(digits_files, tmp_path, capsys):
+    """0666 less the umask for every output, as any other program's files (the .safetensors export
+    was 0600: unreadable by the web server's user)."""
+    run, image = digits_files
+    old = os.umask(0o022)
+    try:
+        assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx"),
+                     "--safetensors", str(tmp_path / "m.safetensors")]) == 0  # fmt: skip
+        assert main(["predict", "--checkpoint", str(run), str(image), "--csv", str(tmp_path / "p.csv")]) == 0
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    modes = {name: oct((tmp_path / name).stat().st_mode & 0o777) for name in ("m.onnx", "m.safetensors", "p.csv")}
+    assert modes == dict.fromkeys(modes, oct(0o644))
+    (tmp_path / "p.csv").chmod(0o600)  # a file made private stays private when replaced
+    assert main(["predict", "--checkpoint", str(run), str(image), "--csv", str(tmp_path / "p.csv")]) == 0
+    assert (tmp_path / "p.csv").stat().st_mode & 0o777 == 0o600

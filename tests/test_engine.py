@@ -255,3 +255,28 @@ def test_no_space_left_is_said_plainly(tmp_path, capsys):
         pytest.skip("no /dev/full on this system")
     with pytest.raises(UserError, match="^disk full at /dev/full"):
         write_text_atomic("/dev/full", "x" * 100_000)
+
+
+def test_sigterm_during_training_says_where_the_checkpoint_is(tmp_path):
+    """A scheduler's SIGTERM: exit 143 with the signal named and the run's last.pt and --resume
+    command given (it used to end silently)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--algorithm", "fixmatch", "--steps", "100000", "--eval-every", "4",
+            "--batch-size", "8", "--mu", "2", "--no-progress", "--threads", "1", "--out", str(run)]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "fixmatch", *argv], stderr=subprocess.PIPE, text=True)
+    try:
+        while not (run / "last.pt").exists():  # ready: the first checkpoint is written
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err and str(run / "last.pt") in err and f"--resume {run}" in err, err
+    assert "Traceback" not in err

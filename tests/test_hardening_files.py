@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +112,21 @@ def test_resume_checks_that_its_data_is_the_data_it_started_with(tmp_path, capsy
     grey_png(root / "labeled" / "a" / "1.png", seed=1)  # the original pixels again
     assert main(["train", "--resume", str(run), "--steps", "4"]) == 0
     capsys.readouterr()
+
+
+def test_unreadable_files_are_counted_once_and_named_alike_by_train_and_predict(digits_model, tmp_path, capsys):
+    """One count ("decoded 10 of 12 images, 2 unreadable", not "decoded 12 of 12" then "skipped 2"),
+    and the reason predict gives for a file is the one train lists in skipped.txt."""
+    root = small_folder(tmp_path / "data")
+    (root / "unlabeled" / "empty.png").write_bytes(b"")
+    (root / "unlabeled" / "junk.png").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    assert main(train_argv(root, tmp_path / "run")) == 0
+    out = capsys.readouterr()
+    assert "decoded 10 of 12 images, 2 unreadable" in out.err and not re.search(r"skipped \d", out.err + out.out)
+    assert "2 unreadable image files left out (listed in skipped.txt)" in out.out
+    listed = dict(line.split("\t") for line in (tmp_path / "run" / "skipped.txt").read_text().splitlines())
+    assert listed[str(root / "unlabeled" / "empty.png")] == "empty file (0 bytes)"
+
+    assert main(["predict", "--model", str(digits_model["onnx"]), str(root / "unlabeled")]) == 0
+    errors = {r["path"]: r["error"] for r in json.loads(capsys.readouterr().out) if "error" in r}
+    assert errors == listed

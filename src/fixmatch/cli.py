@@ -32,20 +32,22 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 def cmd_train(args) -> int:
     from fixmatch.config import from_dict, load_yaml, resolve
     from fixmatch.training import distributed
+    from fixmatch.training.stopping import stop_on_sigterm
     from fixmatch.training.train import compare, final_report, resume, train
 
     clean = False
     try:
-        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
-        if args.resume:
-            print(final_report([resume(args.resume, overrides)]))
-        else:
-            cfg = from_dict(load_yaml(args.config)) if args.config else from_dict({})
-            cfg = resolve(dataclasses.replace(cfg, **overrides))
-            if cfg.algorithm == "both":
-                compare(cfg)  # prints its report
+        with stop_on_sigterm():  # a scheduler's or kill's SIGTERM: say where the checkpoint is, exit 143
+            overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
+            if args.resume:
+                print(final_report([resume(args.resume, overrides)]))
             else:
-                print(final_report([train(cfg)]))
+                cfg = from_dict(load_yaml(args.config)) if args.config else from_dict({})
+                cfg = resolve(dataclasses.replace(cfg, **overrides))
+                if cfg.algorithm == "both":
+                    compare(cfg)  # prints its report
+                else:
+                    print(final_report([train(cfg)]))
         clean = True
     finally:
         distributed.shutdown(clean)  # under torchrun: leave the process group explicitly
@@ -110,6 +112,10 @@ def cmd_export(args) -> int:
 
 
 def read_card(path) -> dict:
+    from pathlib import Path
+
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would wait for a writer forever
+        raise UserError(f"--card-json {path} is not a regular file")
     try:
         card = json.loads(open(path).read())
     except FileNotFoundError:
@@ -250,12 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fixmatch.training.stopping import quiet_broken_pipe, stop_message
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return code
     except UserError as e:
         print(f"fixmatch: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("fixmatch: interrupted (the last checkpoint is intact; continue with --resume DIR)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during training (stopping.Stopped)
+        text, code = stop_message(e)
+        print(text, file=sys.stderr)
+        return code
+    except BrokenPipeError:
+        return quiet_broken_pipe()

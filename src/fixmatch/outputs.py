@@ -63,13 +63,15 @@ def write_error(path, e: OSError) -> str:
     return f"cannot write {path} ({e.strerror or e})"
 
 
-def write_atomic(path, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path, write: Callable[[BinaryIO], object]) -> None:
     """Call write(f) on a temporary file next to `path`, then put it in place with os.replace.
 
     A new file gets the usual mode (0666 less the umask), an existing one keeps its own. A target
     that is not a regular file (/dev/stdout, a FIFO) is written directly: there is nothing to replace.
     Any OSError (a full disk above all) removes the temporary file and becomes one UserError."""
     path = Path(path)
+    if path.is_symlink():  # replace the file the link names, not the link
+        path = Path(os.path.realpath(path))
     try:
         if path.exists() and not path.is_file():
             with open(path, "wb") as f:

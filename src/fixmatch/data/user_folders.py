@@ -242,18 +242,21 @@ def load_folders(data_dir=None, image_size=None, channels=None, val_per_class=0,
     cache_dir, where = cache_location(root)
     t0 = time.perf_counter()
     got = cached_decode(root, files, size, channels, cache_dir, workers)
+    skipped = [(str(root / files[i][0]), reason) for i, reason in got.skipped]
+    # one count, said once: "decoded 370 of 374 images, 4 unreadable"
+    counts = f"{len(files) - len(skipped):,} of {len(files):,} images, {len(skipped):,} unreadable"
     if got.decoded:
+        cached = len(files) - got.decoded
         log(
-            f"decoded {got.decoded:,} of {len(files):,} images in {got.seconds:.1f} s "
-            f"({got.decoded / max(got.seconds, 1e-9):,.0f} images/s); cache {cache_dir} ({where})"
+            f"decoded {counts} ({got.decoded:,} files read in {got.seconds:.1f} s, "
+            f"{got.decoded / max(got.seconds, 1e-9):,.0f} files/s{f', {cached:,} from the cache' if cached else ''}); "
+            f"cache {cache_dir} ({where})"
         )
     else:
-        log(f"{len(files):,} images from the cache in {time.perf_counter() - t0:.2f} s ({cache_dir}, {where})")
-    skipped = [(str(root / files[i][0]), reason) for i, reason in got.skipped]
+        log(f"from the cache: {counts}, in {time.perf_counter() - t0:.2f} s ({cache_dir}, {where})")
     if skipped:
         log(
-            f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} "
-            f"(listed in skipped.txt of the run): "
+            "unreadable (listed in skipped.txt of the run): "
             + "; ".join(f"{printable(p)} ({r})" for p, r in skipped[:3])
             + (" ..." if len(skipped) > 3 else "")
         )

@@ -3,6 +3,7 @@ a name in the model zoo, and run it on images. Used by evaluate, predict, export
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,15 @@ import torch
 import torch.nn as nn
 
 from fixmatch.errors import UserError
-from fixmatch.inference.model_files import (  # noqa: F401 (re-exported)  # noqa: F401 (ZOO, ZOO_DIR, resolve_source re-exported)
+from fixmatch.inference.model_files import (  # noqa: F401 (ZOO, ZOO_DIR, resolve_source re-exported)
+    META_KEY,
+    WEIGHTS_DIGEST,
     ZOO,
     ZOO_DIR,
     check_meta,
     read_safetensors_meta,
     resolve_source,
+    safetensors_data,
 )
 from fixmatch.models import build_model
 from fixmatch.models.input_scaling import Normalizer
@@ -89,7 +93,11 @@ def write_safetensors(loaded: LoadedModel, path, extra_meta: dict | None = None)
     from fixmatch.inference.preprocess import framing
 
     meta = {**loaded.meta, "preprocess": framing(loaded.meta), **(extra_meta or {})}  # the framing travels
-    data = save(state, metadata={"fixmatch": json.dumps(meta)})
+    # The tensors' bytes do not depend on the metadata: their checksum goes into it (the file format
+    # has none; read_safetensors_meta verifies it).
+    bare = save(state, metadata={META_KEY: json.dumps(meta)})
+    meta[WEIGHTS_DIGEST] = hashlib.sha256(safetensors_data(bare)).hexdigest()
+    data = save(state, metadata={META_KEY: json.dumps(meta)})
     write_atomic(path, lambda f: f.write(data))
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ ZOO_DIR = Path(__file__).resolve().parents[1] / "zoo"  # src/fixmatch/zoo, shipp
 ZOO = {"fer2013": "fer2013.safetensors"}  # released models, shipped inside the package
 META_KEY = "fixmatch"  # the metadata entry of .onnx and .safetensors exports
 REQUIRED_META = ("class_names", "image_shape", "num_classes")
+WEIGHTS_DIGEST = "weights_sha256"  # in an export's metadata: the checksum of its weights
 ONNX_INPUT, ONNX_PROBABILITIES, ONNX_LOGITS = "pixels", "probabilities", "logits"  # the exported graph's names
 
 
@@ -31,16 +33,17 @@ def resolve_source(source: str) -> Path:
             f"model not found: {source} (give a checkpoint .pt, a run directory, "
             f"an exported .safetensors or .onnx, or a zoo name: {', '.join(ZOO)})"
         )
+    if not (path.is_file() or path.is_dir()):  # reading a FIFO would wait for a writer forever
+        raise UserError(f"{source} is not a regular file (a pipe, socket or device); give a model file")
     return path
 
 
 def model_inputs(source: str) -> list[tuple[str, Path]]:
     """The files a model source reads, as (what, path), for refusing an output that would replace
     one: the file itself, or a run directory's last.pt. A source that does not resolve reads nothing."""
-    try:
-        path = Path(source) if source not in ZOO else resolve_source(source)
-    except UserError:
-        return []
+    if source in ZOO:  # every format of it that is installed (serve and predict take the best one)
+        return [("the model", p) for p in sorted(ZOO_DIR.glob(Path(ZOO[source]).stem + ".*"))]
+    path = Path(source)
     return [("the model", path / "last.pt" if path.is_dir() else path)]
 
 
@@ -115,6 +118,8 @@ def read_onnx_meta(path) -> dict:
     except Exception as e:  # protobuf's DecodeError has no stable import path
         raise UserError(f"{Path(path)} is not a readable ONNX file ({type(e).__name__})") from None
     check_meta(meta, path)
+    if WEIGHTS_DIGEST in meta and onnx_graph_digest(model.graph) != meta[WEIGHTS_DIGEST]:
+        raise UserError(f"{path} is damaged: its graph does not match the checksum written with it")
     check_onnx_graph(model.graph, meta, path)
     return meta
 
@@ -171,7 +176,22 @@ def read_safetensors_meta(path) -> dict:
     problem = safetensors_layout_problem(header, size - 8 - length)
     if problem:
         raise UserError(f"{path} is damaged or truncated: {problem}")
+    if WEIGHTS_DIGEST in meta:  # exports from before the checksum have none
+        with open(path, "rb") as f:
+            if hashlib.sha256(safetensors_data(f.read())).hexdigest() != meta[WEIGHTS_DIGEST]:
+                raise UserError(f"{path} is damaged: its weights do not match the checksum written with them")
     return meta
+
+
+def safetensors_data(file_bytes: bytes) -> memoryview:
+    """The tensors' bytes of a .safetensors file: everything after the length and the header."""
+    (length,) = struct.unpack("<Q", file_bytes[:8])
+    return memoryview(file_bytes)[8 + length :]
+
+
+def onnx_graph_digest(graph) -> str:
+    """sha256 of an ONNX graph as serialised (nodes and weights; the model's metadata is outside it)."""
+    return hashlib.sha256(graph.SerializeToString()).hexdigest()
 
 
 def safetensors_layout_problem(header: dict, data_bytes: int) -> str | None:

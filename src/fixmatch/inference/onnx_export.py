@@ -8,9 +8,10 @@ under the key "fixmatch", the same JSON the .safetensors export stores.
 
 from __future__ import annotations
 
-import io
 import json
+import tempfile
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,8 @@ from fixmatch.inference.model_files import (  # noqa: F401 (read_onnx_meta re-ex
     ONNX_INPUT,
     ONNX_LOGITS,
     ONNX_PROBABILITIES,
+    WEIGHTS_DIGEST,
+    onnx_graph_digest,
     read_onnx_meta,
 )
 from fixmatch.outputs import write_atomic
@@ -46,21 +49,22 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
     c, h, w = loaded.meta["image_shape"]
     module = PixelsToProbabilities(loaded).cpu().eval()
     example = torch.full((2, c, h, w), 128.0)
-    graph = io.BytesIO()  # built in memory: the file is written once, whole (write_atomic)
-    with warnings.catch_warnings():
+    # built aside (the destination is written once, whole, by write_atomic)
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        graph = Path(scratch) / "graph.onnx"
         # the TorchScript exporter works offline with no extra package; its deprecation notice is noise
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             (example,),
-            graph,
+            str(graph),
             dynamo=False,
             opset_version=OPSET,
             input_names=[INPUT],
             output_names=list(OUTPUTS),
             dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)},
         )
-    model = onnx.load_from_string(graph.getvalue())
+        model = onnx.load(str(graph))
     from fixmatch.inference.preprocess import framing
 
     meta = {
@@ -68,6 +72,7 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
         "preprocess": framing(loaded.meta),
         **(extra_meta or {}),
         "input": {"name": INPUT, "dtype": "float32", "range": [0, 255], "layout": "NCHW", "normalized_inside": True},
+        WEIGHTS_DIGEST: onnx_graph_digest(model.graph),  # read_onnx_meta verifies it
     }
     onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
     model.doc_string = f"fixmatch {meta.get('model_name')} on {meta.get('dataset')}: pixels 0..255 -> probabilities"

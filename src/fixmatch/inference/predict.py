@@ -43,10 +43,13 @@ def load(source: str):
 def prepare_file(path: Path, meta: dict) -> dict:
     from PIL import Image, UnidentifiedImageError
 
+    from fixmatch.data.image_cache import failure_reason
     from fixmatch.inference.preprocess import framing, open_file, prepare
 
     if framing(meta) == "face" and importlib.util.find_spec("cv2") is None:
         raise UserError("this model frames faces with OpenCV: pip install 'fixmatch[serve]'")
+    if path.exists() and not (path.is_file() or path.is_dir()):  # opening a FIFO would wait for a writer
+        return {"error": "not a regular file (a pipe, socket or device)"}
     try:
         return prepare(open_file(path, meta), meta)
     except FileNotFoundError:
@@ -54,7 +57,7 @@ def prepare_file(path: Path, meta: dict) -> dict:
     except IsADirectoryError:
         return {"error": "a folder with no images"}
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        return {"error": f"cannot read image: {type(e).__name__}: {str(e)[:200]}"}
+        return {"error": failure_reason(path, e)[:300]}  # the words train's skipped.txt uses
 
 
 def predict_paths(predictor, paths: list[Path]) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Checkpoints written atomically: a kill at any moment leaves the previous file loadable.
+"""Checkpoints written atomically: a kill at any moment leaves the previous file loadable, and
+checksummed: a file damaged on disk is refused, not used.
 
 Read with torch's weights-only unpickler: a checkpoint is tensors, numbers, strings, lists and
 dicts, and a file that needs anything else (a pickled object can run code when loaded) is refused.
@@ -6,6 +7,7 @@ dicts, and a file that needs anything else (a pickled object can run code when l
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 from pathlib import Path
@@ -15,10 +17,37 @@ import torch
 from fixmatch.errors import UserError
 from fixmatch.outputs import write_atomic
 
+DIGEST_KEY = "tensors_sha256"  # a checkpoint's checksum of its tensors (load_checkpoint verifies it)
+
+
+def content_digest(obj) -> str:
+    """sha256 of a checkpoint's tensors: each one's bytes, dtype, shape and where it sits. The zip
+    container checks nothing: 64 bytes overwritten inside a tensor once loaded and predicted with
+    full confidence. The metadata is left out: check_meta checks what it says."""
+    h = hashlib.sha256()
+
+    def feed(x, where: str) -> None:
+        if isinstance(x, dict):
+            for k in sorted(x, key=repr):
+                if not (where == "" and k == DIGEST_KEY):
+                    feed(x[k], f"{where}/{k!r}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                feed(v, f"{where}[{i}]")
+        elif isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{where}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+
+    feed(obj, "")
+    return h.hexdigest()
+
 
 def save_atomic(obj, path) -> None:
-    """torch.save through a temporary file: a full disk is a UserError that keeps the old file.
-    Serialised in memory first: torch's zip writer turns a failed write into a RuntimeError."""
+    """torch.save through a temporary file, with the checksum of its content (a dict) inside: a
+    full disk is a UserError that keeps the old file. Serialised in memory first: torch's zip
+    writer turns a failed write into a RuntimeError."""
+    obj = {**obj, DIGEST_KEY: content_digest(obj)}
     data = io.BytesIO()
     torch.save(obj, data)
     write_atomic(path, lambda f: f.write(data.getbuffer()))
@@ -44,4 +73,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e)[:200]}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
         raise UserError(f"{path} is not a fixmatch checkpoint (no 'model' and 'meta' entries)")
+    if DIGEST_KEY in ckpt and ckpt[DIGEST_KEY] != content_digest(ckpt):  # files from before it: no check
+        raise UserError(
+            f"{path} is damaged: its tensors do not match the checksum written with them "
+            "(the file was altered or corrupted on disk); use another checkpoint (best.pt, a copy)"
+        )
     return ckpt

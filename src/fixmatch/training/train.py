@@ -133,7 +133,11 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         t0=t_start,
         budget_s=cfg.time_budget * 60 - used if cfg.time_budget else None,
     )
-    run_loop(trainer, out_dir, meta, writer=writer, progress=cfg.progress, log=log, planner=planner)
+    try:
+        run_loop(trainer, out_dir, meta, writer=writer, progress=cfg.progress, log=log, planner=planner)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the CLI says where the last checkpoint is
+        e.run_dir = out_dir  # type: ignore[attr-defined]
+        raise
     if writer is not None:
         writer.close()
     if dist.main and cfg.time_budget:
@@ -209,7 +213,8 @@ def run_notes(cfg: RunConfig, data) -> list[str]:
     a short schedule needs."""
     notes = []
     if data.skipped:
-        notes.append(f"skipped {len(data.skipped)} unreadable image files (listed in skipped.txt)")
+        n = len(data.skipped)
+        notes.append(f"{n} unreadable image file{'s' if n > 1 else ''} left out (listed in skipped.txt)")
     if data.eval_note:
         notes.append(f"evaluation: {data.eval_note}")
     if cfg.ema_warmup or cfg.bn_momentum != PAPER_DEFAULTS["bn_momentum"]:

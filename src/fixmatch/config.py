@@ -89,6 +89,15 @@ class TrainConfig:
     steps: int | None = opt(None, "training steps (official: 2^20)")
     batch_size: int | None = opt(None, "labeled images per step, B (official 64)")
     mu: int = opt(7, "unlabeled images per labeled one (official 7)")
+    unlabeled_batch_curriculum: str = opt(
+        "off",
+        "Fast FixMatch's curriculum batch size: off (official), or linear (the unlabeled ratio grows from "
+        "--curriculum-min-mu to --mu in equal phases of the run)",
+    )
+    curriculum_min_mu: int = opt(1, "unlabeled ratio at the start of the curriculum batch size")
+    labeled_strong: bool = opt(
+        False, "Fast FixMatch's strong labeled augmentation: the labeled batch gets the strong view (official off)"
+    )
     threshold: float = opt(0.95, "pseudo-label confidence threshold tau (official 0.95)")
     lambda_u: float = opt(1.0, "weight of the unlabeled loss (official 1)")
     # FlexMatch, FreeMatch and SoftMatch (defaults: their authors' USB configs; see the README)
@@ -243,6 +252,7 @@ def validate(cfg: RunConfig) -> None:
     """Every value checked before any work starts; the first problem is one UserError."""
     from fixmatch.algorithms import ALGORITHMS
     from fixmatch.augment import POLICIES
+    from fixmatch.curriculum import CURRICULA
     from fixmatch.models import MODELS
 
     def need(ok: bool, msg: str):
@@ -272,6 +282,18 @@ def validate(cfg: RunConfig) -> None:
     need(
         cfg.mu > 0 or cfg.algorithm == "supervised",
         "mu=0 leaves FixMatch no unlabeled images; give mu >= 1, or --algorithm supervised for the labeled loss alone",
+    )
+    need(
+        cfg.unlabeled_batch_curriculum in CURRICULA,
+        f"unknown unlabeled_batch_curriculum {cfg.unlabeled_batch_curriculum!r}; choose from {', '.join(CURRICULA)}",
+    )
+    need(
+        isinstance(cfg.curriculum_min_mu, int) and 1 <= cfg.curriculum_min_mu <= max(cfg.mu, 1),
+        f"curriculum_min_mu must be an integer from 1 to mu ({cfg.mu}), got {cfg.curriculum_min_mu!r}",
+    )
+    need(
+        not (cfg.labeled_strong and cfg.strong_augment == "cta"),
+        "labeled_strong works with RandAugment only: CTAugment probes the labeled images' weak views",
     )
     need(
         cfg.lr_schedule_steps * 8 >= cfg.steps * 7,

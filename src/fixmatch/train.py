@@ -14,6 +14,7 @@ import torch
 from fixmatch import distributed
 from fixmatch.checkpoint import load_checkpoint
 from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, resolve, save_yaml
+from fixmatch.curriculum import curriculum_work
 from fixmatch.data import get_spec, load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.engine import Trainer, run_loop, write_metrics
@@ -126,6 +127,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         cfg.eval_every,
         t0=t_start,
         budget_s=cfg.time_budget * 60 - used if cfg.time_budget else None,
+        work=curriculum_work(cfg),
     )
     run_loop(trainer, out_dir, meta, writer=writer, progress=cfg.progress, log=log, planner=planner)
     if writer is not None:

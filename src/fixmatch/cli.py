@@ -40,8 +40,7 @@ def cmd_train(args) -> int:
         if args.resume:
             print(json.dumps(resume(args.resume, overrides)))
         else:
-            cfg = from_dict(load_yaml(args.config)) if args.config else from_dict({})
-            cfg = resolve(dataclasses.replace(cfg, **overrides))
+            cfg = resolve(from_dict({**(load_yaml(args.config) if args.config else {}), **overrides}))
             if cfg.algorithm == "both":
                 compare(cfg)
             else:

@@ -41,9 +41,8 @@ def cmd_train(args) -> int:
             overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
             if args.resume:
                 print(final_report([resume(args.resume, overrides)]))
-            else:
-                cfg = from_dict(load_yaml(args.config)) if args.config else from_dict({})
-                cfg = resolve(dataclasses.replace(cfg, **overrides))
+            else:  # the YAML file and the flags as one dict, so that a recipe fills only what neither sets
+                cfg = resolve(from_dict({**(load_yaml(args.config) if args.config else {}), **overrides}))
                 if cfg.algorithm == "both":
                     compare(cfg)  # prints its report
                 else:

@@ -30,6 +30,8 @@ class AlgorithmSetup:
 
 
 class Algorithm:
+    # (logits_x, y_x[, logits_uw, logits_us][, idx_u=]) -> (loss, stats)
+    __call__: Callable[..., tuple[torch.Tensor, dict]]
     uses_unlabeled = True
     uses_indices = False  # True: called with idx_u=, the pool indices of the unlabeled images
 

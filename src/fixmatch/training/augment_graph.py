@@ -26,9 +26,9 @@ class GraphedAugment:
     passes); the graph reads the indices from static buffers. The generator is registered with the
     graph so every replay draws fresh random numbers."""
 
-    def __init__(self, trainer: Trainer):
+    def __init__(self, trainer: Trainer, unlabeled: int | None = None):
         self.li = trainer.lab_sampler.next().clone()
-        self.ui = trainer.unl_sampler.next().clone() if trainer.unl_sampler is not None else None
+        self.ui = trainer.unl_sampler.next(unlabeled).clone() if trainer.unl_sampler is not None else None
         fn = trainer.augment_indices
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -42,9 +42,9 @@ class GraphedAugment:
             self.out = fn(self.li, self.ui)
 
     @classmethod
-    def try_capture(cls, trainer: Trainer):
+    def try_capture(cls, trainer: Trainer, unlabeled: int | None = None):
         try:
-            return cls(trainer)
+            return cls(trainer, unlabeled)
         except Exception as e:  # noqa: BLE001 - an older torch or driver: eager augmentation still works
             import warnings
 
@@ -73,9 +73,29 @@ class AlternatingGraphs:
         return self.graphs[self.turn](li, ui)
 
 
-def capture_augment(trainer: Trainer) -> GraphedAugment | AlternatingGraphs | None:
-    first = GraphedAugment.try_capture(trainer)
+class GraphsBySize:
+    """--unlabeled-batch-curriculum: one captured augmentation per unlabeled batch size, all
+    captured up front (capturing draws from the samplers, so it must not happen mid-run)."""
+
+    def __init__(self, by_size: dict):
+        self.by_size = by_size
+
+    def __call__(self, li: torch.Tensor, ui: torch.Tensor | None):
+        assert ui is not None  # only built when unlabeled images are drawn
+        return self.by_size[ui.shape[0]](li, ui)
+
+
+def capture_one_size(trainer: Trainer, unlabeled: int | None) -> GraphedAugment | AlternatingGraphs | None:
+    first = GraphedAugment.try_capture(trainer, unlabeled)
     if first is None or not trainer.speedups.augment_stream:
         return first
-    second = GraphedAugment.try_capture(trainer)
+    second = GraphedAugment.try_capture(trainer, unlabeled)
     return AlternatingGraphs(first, second) if second is not None else None
+
+
+def capture_augment(trainer: Trainer, sizes: list[int]):
+    """The graphed augmentation of every unlabeled batch size the run draws (None: augment eagerly)."""
+    if trainer.unl_sampler is None or len(sizes) == 1:
+        return capture_one_size(trainer, None)
+    graphs = {size: capture_one_size(trainer, size) for size in sizes}
+    return GraphsBySize(graphs) if all(g is not None for g in graphs.values()) else None

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from fixmatch.algorithms import AlgorithmSetup, build_algorithm
+from fixmatch.algorithms.curriculum import unlabeled_batch, unlabeled_batch_sizes
 from fixmatch.augment.ctaugment import CTAugment
 from fixmatch.augment.randaugment import strong_augment
 from fixmatch.augment.weak import weak_augment
@@ -75,7 +76,7 @@ class Trainer:
         # CTAugment: bin rates on the device, learned from probes of the labeled images (fixmatch.augment.ctaugment)
         self.cta = CTAugment(device=device) if uses_unl and cfg.strong_augment == "cta" else None
         self.forward_loss = compile_fn(self._forward_loss, speedups)
-        self.graphed_augment = capture_augment(self) if speedups.cuda_graph else None
+        self.graphed_augment = capture_augment(self, unlabeled_batch_sizes(cfg)) if speedups.cuda_graph else None
         self.augment_stream = (
             AugmentStream(
                 self.draw_now,
@@ -88,6 +89,7 @@ class Trainer:
             else None
         )
         self.step_num = 0
+        self.batch_step = 0  # the step the next draw is for (--augment-stream draws one step ahead)
         self.history: list[dict] = []
         self.sums = self._zero_sums()
 
@@ -95,18 +97,24 @@ class Trainer:
     def draw_batch(self):
         """[labeled weak | unlabeled weak | unlabeled strong] as one uint8 batch, the labels of the
         labeled images and the pool indices of the unlabeled ones."""
+        self.batch_step = self.step_num
         return self.augment_stream.take() if self.augment_stream is not None else self.draw_now()
 
     def draw_now(self):
         li = self.lab_sampler.next()
-        ui = self.unl_sampler.next() if self.unl_sampler is not None else None
+        ui = None
+        if self.unl_sampler is not None:  # its size follows --unlabeled-batch-curriculum
+            ui = self.unl_sampler.next(unlabeled_batch(self.cfg, self.batch_step))
         augment = self.graphed_augment or self.augment_indices
         return distributed.shard_batch(*augment(li, ui), self.dist)
 
     @torch.no_grad()
     def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None):
         flip, g = self.cfg.flip, self.generator
-        parts = [weak_augment(self.x_lab[li], flip=flip, generator=g)]
+        if self.cfg.labeled_strong:  # Fast FixMatch's strong labeled augmentation
+            parts = [strong_augment(self.x_lab[li], flip=flip, generator=g, policy=self.cfg.randaugment)]
+        else:
+            parts = [weak_augment(self.x_lab[li], flip=flip, generator=g)]
         idx_u = None
         if ui is not None:
             raw = self.x_unl[ui]
@@ -149,6 +157,7 @@ class Trainer:
             torch.compiler.cudagraph_mark_step_begin()
         loss, stats = self.forward_loss(x, y_l, idx_u)
         if self.augment_stream is not None:  # the next batch, during backward + SGD + EMA
+            self.batch_step = self.step_num + 1
             self.augment_stream.launch()
         loss.backward()
         self.optimizer.step()

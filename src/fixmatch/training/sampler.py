@@ -17,11 +17,13 @@ class EpochSampler:
         self.device = generator.device
         self.queue = torch.empty(0, dtype=torch.long, device=self.device)
 
-    def next(self) -> torch.Tensor:
-        while self.queue.numel() < self.batch:
+    def next(self, batch: int | None = None) -> torch.Tensor:
+        """The next `batch` indices (default: the sampler's batch; the curriculum batch size varies it)."""
+        batch = self.batch if batch is None else batch
+        while self.queue.numel() < batch:
             perm = torch.randperm(self.n, generator=self.generator, device=self.device)
             self.queue = torch.cat([self.queue, perm])
-        out, self.queue = self.queue[: self.batch], self.queue[self.batch :]
+        out, self.queue = self.queue[:batch], self.queue[batch:]
         return out
 
     def state_dict(self, queue: torch.Tensor | None = None) -> dict:

@@ -9,6 +9,10 @@ steps are done, from the speed of the steps since the last plan (evaluations tim
 reports them), until fewer than MIN_REPLAN steps remain: a machine that slows down or speeds up late
 in the run is still followed, and the last correction comes a few steps before the end (log2 of the
 run's steps re-plans in all, each one clock reading).
+
+When steps differ in size (--unlabeled-batch-curriculum), `work(first, last, steps)` gives the images
+of steps first..last-1 in a run of `steps` steps: the speed is measured per image, and the plan is
+the most steps whose images (under that plan's own curriculum) fit the time left.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class StepPlanner:
     budget_s: float | None = None  # seconds left for this session (None: no budget)
     t0: float = 0.0  # clock value when the budget started
     clock: Callable[[], float] = time.perf_counter
+    work: Callable[[int, int, int], float] | None = None  # None: every step costs the same
     planned_steps: int | None = None  # the first plan, for the summary
     step_seconds: float | None = None  # the first measurement (the projection and the summary)
     eval_seconds: float = 0.0  # the latest evaluation's cost, checkpoint included
@@ -59,13 +64,13 @@ class StepPlanner:
         if step == self.start_step + WARMUP:
             self._start_interval(step, now)
         elif self._mark is not None and step == self._mark[0] + WINDOW and self.step_seconds is None:
-            self.step_seconds = self._interval_speed(step, now)
+            self.step_seconds = self._interval_seconds(now) / WINDOW
             if self.budget_s is not None:
                 self.eval_seconds = time_eval()
-                self.steps = self.planned_steps = self._fit(step, self.clock(), self.step_seconds)
+                self.steps = self.planned_steps = self._plan(step, now, self.clock())
                 self._start_interval(step, self.clock())
         elif step == self._replan_at and self._mark is not None:
-            self.steps = self._fit(step, now, self._interval_speed(step, now))
+            self.steps = self._plan(step, now, now)
             self.replans += 1
             self._start_interval(step, now)
         return self.steps
@@ -76,18 +81,45 @@ class StepPlanner:
         plan_again = self.budget_s is not None and self.planned_steps is not None and remaining >= MIN_REPLAN
         self._replan_at = step + remaining // 2 if plan_again else None
 
-    def _interval_speed(self, step: int, now: float) -> float:
-        """Seconds per training step since the mark, evaluations left out (they are planned apart)."""
+    def _interval_seconds(self, now: float) -> float:
+        """Seconds of training steps since the mark, evaluations left out (they are planned apart)."""
         assert self._mark is not None
-        return max(now - self._mark[1] - self._eval_since_mark, 0.0) / (step - self._mark[0])
+        return max(now - self._mark[1] - self._eval_since_mark, 0.0)
 
-    def _fit(self, step: int, now: float, step_s: float) -> int:
+    def _plan(self, step: int, measured_at: float, now: float) -> int:
+        """The plan from the speed of the steps since the mark (measured at `measured_at`)."""
+        assert self._mark is not None
+        seconds, per_eval = self._interval_seconds(measured_at), self.eval_seconds / self.eval_every
+        if self.work is None:
+            return self._fit(step, now, seconds / (step - self._mark[0]) + per_eval)
+        return self._fit_work(step, now, seconds / self.work(self._mark[0], step, self.steps), per_eval)
+
+    def _left(self, now: float) -> float:
+        assert self.budget_s is not None  # only planned with a budget
+        return self.t0 + TARGET * self.budget_s - now - self.eval_seconds  # the final evaluation too
+
+    def _fit(self, step: int, now: float, per_step: float) -> int:
         """Most steps such that the rest (steps with their share of the evaluations, then the
         final evaluation) ends by TARGET of the budget."""
-        assert self.budget_s is not None  # only planned with a budget
-        left = self.t0 + TARGET * self.budget_s - now - self.eval_seconds
-        per_step = step_s + self.eval_seconds / self.eval_every
-        return max(step + 1, step + math.floor(left / per_step)) if per_step > 0 else self.steps
+        return max(step + 1, step + math.floor(self._left(now) / per_step)) if per_step > 0 else self.steps
+
+    def _fit_work(self, step: int, now: float, per_unit: float, per_step: float) -> int:
+        """The most steps S whose remaining images (under S's own curriculum) and per-step extras
+        end by TARGET of the budget (binary search: the images up to S grow with S)."""
+        assert self.work is not None
+        work, left = self.work, self._left(now)
+
+        def fits(s: int) -> bool:
+            return work(step, s, s) * per_unit + (s - step) * per_step <= left
+
+        smallest = work(step, step + 1, 2**62) * per_unit + per_step  # a step at the curriculum's start: the cheapest
+        if smallest <= 0:
+            return self.steps
+        lo, hi = step + 1, step + 1 + max(0, math.floor(left / smallest))
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        return lo
 
     def early_warning(self, probe_step_s: float) -> str | None:
         """Before the first step, from a probe of the model's cost: a run that would take hours says

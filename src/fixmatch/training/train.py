@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fixmatch.algorithms.curriculum import curriculum_work
 from fixmatch.commands import program
 from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, resolve, save_yaml
 from fixmatch.data import get_spec, load_data
@@ -132,6 +133,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         cfg.eval_every,
         t0=t_start,
         budget_s=cfg.time_budget * 60 - used if cfg.time_budget else None,
+        work=curriculum_work(cfg),
     )
     try:
         run_loop(trainer, out_dir, meta, writer=writer, progress=cfg.progress, log=log, planner=planner)

@@ -1,0 +1,118 @@
+"""FlexMatch, FreeMatch and SoftMatch inside the engine: the indices FlexMatch is given are those of
+the images drawn, their state is in the checkpoint and a killed run resumes exactly, and their
+options default to the reference configs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_runs import kill_then_resume, tiny_config
+
+from fixmatch.config import TrainConfig, resolve
+from fixmatch.data import load_dataset
+from fixmatch.errors import UserError
+from fixmatch.training.train import make_trainer, pick_labels
+
+STATEFUL = ("flexmatch", "freematch", "softmatch")
+
+
+def trainer_for(algorithm: str, **kw):
+    cfg = resolve(tiny_config_values(algorithm, **kw))
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    return make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
+
+
+def tiny_config_values(algorithm: str, **kw) -> TrainConfig:
+    base = dict(dataset="digits", algorithm=algorithm, batch_size=8, mu=2, steps=24, device="cpu", progress=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_flexmatch_is_given_the_pool_index_of_each_unlabeled_image_drawn():
+    trainer = trainer_for("flexmatch", threshold=0.2)
+    draw, algorithm = trainer.unl_sampler.next, trainer.algorithm
+    seen: dict = {}
+
+    def next_indices():
+        seen["drawn"] = draw()
+        return seen["drawn"]
+
+    def spy(*args, idx_u):
+        seen["given"] = idx_u.clone()
+        return algorithm(*args, idx_u=idx_u)
+
+    trainer.unl_sampler.next, trainer.algorithm = next_indices, spy
+    drawn = set()
+    for _ in range(3):
+        trainer.step()
+        assert torch.equal(seen["given"], seen["drawn"])
+        drawn |= set(seen["drawn"].tolist())
+    # what it remembers is where those images are: only drawn images (threshold 0.2: many of them)
+    remembered = set((algorithm.selected_label >= 0).nonzero().flatten().tolist())
+    assert len(remembered) > len(drawn) / 4 and remembered <= drawn
+
+
+@pytest.mark.parametrize("algorithm", STATEFUL)
+def test_state_lives_in_the_checkpoint_and_a_killed_run_resumes_exactly(algorithm, tmp_path, monkeypatch):
+    """Killed right after the step-16 checkpoint and resumed: the same summary, the same EMA weights
+    and the same algorithm state as the run never interrupted."""
+    extra = {"threshold": 0.5} if algorithm == "flexmatch" else {}  # FlexMatch remembers images from the start
+    a, b = kill_then_resume(lambda f: tiny_config(f, algorithm=algorithm, **extra), tmp_path, monkeypatch, kill_at=16)
+    assert a["algorithm"].keys() == b["algorithm"].keys() and a["algorithm"]
+    for k in a["algorithm"]:
+        assert torch.equal(a["algorithm"][k], b["algorithm"][k]), k
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    initial = trainer_for(algorithm, **extra).algorithm.state_dict()
+    assert any(not torch.equal(initial[k], a["algorithm"][k]) for k in initial), "the state moved during the run"
+
+
+def test_supervised_and_fixmatch_checkpoints_hold_no_algorithm_state(tmp_path):
+    assert trainer_for("fixmatch").algorithm.state_dict() == {}
+    assert trainer_for("supervised").algorithm.state_dict() == {}
+
+
+def test_options_default_to_the_reference_configs():
+    for dataset in ("cifar10", "digits", "stl10"):
+        cfg = resolve(TrainConfig(dataset=dataset, algorithm="freematch"))
+        assert (cfg.freematch_clip_thresh, cfg.ema_p, cfg.lambda_e, cfg.lambda_u) == (False, 0.999, 0.001, 1.0)
+    assert resolve(TrainConfig(dataset="svhn", algorithm="freematch")).freematch_clip_thresh is True
+    flex = resolve(TrainConfig(dataset="cifar10", algorithm="flexmatch"))
+    assert (flex.threshold, flex.flexmatch_warmup) == (0.95, True)
+    soft = resolve(TrainConfig(dataset="cifar10", algorithm="softmatch"))
+    assert (soft.softmatch_n_sigma, soft.ema_p) == (2.0, 0.999)
+    freematch = trainer_for("freematch").algorithm
+    assert (freematch.lambda_e, freematch.m, freematch.clip_thresh) == (0.001, 0.999, False)
+    assert trainer_for("freematch", freematch_clip_thresh=True).algorithm.clip_thresh is True
+    assert trainer_for("softmatch", softmatch_n_sigma=3.0, ema_p=0.9).algorithm.n_sigma == 3.0
+    assert trainer_for("flexmatch", flexmatch_warmup=False).algorithm.warmup is False
+
+
+@pytest.mark.parametrize(
+    "field,value,msg",
+    [
+        ("ema_p", 1.0, "ema_p must lie in"),
+        ("lambda_e", -1.0, "lambda_e must be"),
+        ("softmatch_n_sigma", 0.0, "n_sigma"),
+    ],
+)
+def test_bad_options_are_one_clear_error(field, value, msg):
+    with pytest.raises(UserError, match=msg):
+        resolve(TrainConfig(algorithm="softmatch", **{field: value}))
+
+
+def test_the_fast_recipe_fills_what_the_flags_leave_unset(tmp_path, capsys):
+    from fixmatch.cli import main
+    from fixmatch.config import RECIPES, from_dict
+
+    fast = resolve(from_dict({"recipe": "fast"}))
+    assert (fast.algorithm, fast.unlabeled_batch_curriculum, fast.labeled_strong) == ("flexmatch", "linear", True)
+    assert RECIPES["fast"].keys() <= set(fast.to_dict())
+    mine = resolve(from_dict({"recipe": "fast", "labeled_strong": False, "algorithm": "softmatch"}))
+    assert (mine.algorithm, mine.unlabeled_batch_curriculum, mine.labeled_strong) == ("softmatch", "linear", False)
+    run = tmp_path / "run"
+    flags = ["--recipe", "fast", "--no-labeled-strong", "--steps", "2", "--eval-every", "2", "--batch-size", "4"]
+    assert main(["train", *flags, "--mu", "2", "--no-progress", "--out", str(run)]) == 0
+    saved = (run / "config.yaml").read_text()
+    assert "algorithm: flexmatch" in saved and "labeled_strong: false" in saved and "curriculum: linear" in saved
+    assert main(["train", "--recipe", "slow"]) == 2 and "unknown recipe 'slow'" in capsys.readouterr().err

@@ -111,8 +111,8 @@ def test_a_stage_past_its_limit_is_killed_and_the_next_still_runs(session):
 
 def test_a_stage_without_its_data_is_skipped_with_a_line(session):
     proc, _, stages, _ = session
-    assert stages["fer_70"]["skipped"].startswith("skipped: fer2013.npz.xz is not in")
-    assert "fer_70: skipped: fer2013.npz.xz is not in" in proc.stdout
+    assert stages["fer_70"]["skipped"].startswith("skipped: fer2013.npz.xz not in")
+    assert "fer_70: skipped: fer2013.npz.xz not in" in proc.stdout
 
 
 def test_out_holds_a_tar_per_stage_and_the_result_files(session):

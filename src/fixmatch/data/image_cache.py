@@ -307,7 +307,7 @@ def read_cache(cache_dir: Path, size: int, channels: int) -> dict | None:
         pixels = np.load(cache_paths(cache_dir, size, channels, str(entry["token"]))[1], mmap_mode="r")
         if pixels.dtype != np.uint8 or pixels.shape != (int(entry["ok"].sum()), channels, size, size):
             return None
-        entry["images"] = np.ascontiguousarray(pixels)
+        entry["images"] = np.array(pixels)  # a copy in memory: writable, and the file may be replaced
         return entry
     except Exception:  # missing, partly written by a killed run, or from another version: rebuild
         return None

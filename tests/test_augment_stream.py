@@ -43,7 +43,7 @@ def test_a_step_leaves_the_next_batch_in_flight_with_the_state_from_before_it(tm
     queues, generator = stream.state_before()
     assert torch.equal(trainer.state_dict({})["generator"], generator)  # the checkpoint rewinds to it
     assert not torch.equal(trainer.generator.get_state(), generator)  # the draw moved the generator on
-    stream.take()
+    stream.take(trainer.step_num)
     assert stream.state_before() is None  # taken: nothing in flight, nothing to rewind
 
 
@@ -98,8 +98,8 @@ def test_on_cuda_the_second_stream_draws_the_plain_batches():
         trainer = make_trainer(cfg, data, pick_labels(cfg, data), pick_device("cuda"))
         out = []
         for _ in range(4):
-            x, y_l, y_u = trainer.draw_batch()
-            out.append((x.clone(), y_l.clone(), y_u.clone()))
+            batch = trainer.make_batch(trainer.step_num)
+            out.append(tuple(t.clone() for t in batch.tensors()))
             trainer.step()  # launches the next batch on the side stream
         return out
 

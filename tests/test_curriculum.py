@@ -74,11 +74,10 @@ def test_streamed_and_plain_draws_are_the_same_batches():
         trainer = make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
         out = []
         for _ in range(cfg.steps):
-            out.append([t.clone() for t in trainer.draw_batch()])
+            out.append([t.clone() for t in trainer.make_batch(trainer.step_num).tensors()])
             trainer.step_num += 1
             if trainer.augment_stream is not None:
-                trainer.batch_step = trainer.step_num
-                trainer.augment_stream.launch()
+                trainer.augment_stream.launch(trainer.step_num)
         return out
 
     plain, streamed = batches(), batches(augment_stream="on")
@@ -94,7 +93,7 @@ def test_labeled_strong_gives_the_labeled_batch_the_strong_view():
         cfg = resolve(TrainConfig(dataset="digits", algorithm="fixmatch", batch_size=8, mu=1, device="cpu", **kw))
         data = load_dataset("digits")
         trainer = make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
-        return trainer.draw_batch()[0][:8]
+        return trainer.make_batch(0).x[:8]
 
     strong, weak = labeled_views(labeled_strong=True), labeled_views()
     assert all((img == 127).sum() >= 4 for img in strong)

@@ -281,13 +281,14 @@ def _script_main() -> int:
 
         engine.Trainer.step = failing_step
     if os.environ.get("FIXMATCH_TEST_DUMP"):  # every rank saves its final state to compare them
-        run_loop = engine.run_loop
+        from fixmatch.training import loop
+
+        run_loop = loop.run_loop
 
         def dumping_loop(trainer, out_dir, meta, **kw):
             run_loop(trainer, out_dir, meta, **kw)
             torch.save(trainer.state_dict({}), Path(out_dir) / f"rank{rank}.pt")
 
-        engine.run_loop = dumping_loop
         import fixmatch.training.train as train_module
 
         train_module.run_loop = dumping_loop

@@ -10,7 +10,7 @@ import torch
 
 from fixmatch.config import TrainConfig
 from fixmatch.training.schedule_planner import WARMUP, WINDOW, StepPlanner
-from fixmatch.training.train import train
+from fixmatch.training.train import resume, train
 
 
 class Clock:
@@ -91,8 +91,11 @@ def test_a_real_run_carries_its_plan_into_the_summary(tmp_path):
     # the first plan is made after WARMUP + WINDOW steps, however slow the machine: at least one more follows
     assert s["time_budget_minutes"] == budget_min and s["planned_steps"] > WARMUP + WINDOW
     assert s["steps"] > WARMUP + WINDOW and s["ms_per_step"] > 0
-    saved = (tmp_path / "run" / "config.yaml").read_text()
-    assert f"steps: {s['steps']}" in saved  # the planned schedule, for --resume
+    # the plan is the trainer's schedule, in the checkpoint (resume follows it); the config stays as given
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ckpt["schedule"] == {"steps": s["steps"], "lr_schedule_steps": s["steps"]}
+    assert ckpt["meta"]["config"]["steps"] == 1000 and "steps: 1000" in (tmp_path / "run" / "config.yaml").read_text()
+    assert resume(tmp_path / "run", log=lambda *_: None)["steps"] == s["steps"]
 
 
 def test_a_run_of_hours_on_a_cpu_says_so_before_its_first_step(tmp_path):

@@ -12,19 +12,20 @@ from typing import Callable
 
 import torch
 
+from fixmatch.training.batch import Batch
 from fixmatch.training.sampler import EpochSampler
 
 
 class AugmentStream:
     def __init__(
         self,
-        draw: Callable[[], tuple],
+        draw: Callable[[int], Batch],
         samplers: tuple[EpochSampler | None, ...],
         generator: torch.Generator,
         device: torch.device,
         owns_outputs: bool,
     ):
-        self.draw = draw  # the plain draw: () -> (x, y_l, idx_u)
+        self.draw = draw  # the plain draw: step -> that step's Batch
         self.samplers = samplers
         self.generator = generator
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -32,27 +33,28 @@ class AugmentStream:
         # not hand that memory out again before the main stream is done with it (record_stream).
         # Replayed CUDA graphs write into their own static buffers instead (double-buffered).
         self.owns_outputs = owns_outputs
-        self.pending: tuple | None = None  # (batch, event) in flight
+        self.pending: tuple | None = None  # (Batch, event) in flight
         self.before: tuple | None = None  # (sampler queues, generator state) before the batch in flight
 
-    def launch(self) -> None:
-        """Start drawing the next batch. The side stream first waits for all the main stream has
+    def launch(self, step: int) -> None:
+        """Start drawing step `step`'s batch. The side stream first waits for all the main stream has
         queued (this step's forward, earlier steps' backward): what it overwrites is no longer read."""
         self.before = (tuple(s.queue if s else None for s in self.samplers), self.generator.get_state())
         if self.stream is None:
-            self.pending = (self.draw(), None)
+            self.pending = (self.draw(step), None)
             return
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
-            batch = self.draw()
+            batch = self.draw(step)
             done = torch.cuda.Event()
             done.record()
         self.pending = (batch, done)
 
-    def take(self) -> tuple:
-        """The batch launched last (drawn now if none is in flight), ready to use on the main stream."""
+    def take(self, step: int) -> Batch:
+        """The batch launched last (step `step`'s, drawn now if none is in flight), ready to use on
+        the main stream."""
         if self.pending is None:
-            self.launch()
+            self.launch(step)
         assert self.pending is not None
         batch, done = self.pending
         self.pending = self.before = None
@@ -60,9 +62,8 @@ class AugmentStream:
             main = torch.cuda.current_stream()
             main.wait_event(done)
             if self.owns_outputs:
-                for t in batch:
-                    if t is not None:
-                        t.record_stream(main)
+                for t in batch.tensors():
+                    t.record_stream(main)
         return batch
 
     def state_before(self) -> tuple | None:

@@ -93,7 +93,7 @@ def measure(args, trainer=None) -> dict:
     images = args.batch_size * (1 + 2 * args.mu if uses_unl else 1)
 
     def augment():
-        x, _, _ = trainer.draw_batch()
+        x = trainer.make_batch(trainer.step_num).x
         return trainer.normalize(x)
 
     for _ in range(args.warmup):

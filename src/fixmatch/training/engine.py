@@ -1,10 +1,9 @@
-"""The training loop: draw a batch on the device, augment it there, one forward/backward, SGD, EMA;
-evaluate, log and checkpoint every `eval_every` steps."""
+"""The trainer: everything a run holds on the device, and one step of it (draw and augment a batch
+there, one forward/backward, SGD, EMA), its evaluation and its checkpoint. The loop around it is
+loop.py."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import statistics
 import time
 from pathlib import Path
@@ -18,17 +17,16 @@ from fixmatch.augment.ctaugment import CTAugment
 from fixmatch.augment.randaugment import strong_augment
 from fixmatch.augment.weak import weak_augment
 from fixmatch.models.input_scaling import Normalizer
-from fixmatch.outputs import write_text_atomic
 from fixmatch.training import devices, distributed
 from fixmatch.training.augment_graph import capture_augment
 from fixmatch.training.augment_stream import AugmentStream
+from fixmatch.training.batch import Batch, CTAProbe, Schedule
 from fixmatch.training.checkpoint import save_atomic
 from fixmatch.training.ema import EMA
 from fixmatch.training.fast import Speedups, autocast, compile_fn
 from fixmatch.training.metrics import confusion_matrix, predict_logits, report_from_confusion
 from fixmatch.training.optim import cosine_lr, make_optimizer
 from fixmatch.training.sampler import EpochSampler
-from fixmatch.training.schedule_planner import StepPlanner
 
 STAT_KEYS = ("loss", "loss_x", "loss_u", "mask_rate", "pseudo_correct", "pseudo_count")
 
@@ -76,57 +74,53 @@ class Trainer:
         # CTAugment: bin rates on the device, learned from probes of the labeled images (fixmatch.augment.ctaugment)
         self.cta = CTAugment(device=device) if uses_unl and cfg.strong_augment == "cta" else None
         self.forward_loss = compile_fn(self._forward_loss, speedups)
-        self.graphed_augment = capture_augment(self, unlabeled_batch_sizes(cfg)) if speedups.cuda_graph else None
+        # The speed switches wrap the augmentation once, here: a captured CUDA graph replays it, and a
+        # second stream draws the next step's batch while this one trains (step() launches it).
+        graphed = capture_augment(self, unlabeled_batch_sizes(cfg)) if speedups.cuda_graph else None
+        self.augment = graphed or self.augment_indices
+        samplers = (self.lab_sampler, self.unl_sampler)
         self.augment_stream = (
-            AugmentStream(
-                self.draw_now,
-                (self.lab_sampler, self.unl_sampler),
-                self.generator,
-                device,
-                self.graphed_augment is None,
-            )
+            AugmentStream(self.draw, samplers, self.generator, device, owns_outputs=graphed is None)
             if speedups.augment_stream
             else None
         )
+        self.make_batch = self.augment_stream.take if self.augment_stream is not None else self.draw
+        self.schedule = Schedule(cfg.steps, cfg.lr_schedule_steps)
         self.step_num = 0
-        self.batch_step = 0  # the step the next draw is for (--augment-stream draws one step ahead)
         self.history: list[dict] = []
         self.sums = self._zero_sums()
 
     # ---- one step -------------------------------------------------------------------------------
-    def draw_batch(self):
-        """[labeled weak | unlabeled weak | unlabeled strong] as one uint8 batch, the labels of the
-        labeled images and the pool indices of the unlabeled ones."""
-        self.batch_step = self.step_num
-        return self.augment_stream.take() if self.augment_stream is not None else self.draw_now()
-
-    def draw_now(self):
+    def draw(self, step: int) -> Batch:
+        """Step `step`'s batch: indices from the samplers (the unlabeled batch's size follows
+        --unlabeled-batch-curriculum), augmented on the device; under torchrun, this rank's slice."""
         li = self.lab_sampler.next()
         ui = None
-        if self.unl_sampler is not None:  # its size follows --unlabeled-batch-curriculum
-            ui = self.unl_sampler.next(unlabeled_batch(self.cfg, self.batch_step))
-        augment = self.graphed_augment or self.augment_indices
-        return distributed.shard_batch(*augment(li, ui), self.dist)
+        if self.unl_sampler is not None:
+            ui = self.unl_sampler.next(unlabeled_batch(self.cfg, step, self.schedule.steps))
+        batch = self.augment(li, ui)
+        x, y_l, idx_u = distributed.shard_batch(batch.x, batch.y_l, batch.idx_u, self.dist)
+        return Batch(x, y_l, idx_u, batch.probe)
 
     @torch.no_grad()
-    def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None):
+    def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None) -> Batch:
+        """[labeled weak | unlabeled weak | unlabeled strong] of the images at these indices."""
         flip, g = self.cfg.flip, self.generator
         if self.cfg.labeled_strong:  # Fast FixMatch's strong labeled augmentation
-            parts = [strong_augment(self.x_lab[li], flip=flip, generator=g, policy=self.cfg.randaugment)]
+            labeled = strong_augment(self.x_lab[li], flip=flip, generator=g, policy=self.cfg.randaugment)
         else:
-            parts = [weak_augment(self.x_lab[li], flip=flip, generator=g)]
-        idx_u = None
-        if ui is not None:
-            raw = self.x_unl[ui]
-            parts.append(weak_augment(raw, flip=flip, generator=g))
-            if self.cta is not None:  # strong views, and probes of the labeled weak views (classified in step())
-                strong, probes, probe_ops, probe_args = self.cta.views(raw, parts[0], flip=flip, generator=g)
-                self.cta_probe = (probes, probe_ops, probe_args, self.y_lab[li])
-            else:
-                strong = strong_augment(raw, flip=flip, generator=g, policy=self.cfg.randaugment)
-            parts.append(strong)
-            idx_u = ui.clone()  # a copy: the index buffer of a CUDA graph is overwritten by the next draw
-        return torch.cat(parts), self.y_lab[li], idx_u
+            labeled = weak_augment(self.x_lab[li], flip=flip, generator=g)
+        if ui is None:
+            return Batch(labeled, self.y_lab[li], None)
+        raw, probe = self.x_unl[ui], None
+        weak = weak_augment(raw, flip=flip, generator=g)
+        if self.cta is not None:  # strong views, and probes of the labeled weak views (learned from in step())
+            strong, images, ops, args = self.cta.views(raw, labeled, flip=flip, generator=g)
+            probe = CTAProbe(images, ops, args, self.y_lab[li])
+        else:
+            strong = strong_augment(raw, flip=flip, generator=g, policy=self.cfg.randaugment)
+        # ui.clone(): a CUDA graph's index buffer is overwritten by the next draw
+        return Batch(torch.cat([labeled, weak, strong]), self.y_lab[li], ui.clone(), probe)
 
     def _forward_loss(self, x: torch.Tensor, y_l: torch.Tensor, idx_u: torch.Tensor | None):
         # ONE forward in train mode over all images: BatchNorm statistics span the whole batch.
@@ -147,24 +141,23 @@ class Trainer:
         return loss, stats
 
     def step(self) -> None:
-        lr = cosine_lr(self.cfg.lr, self.step_num, self.cfg.lr_schedule_steps)
+        """One iteration: the batch, CTAugment's update from its probes, one forward over every view,
+        the algorithm's loss, SGD and the EMA. Statistics stay on the device (read at evaluations)."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        x, y_l, idx_u = self.draw_batch()
-        if self.cta is not None:  # the EMA model before this step's update classifies the probes (official)
-            self.cta.learn(self.ema.model, self.normalize, *self.cta_probe, dist=self.dist)
+            group["lr"] = cosine_lr(self.cfg.lr, self.step_num, self.schedule.lr_steps)
+        batch = self.make_batch(self.step_num)
+        if batch.probe is not None:  # official: the EMA model before this step's update classifies them
+            self.cta.learn(self.ema.model, self.normalize, *batch.probe, dist=self.dist)  # type: ignore[union-attr]
         if self.speedups.cuda_graph:  # tell the compiled graphs a new iteration begins
             torch.compiler.cudagraph_mark_step_begin()
-        loss, stats = self.forward_loss(x, y_l, idx_u)
-        if self.augment_stream is not None:  # the next batch, during backward + SGD + EMA
-            self.batch_step = self.step_num + 1
-            self.augment_stream.launch()
+        loss, stats = self.forward_loss(batch.x, batch.y_l, batch.idx_u)
+        if self.augment_stream is not None:  # the next step's batch, during backward + SGD + EMA
+            self.augment_stream.launch(self.step_num + 1)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.step_num)
         self.step_num += 1
-        # Statistics stay on the device (no .item() per step); they are read at evaluation time.
         self.sums["loss"] += loss.detach()
         for k, v in stats.items():
             self.sums[k] += v
@@ -197,7 +190,7 @@ class Trainer:
             "raw_accuracy": self.evaluate(self.model)["accuracy"],
             "loss": s["loss"] / n,
             "loss_x": s["loss_x"] / n,
-            "lr": cosine_lr(self.cfg.lr, self.step_num, self.cfg.lr_schedule_steps),
+            "lr": cosine_lr(self.cfg.lr, self.step_num, self.schedule.lr_steps),
             "seconds": round(seconds, 2),
         }
         if self.unl_sampler is not None:
@@ -237,10 +230,6 @@ class Trainer:
         torch.set_rng_state(rng)
         return seconds
 
-    def reschedule(self, steps: int) -> None:
-        """A new total number of steps; the cosine's K follows it."""
-        self.cfg = dataclasses.replace(self.cfg, steps=steps, lr_schedule_steps=steps)
-
     def median_last(self) -> float:
         return statistics.median(r["accuracy"] for r in self.history[-self.cfg.median_of :])
 
@@ -263,6 +252,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cta": self.cta.state_dict() if self.cta is not None else None,
             "algorithm": self.algorithm.state_dict(),  # FlexMatch/FreeMatch/SoftMatch: their EMAs and counts
+            "schedule": {"steps": self.schedule.steps, "lr_schedule_steps": self.schedule.lr_steps},
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
@@ -311,75 +301,3 @@ def score_pseudo_labels(stats: dict, y_u: torch.Tensor) -> dict:
     stats["pseudo_correct"] = ((pseudo == y_u).float() * known).sum()
     stats["pseudo_count"] = known.sum()
     return stats
-
-
-def write_metrics(out_dir: Path, history: list[dict]) -> None:
-    """metrics.jsonl is rewritten from the checkpointed history, so a resumed run has no gaps or repeats."""
-    write_text_atomic(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-
-
-def run_loop(
-    trainer: Trainer,
-    out_dir: Path,
-    meta: dict,
-    writer=None,
-    progress: bool = True,
-    log=print,
-    planner: StepPlanner | None = None,
-) -> StepPlanner:
-    """Train from the trainer's current step to cfg.steps, evaluating every cfg.eval_every steps.
-    The planner times the first steps (a projected duration in the log) and, with a time budget,
-    sets cfg.steps and the cosine's K from that measurement."""
-    from tqdm import tqdm
-
-    start_seconds = trainer.history[-1]["seconds"] if trainer.history else 0.0
-    t0 = time.perf_counter()
-    planner = planner or StepPlanner(trainer.step_num, trainer.cfg.steps, trainer.cfg.eval_every)
-    main = trainer.dist.main  # only rank 0 writes checkpoints, metrics, tensorboard and the bar
-    bar = tqdm(
-        total=trainer.cfg.steps,
-        initial=trainer.step_num,
-        disable=not (progress and main),
-        desc=meta["run_name"],
-        dynamic_ncols=True,
-        leave=False,
-    )
-    best = max((r["accuracy"] for r in trainer.history), default=-1.0)
-    if planner.budget_s is None and trainer.device.type == "cpu" and trainer.step_num < trainer.cfg.steps:
-        warning = planner.early_warning(trainer.probe_step_seconds())  # before a first step that may take long
-        if warning:
-            log(warning)
-    while trainer.step_num < trainer.cfg.steps:
-        trainer.step()
-        bar.update(1)
-        if planner.due(trainer.step_num):
-            trainer.sync()
-            had_speed = planner.step_seconds is not None
-            steps = distributed.broadcast_object(
-                planner.observe(trainer.step_num, trainer.time_evaluation), trainer.dist
-            )
-            if steps != trainer.cfg.steps:
-                trainer.reschedule(steps)
-                meta["config"].update(steps=steps, lr_schedule_steps=steps)
-                bar.total = steps
-            if not had_speed and planner.step_seconds is not None:
-                log(planner.projection())
-        if trainer.step_num % trainer.cfg.eval_every == 0 or trainer.step_num == trainer.cfg.steps:
-            t_eval = time.perf_counter()
-            rec = trainer.record_evaluation(start_seconds + t_eval - t0)
-            is_best = rec["accuracy"] > best
-            best = max(best, rec["accuracy"])
-            if main:
-                trainer.save(out_dir, meta, best=is_best)
-                write_metrics(out_dir, trainer.history)
-            if writer is not None:
-                for k, v in rec.items():
-                    if k != "step" and v is not None:
-                        writer.add_scalar(k, v, rec["step"])
-                writer.flush()
-            bar.set_postfix(acc=f"{rec['accuracy']:.3f}", raw=f"{rec['raw_accuracy']:.3f}", loss=f"{rec['loss']:.3f}")
-            if not progress and main:
-                log(json.dumps(rec))
-            planner.evaluated(time.perf_counter() - t_eval)  # the plan counts evaluations apart from steps
-    bar.close()
-    return planner

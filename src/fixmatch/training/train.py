@@ -23,8 +23,9 @@ from fixmatch.models.layers import DEFAULT_WIRING
 from fixmatch.outputs import write_text_atomic
 from fixmatch.training import distributed, run_data
 from fixmatch.training.checkpoint import load_checkpoint
-from fixmatch.training.engine import Trainer, run_loop, write_metrics
+from fixmatch.training.engine import Trainer
 from fixmatch.training.fast import resolve_speedups
+from fixmatch.training.loop import run_loop, write_metrics
 from fixmatch.training.schedule_planner import StepPlanner
 
 
@@ -129,7 +130,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
     used = trainer.history[-1]["seconds"] if trainer.history else 0.0
     planner = StepPlanner(
         trainer.step_num,
-        cfg.steps,
+        trainer.schedule.steps,
         cfg.eval_every,
         t0=t_start,
         budget_s=cfg.time_budget * 60 - used if cfg.time_budget else None,
@@ -142,15 +143,13 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
         raise
     if writer is not None:
         writer.close()
-    if dist.main and cfg.time_budget:
-        save_yaml(trainer.cfg, out_dir / "config.yaml")  # the planned schedule, for --resume
     last = trainer.history[-1]
     summary = {
         "dataset": cfg.dataset,
         "algorithm": cfg.algorithm,
         "model": cfg.model,
         "num_labels": int(len(labeled)),
-        "steps": trainer.cfg.steps,
+        "steps": trainer.schedule.steps,
         "seed": cfg.seed,
         "fold": cfg.fold,
         "evaluated_on": data.eval_note or "the dataset's test split",
@@ -235,6 +234,9 @@ def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
     was set on its own stays, and `lr_schedule_steps` sets it explicitly. The log says which."""
     ckpt = load_checkpoint(Path(run_dir) / "last.pt")
     cfg = from_dict(ckpt["meta"]["config"])
+    planned = ckpt.get("schedule")
+    if planned:  # the length the run was following (--time-budget plans another than the config's)
+        cfg = dataclasses.replace(cfg, steps=planned["steps"], lr_schedule_steps=planned["lr_schedule_steps"])
     overrides = dict(overrides or {})
     if "steps" in overrides and "lr_schedule_steps" not in overrides:
         old_k = cfg.lr_schedule_steps

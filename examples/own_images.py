@@ -1,7 +1,7 @@
 """Write a `folders` dataset (your-own-images layout) from scikit-learn's embedded digits.
 
     .venv/bin/python examples/own_images.py /tmp/digits_folders   # the venv that `make setup` made
-    .venv/bin/fixmatch train --dataset folders --data-dir /tmp/digits_folders --algorithm both --no-flip
+    .venv/bin/fixmatch train --dataset folders --data-dir /tmp/digits_folders --baseline supervised --no-flip
 
 Layout written (nothing is downloaded; the digits ship inside scikit-learn):
     labeled/<0..9>/     2 images per class (20)

@@ -51,3 +51,15 @@ def test_shipped_configs_load_and_validate():
         assert cfg.algorithm == "fixmatch", path
         if cfg.dataset == "cifar100":
             assert cfg.model == "wrn28_8" and cfg.weight_decay == 1e-3
+
+
+def test_a_baseline_is_an_option_not_an_algorithm():
+    demo = resolve(TrainConfig())  # digits with no --algorithm: its demo, FixMatch beside supervised
+    assert (demo.algorithm, demo.baseline) == ("fixmatch", "supervised")
+    assert resolve(TrainConfig(algorithm="fixmatch")).baseline == "none"  # a chosen algorithm runs alone
+    chosen = resolve(TrainConfig(algorithm="flexmatch", baseline="fixmatch"))
+    assert (chosen.algorithm, chosen.baseline) == ("flexmatch", "fixmatch")
+    old = resolve(TrainConfig(algorithm="both"))  # the old name still means the demo's pair
+    assert (old.algorithm, old.baseline) == ("fixmatch", "supervised")
+    with pytest.raises(UserError, match="unknown baseline 'ssl'"):
+        resolve(TrainConfig(baseline="ssl"))

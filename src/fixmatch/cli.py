@@ -43,8 +43,8 @@ def cmd_train(args) -> int:
                 print(final_report([resume(args.resume, overrides)]))
             else:  # the YAML file and the flags as one dict, so that a recipe fills only what neither sets
                 cfg = resolve(from_dict({**(load_yaml(args.config) if args.config else {}), **overrides}))
-                if cfg.algorithm == "both":
-                    compare(cfg)  # prints its report
+                if cfg.baseline not in ("none", cfg.algorithm):
+                    compare(cfg)  # the baseline, then the algorithm; prints both
                 else:
                     print(final_report([train(cfg)]))
         clean = True

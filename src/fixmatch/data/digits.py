@@ -17,7 +17,7 @@ SPLIT_SEED = 0  # fixed: the test split never changes between runs
     # A short CPU schedule: EMA warm-up and a faster BatchNorm momentum, since the official 0.999
     # averages (EMA and BN) still remember the random initialisation after only 1000 steps.
     defaults=dict(
-        algorithm="both",
+        baseline="supervised",  # the demo: FixMatch beside supervised training on the same 20 labels
         model="cnn_small",
         num_labels=20,
         steps=1000,

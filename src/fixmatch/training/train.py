@@ -43,9 +43,11 @@ def pick_labels(cfg: RunConfig, data) -> np.ndarray:
     return official_labeled_indices(data.y_train.numpy(), num_labels, seed=cfg.fold)
 
 
-def default_out(cfg: TrainConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.dataset}-{cfg.num_labels}-{cfg.algorithm}-{stamp}"
+def default_out(cfg: TrainConfig, stamp: str | None = None) -> Path:
+    """runs/<dataset>-<labels>-<algorithm>-<time>, or -<baseline>-vs-<algorithm>- for a comparison."""
+    stamp = stamp or datetime.now().strftime("%Y%m%d-%H%M%S")
+    what = cfg.algorithm if cfg.baseline in (None, "none", cfg.algorithm) else f"{cfg.baseline}-vs-{cfg.algorithm}"
+    return Path("runs") / f"{cfg.dataset}-{cfg.num_labels}-{what}-{stamp}"
 
 
 def open_writer(out_dir: Path):
@@ -253,17 +255,20 @@ def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
 
 
 def compare(cfg: TrainConfig, log=print) -> list[dict]:
-    """The demo: a supervised-only baseline and FixMatch on the same labels, then a table. A time
-    budget is split evenly: the two runs get equal wall clock, and together they keep the budget."""
-    resolved = resolve(dataclasses.replace(cfg, algorithm="fixmatch"))  # dataset defaults filled in
-    base = Path(cfg.out) if cfg.out else default_out(dataclasses.replace(resolved, algorithm="both"))
+    """--baseline: the baseline (the demo: supervised), then the algorithm, on the same data and
+    labels, then one table. A time budget is split evenly: equal wall clock each, the budget in all."""
+    resolved = resolve(cfg)  # dataset defaults filled in
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.out) if cfg.out else default_out(resolved, stamp)
     data = load_data(resolved)  # both runs share the data and, through --fold, the labels
-    budget = cfg.time_budget / 2 if cfg.time_budget else None
+    budget = resolved.time_budget / 2 if resolved.time_budget else None
     if budget:
-        log(f"--time-budget {cfg.time_budget:g} min is split: {budget:g} min for supervised, {budget:g} for fixmatch")
+        log(f"--time-budget {resolved.time_budget:g} min is split: {budget:g} min for each of the two runs")
     results = []
-    for algorithm in ("supervised", "fixmatch"):
-        run_cfg = dataclasses.replace(cfg, algorithm=algorithm, out=str(base / algorithm), time_budget=budget)
+    for algorithm in (resolved.baseline, resolved.algorithm):
+        run_cfg = dataclasses.replace(
+            cfg, algorithm=algorithm, baseline="none", out=str(base / algorithm), time_budget=budget
+        )
         results.append(train(run_cfg, log=log, data=data))
     log(final_report(results))
     return results

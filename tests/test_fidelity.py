@@ -260,8 +260,8 @@ def record_step(trainer):
     hook = trainer.model.register_forward_pre_hook(record_forward)
     draw, algorithm = trainer.unl_sampler.next, trainer.algorithm
 
-    def next_indices():
-        seen["ui"] = draw()
+    def next_indices(*size):
+        seen["ui"] = draw(*size)
         return seen["ui"]
 
     def spy(*args):

@@ -33,8 +33,8 @@ def test_flexmatch_is_given_the_pool_index_of_each_unlabeled_image_drawn():
     draw, algorithm = trainer.unl_sampler.next, trainer.algorithm
     seen: dict = {}
 
-    def next_indices():
-        seen["drawn"] = draw()
+    def next_indices(*size):
+        seen["drawn"] = draw(*size)
         return seen["drawn"]
 
     def spy(*args, idx_u):

@@ -57,7 +57,7 @@ def header_size(path) -> tuple[int, int]:
 
 def decode(path, size: int, channels: int) -> np.ndarray:
     """One file -> uint8 (channels, size, size), within the decoding policy that the server and
-    predict use too (fixmatch/decoding.py). Raises on anything unreadable or refused."""
+    predict use too (fixmatch/imaging/decoding.py). Raises on anything unreadable or refused."""
     from fixmatch.imaging.decoding import open_image
 
     # a large JPEG decodes at a reduced scale (much faster); truncated or corrupt data fails here
@@ -82,8 +82,10 @@ def failure_reason(path, error: BaseException) -> str:
     except OSError:
         pass
     text = str(error).strip() or type(error).__name__
-    if type(error).__name__ == "UnidentifiedImageError":
-        return "not an image (unknown format)"
+    if type(error).__name__ == "UnidentifiedImageError" or getattr(error, "kind", None) == "format":
+        return "not an image (unknown format)"  # PIL's words, or the decoding policy's (ImageRefused)
+    if type(error).__name__ == "ImageRefused":
+        return text  # the policy's own sentence: too many pixels, too costly to decode, corrupt
     return f"{type(error).__name__}: {text}"
 
 

@@ -29,6 +29,8 @@ CONFIGS = {  # name -> flags of `fixmatch train --dataset digits`
     "freematch": ["--algorithm", "freematch"],
     "softmatch": ["--algorithm", "softmatch"],
     "fast": ["--recipe", "fast"],
+    # a candidate recipe without the strong labeled augmentation
+    "flexmatch_cbs": ["--algorithm", "flexmatch", "--unlabeled-batch-curriculum", "linear"],
 }
 TARGETS = (0.80, 0.85, 0.90)
 

@@ -28,7 +28,10 @@ CONFIGS = {  # name -> flags of `fixmatch train --dataset digits`
     "flexmatch": ["--algorithm", "flexmatch"],
     "freematch": ["--algorithm", "freematch"],
     "softmatch": ["--algorithm", "softmatch"],
-    "fast": ["--recipe", "fast"],
+    # the paper's Fast FixMatch: FlexMatch + curriculum batch size + strong labeled augmentation
+    "fastfixmatch": ["--algorithm", "flexmatch", "--unlabeled-batch-curriculum", "linear", "--labeled-strong"],
+    # the same without the strong labeled augmentation
+    "flexmatch_cbs": ["--algorithm", "flexmatch", "--unlabeled-batch-curriculum", "linear"],
 }
 TARGETS = (0.80, 0.85, 0.90)
 

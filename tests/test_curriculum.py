@@ -66,24 +66,24 @@ def test_with_the_batch_drawn_ahead_a_killed_run_resumes_exactly(tmp_path, monke
     assert all(torch.equal(a["algorithm"][k], b["algorithm"][k]) for k in a["algorithm"])
 
 
-def test_streamed_and_plain_draws_are_the_same_batches():
-    def batches(**switches):
+def test_streamed_and_plain_steps_forward_the_same_batches():
+    """--augment-stream draws step k+1's batch during step k: it must be step k+1's size and images."""
+
+    def forwarded(**switches):
         cfg = curriculum_cfg(curriculum_min_mu=1, steps=10, **switches)
         data = load_dataset("digits")
         torch.manual_seed(0)
         trainer = make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
-        out = []
+        seen = []
+        trainer.model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
         for _ in range(cfg.steps):
-            out.append([t.clone() for t in trainer.make_batch(trainer.step_num).tensors()])
-            trainer.step_num += 1
-            if trainer.augment_stream is not None:
-                trainer.augment_stream.launch(trainer.step_num)
-        return out
+            trainer.step()
+        return seen
 
-    plain, streamed = batches(), batches(augment_stream="on")
-    assert [b[2].shape[0] for b in plain] == [4, 4, 8, 8, 12, 12, 16, 16, 20, 20]
-    for p, s in zip(plain, streamed):
-        assert all(torch.equal(x, y) for x, y in zip(p, s))
+    plain, streamed = forwarded(), forwarded(augment_stream="on")
+    assert [x.shape[0] for x in plain] == [4 + 2 * u for u in (4, 4, 8, 8, 12, 12, 16, 16, 20, 20)]
+    for k, (p, s) in enumerate(zip(plain, streamed)):
+        assert torch.equal(p, s), k
 
 
 def test_labeled_strong_gives_the_labeled_batch_the_strong_view():

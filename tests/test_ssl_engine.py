@@ -106,13 +106,13 @@ def test_the_fast_recipe_fills_what_the_flags_leave_unset(tmp_path, capsys):
     from fixmatch.config import RECIPES, from_dict
 
     fast = resolve(from_dict({"recipe": "fast"}))
-    assert (fast.algorithm, fast.unlabeled_batch_curriculum, fast.labeled_strong) == ("flexmatch", "linear", True)
+    assert (fast.algorithm, fast.unlabeled_batch_curriculum, fast.labeled_strong) == ("flexmatch", "linear", False)
     assert RECIPES["fast"].keys() <= set(fast.to_dict())
-    mine = resolve(from_dict({"recipe": "fast", "labeled_strong": False, "algorithm": "softmatch"}))
-    assert (mine.algorithm, mine.unlabeled_batch_curriculum, mine.labeled_strong) == ("softmatch", "linear", False)
+    mine = resolve(from_dict({"recipe": "fast", "labeled_strong": True, "algorithm": "softmatch"}))
+    assert (mine.algorithm, mine.unlabeled_batch_curriculum, mine.labeled_strong) == ("softmatch", "linear", True)
     run = tmp_path / "run"
-    flags = ["--recipe", "fast", "--no-labeled-strong", "--steps", "2", "--eval-every", "2", "--batch-size", "4"]
-    assert main(["train", *flags, "--mu", "2", "--no-progress", "--out", str(run)]) == 0
+    flags = ["--recipe", "fast", "--unlabeled-batch-curriculum", "off", "--steps", "2", "--eval-every", "2"]
+    assert main(["train", *flags, "--batch-size", "4", "--mu", "2", "--no-progress", "--out", str(run)]) == 0
     saved = (run / "config.yaml").read_text()
-    assert "algorithm: flexmatch" in saved and "labeled_strong: false" in saved and "curriculum: linear" in saved
+    assert "algorithm: flexmatch" in saved and "unlabeled_batch_curriculum: 'off'" in saved
     assert main(["train", "--recipe", "slow"]) == 2 and "unknown recipe 'slow'" in capsys.readouterr().err

@@ -1,10 +1,13 @@
 """`fixmatch predict`: label images from files and folders with the same preprocessing as the web
-page (serve/preprocess.py), as JSON or CSV; an unreadable file is a row with an error."""
+page (serve/preprocess.py), on what the page would upload (serve/page_upload.py: a file over the
+server's limit is shrunk as the page shrinks it), as JSON or CSV; an unreadable file is a row with
+an error."""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import sys
 from pathlib import Path
@@ -40,12 +43,14 @@ def load(source: str):
 def prepare_file(path: Path, meta: dict) -> dict:
     from PIL import Image, UnidentifiedImageError
 
+    from fixmatch.serve.page_upload import page_copy
     from fixmatch.serve.preprocess import framing, open_file, prepare
 
     if framing(meta) == "face" and importlib.util.find_spec("cv2") is None:
         raise UserError("this model frames faces with OpenCV: pip install 'fixmatch[serve]'")
     try:
-        return prepare(open_file(path, meta), meta)
+        sent = page_copy(path)  # a file over the upload limit: the copy the page would send instead
+        return prepare(open_file(path if sent is None else io.BytesIO(sent), meta), meta)
     except FileNotFoundError:
         return {"error": "file not found"}
     except IsADirectoryError:

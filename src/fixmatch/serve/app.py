@@ -12,6 +12,7 @@ from flask import Flask, Request, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from fixmatch.serve.model import load_predictor
+from fixmatch.serve.page_upload import page_settings
 from fixmatch.serve.preprocess import draft, framing, prepare
 from fixmatch.serve.ratelimit import SharedRateLimit, parse_rate_limit
 from fixmatch.serve.upload import MAX_FILE_BYTES, ApiError, RequestReadTimeout, open_checked, read_upload, too_large
@@ -163,7 +164,7 @@ def create_app(
 
     @app.get("/")
     def index():
-        return render_template("index.html", info=info)
+        return render_template("index.html", info=info, page=page_settings())
 
     @app.get("/healthz")
     def healthz():

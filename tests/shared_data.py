@@ -56,3 +56,26 @@ def cifar_images(n: int) -> np.ndarray:
 def fer_faces(n: int) -> np.ndarray:
     """The first n FER2013 Training faces (fer2013.csv rows 0..n-1), (n, 48, 48) uint8."""
     return read_head(SHARED / "fer2013.npz.xz", n)[..., 0].copy()
+
+
+def fer_private_test(n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first n (default all 3,589) FER2013 PrivateTest faces (48, 48) uint8 and labels, in the
+    archive's order. The archive's members run x_train, y_train, x_test, y_test, test_usage (1 =
+    PrivateTest): the training images are streamed past (~5 s of xz), the test arrays read whole."""
+    with lzma.open(SHARED / "fer2013.npz.xz") as f:
+        read_npy_member(f, 0)
+        read_npy_member(f, 0)
+        x = _whole(f)
+        y = _whole(f)
+        usage = _whole(f)
+    private = np.flatnonzero(usage == 1)[:n]
+    return x[private][..., 0].copy(), y[private].astype(np.int64)
+
+
+def _whole(f) -> np.ndarray:
+    """The whole .npy member at the stream's position (its row count read from its header)."""
+    fields = ZIP_LOCAL_HEADER.unpack(f.read(ZIP_LOCAL_HEADER.size))
+    if fields[0] != b"PK\x03\x04" or fields[3] != 0:
+        raise ValueError("expected a stored zip member")
+    f.read(fields[-2] + fields[-1])
+    return np.lib.format.read_array(f, allow_pickle=False)

@@ -10,6 +10,7 @@ reference writes grey 127 there.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from shared_data import SHARED, read_head
 from tiny_runs import kill_then_resume, tiny_config
+from torch import Tensor
 
 from fixmatch.augment.ctaugment import CTAugment, proximity, stats_text
 from fixmatch.augment.ctaugment_ops import BINS, CTA_OP_NAMES, CTA_OPS, _apply_grouped, _apply_masked, apply_ops
@@ -425,3 +427,144 @@ def test_cuda_graph_captures_views_that_follow_the_rates(images):
     ops, args = out[1], out[2]
     nb = cta.nbins[ops]
     assert ((args * nb).floor()[nb > 0] == 0).all()
+
+
+# --------------------------------------------------------------------------- the official probe rules
+# cta/lib/train.py:63-76 (CTAClassifySemi.train_step), restated:
+#     x, y = gen_labeled(), gen_unlabeled()              # the batch, its probes and probe policies
+#     v = run([classify_op, train_op, update_step],      # ONE session.run: probes classified while
+#             feed_dict={y: y['image'], x: x['probe'],   # the step trains; classify_op reads the EMA
+#                        xt: x['image'], label: ...})    # weights before the step's EMA assignment
+#     for p in range(len(lx)):                           # after the step: the host-side update
+#         error = lx[p]; error[label[p]] -= 1
+#         update_rates(x['policy'][p], 1 - 0.5 * |error|_1)
+# fixmatch.py:137-138: classify_op = softmax(classifier(x_in, getter=ema_getter, training=False)):
+#     the EMA weights, BatchNorm in inference mode (classify_raw, the raw model, is "for debugging").
+# fixmatch.py:32-38 (AugmentPoolCTACutOut, labeled image x.ndim == 3): probe = apply(x, policy) and
+#     image = x: the probe is the very weak view the labeled loss trains on, under a probe policy
+#     (uniform arguments, libml/ctaugment.py:61-67), with no cutout appended (the cutout op is
+#     appended to the unlabeled strong policies only, fixmatch.py:40).
+# fixmatch.py:41 + libml/augment.py:406-411 ('d.d.d'): the strong view is CTA on the *second* of two
+#     independent TF weak views of the unlabeled image, not on the first (the weak branch's).
+
+
+def _cta_digits_trainer():
+    from fixmatch.config import TrainConfig, resolve
+    from fixmatch.data import load_dataset
+    from fixmatch.training.train import make_trainer, pick_labels
+
+    cfg = resolve(
+        TrainConfig(
+            dataset="digits",
+            algorithm="fixmatch",
+            strong_augment="cta",
+            batch_size=8,
+            mu=2,
+            steps=100,
+            progress=False,
+            device="cpu",
+            seed=1,
+        )
+    )
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    return make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
+
+
+def _rates_after(rates: Tensor, model: torch.nn.Module, normalize, probes, ops, args, labels) -> Tensor:
+    """The official update of ``rates`` from ``model``'s softmax on the probes, on a fresh CTAugment."""
+    ref = CTAugment()
+    ref.rates.copy_(rates)
+    with torch.no_grad():
+        probs = torch.softmax(model(normalize(probes)).float(), 1)
+    ref.update(ops, args, proximity(probs, labels))
+    return ref.rates
+
+
+def test_trainer_classifies_the_probes_with_the_ema_model_in_eval_mode_before_the_step():
+    """One trainer step, recomputed from outside: its probes are the labeled weak views it trains on
+    under the probe policies it reports (no cutout), with their labels; the rates move exactly as the
+    official update with the EMA model's eval-mode softmax, the EMA weights from before the step; the
+    step's own strong views were drawn with the rates from before its probes. The raw model, the EMA
+    model in train mode and the EMA model after the step would each give other rates (checked)."""
+    trainer = _cta_digits_trainer()
+    for _ in range(3):  # the EMA model and the raw one part ways; the rates move off 1
+        trainer.step()
+    seen: dict = {}
+    draw = trainer.draw_batch
+
+    def recording_draw():
+        seen["rates_at_draw"] = trainer.cta.rates.clone()
+        seen["batch"] = draw()
+        return seen["batch"]
+
+    trainer.draw_batch = recording_draw
+    ema_before = copy.deepcopy(trainer.ema.model)
+    rates_before = trainer.cta.rates.clone()
+    trainer.step()
+    x, y_l, _ = seen["batch"]
+    probes, ops, args, labels = trainer.cta_probe
+    b = len(y_l)
+
+    assert torch.equal(seen["rates_at_draw"], rates_before)  # this batch's strong views: the rates before
+    assert torch.equal(labels, y_l) and len(probes) == b
+    cutout = CTA_OP_NAMES.index("cutout")
+    plain = (ops != cutout).all(1)  # a cutout op's centre comes from the shared stream: not replayable
+    assert plain.sum() >= 2
+    assert torch.equal(apply_ops(x[:b], ops, args, torch.Generator())[plain], probes[plain])
+    assert ((probes == 127).flatten(1).sum(1)[plain] < 16).all()  # no 16x16 final cutout on a probe
+
+    official = _rates_after(rates_before, ema_before.eval(), trainer.normalize, probes, ops, args, labels)
+    assert torch.allclose(trainer.cta.rates, official, rtol=0, atol=1e-12)
+    assert not torch.equal(trainer.cta.rates, rates_before)
+    wrong = {
+        "raw model": _rates_after(rates_before, trainer.model, trainer.normalize, probes, ops, args, labels),
+        "EMA in train mode": _rates_after(
+            rates_before, copy.deepcopy(ema_before).train(), trainer.normalize, probes, ops, args, labels
+        ),
+        "EMA after the step": _rates_after(
+            rates_before, trainer.ema.model, trainer.normalize, probes, ops, args, labels
+        ),
+    }
+    for name, rates in wrong.items():
+        assert (rates - official).abs().max() > 1e-9, f"the test cannot tell the {name} apart"
+
+
+def test_the_strong_view_is_cta_on_an_own_weak_view(monkeypatch):
+    """With the CTA ops and the final cutout made identities, what is left of the strong view is its
+    weak flip/shift: each strong image is one reflect-padded shift of its raw unlabeled image (not a
+    shift of the weak branch's view), and the two views are independent draws."""
+    import fixmatch.augment.ctaugment as cta_module
+
+    monkeypatch.setattr(cta_module, "apply_ops", lambda x, *_a, **_k: x)
+    monkeypatch.setattr(CTAugment, "_final_cutout", lambda self, x, g: x)
+    trainer = _cta_digits_trainer()
+    li, ui = torch.arange(8), torch.arange(0, 240, 5)
+    out, _, _ = trainer.augment_indices(li, ui)
+    u = len(ui)
+    weak, strong, raw = out[8 : 8 + u], out[8 + u :], trainer.x_unl[ui]
+    padded = torch.nn.functional.pad(raw.float(), (1, 1, 1, 1), mode="reflect").to(torch.uint8)
+    for k in range(u):  # digits: 8x8, shift up to round(0.125 * 8) = 1, no flip
+        shifts = {bytes(padded[k, :, i : i + 8, j : j + 8].contiguous().numpy()) for i in range(3) for j in range(3)}
+        assert bytes(strong[k].numpy()) in shifts, k
+    assert (weak != strong).flatten(1).any(1).float().mean() > 0.5  # 9 shifts each: mostly different draws
+
+
+def test_the_strong_view_flips_and_shifts_like_the_weak_view(monkeypatch):
+    """The same decoding as test_fidelity's weak-view test, on CTAugment.views' strong output with the
+    ops made identities: flip p=0.5, shift uniform over -4..4 at 32 px."""
+    import fixmatch.augment.ctaugment as cta_module
+
+    monkeypatch.setattr(cta_module, "apply_ops", lambda x, *_a, **_k: x)
+    monkeypatch.setattr(CTAugment, "_final_cutout", lambda self, x, g: x)
+    n = 4000
+    rows, cols = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    img = torch.stack([rows, cols, torch.zeros_like(rows)]).to(torch.uint8).expand(n, -1, -1, -1).contiguous()
+    strong, *_ = CTAugment().views(img, img[:8], flip=True, generator=torch.Generator().manual_seed(0))
+    dy = strong[:, 0, 16, 16].long() - 16
+    flipped = strong[:, 1, 16, 17] < strong[:, 1, 16, 16]
+    dx = torch.where(flipped, 15 - strong[:, 1, 16, 16].long(), strong[:, 1, 16, 16].long() - 16)
+    assert 0.45 < flipped.float().mean().item() < 0.55  # binomial(4000, 0.5): sd 0.008
+    for d in (dx, dy):
+        counts = torch.bincount(d + 4, minlength=9)
+        assert len(counts) == 9 and (counts > n / 9 * 0.8).all() and (counts < n / 9 * 1.2).all()

@@ -1,5 +1,7 @@
 """`fixmatch predict`: label images from files and folders with the same preprocessing as the web
-page (serve/preprocess.py), as JSON or CSV; an unreadable file is a row with an error."""
+page (serve/preprocess.py), on what the page would upload (serve/page_upload.py: a file over the
+server's limit is shrunk as the page shrinks it), as JSON or CSV; an unreadable file is a row with
+an error."""
 
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def prepare_file(path: Path, meta: dict) -> dict:
     from PIL import Image, UnidentifiedImageError
 
     from fixmatch.data.image_cache import failure_reason
+    from fixmatch.inference.page_upload import page_copy
     from fixmatch.inference.preprocess import framing, open_file, prepare
 
     if framing(meta) == "face" and importlib.util.find_spec("cv2") is None:
@@ -51,7 +54,8 @@ def prepare_file(path: Path, meta: dict) -> dict:
     if path.exists() and not (path.is_file() or path.is_dir()):  # opening a FIFO would wait for a writer
         return {"error": "not a regular file (a pipe, socket or device)"}
     try:
-        return prepare(open_file(path, meta), meta)
+        sent = page_copy(path)  # a file over the upload limit: the copy the page would send instead
+        return prepare(open_file(path if sent is None else io.BytesIO(sent), meta), meta)
     except FileNotFoundError:
         return {"error": "file not found"}
     except IsADirectoryError:

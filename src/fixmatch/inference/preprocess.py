@@ -119,11 +119,20 @@ def resize_whole(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
 
+def is_input_sized(pixels: np.ndarray, height: int, width: int) -> bool:
+    """The rule for a face model: an image of exactly the model's input size (FER2013: 48x48) is a
+    face crop already, framed as the dataset's own images were, and is classified as it is, the
+    way `fixmatch evaluate` classifies the test split. Detecting a face again inside it would crop
+    a part of the face (or miss it) and change the answer."""
+    return pixels.shape[:2] == (height, width)
+
+
 def prepare(image: Image.Image, meta: dict) -> dict:
     """A decoded image -> {"pixels": uint8 (C, H, W), "framing", "face_found", "box", "image_size"}.
 
     face framing: box is the face [x, y, w, h] in the upright image's pixels, or None (then the
-    centre square was classified and face_found is False). resize: box and face_found are None."""
+    centre square was classified and face_found is False); an image of exactly the input size is
+    the face itself (box: the whole image). resize: box and face_found are None."""
     c, h, w = meta["image_shape"]
     pixels = upright(image, c)
     size = [pixels.shape[1], pixels.shape[0]]
@@ -143,6 +152,15 @@ def prepare(image: Image.Image, meta: dict) -> dict:
             "framing": "crop",
             "face_found": None,
             "box": None,
+            "image_size": size,
+        }
+    if is_input_sized(pixels, h, w):  # already a face crop at the model's size: as evaluate feeds it
+        crop = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        return {
+            "pixels": np.ascontiguousarray(crop),
+            "framing": "face",
+            "face_found": True,
+            "box": [0, 0, w, h],
             "image_size": size,
         }
     from fixmatch.inference.face import frame_face

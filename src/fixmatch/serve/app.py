@@ -11,6 +11,7 @@ from flask import Flask, Request, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
+from fixmatch.inference.page_upload import page_settings
 from fixmatch.inference.predictor import load_predictor
 from fixmatch.inference.preprocess import draft, framing, prepare
 from fixmatch.serve.ratelimit import SharedRateLimit, parse_rate_limit
@@ -222,7 +223,7 @@ def create_app(
 
     @app.get("/")
     def index():
-        return render_template("index.html", info=info, text=page_text(info))
+        return render_template("index.html", info=info, text=page_text(info), page=page_settings())
 
     @app.get("/favicon.ico")
     def favicon():  # browsers ask for it whatever the page links

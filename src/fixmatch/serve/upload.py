@@ -8,8 +8,7 @@ from __future__ import annotations
 from PIL import Image
 
 from fixmatch.imaging.decoding import UPLOAD_FORMATS, ImageRefused, listing, open_image
-
-MAX_FILE_BYTES = 1024 * 1024
+from fixmatch.inference.page_upload import MAX_FILE_BYTES  # noqa: E402  (the page and predict follow it too)
 
 
 class ApiError(Exception):

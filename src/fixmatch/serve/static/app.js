@@ -3,9 +3,12 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const MAX_BYTES = 1024 * 1024;  // the server's limit
+// The server's limit, and how a photo over it is sent: at SEND_SIDE on its longest side, as a JPEG at
+// the first quality that fits. Written once, in serve/page_upload.py, which `fixmatch predict` follows.
+const MAX_BYTES = Number(document.body.dataset.uploadLimit);
+const SEND_SIDE = Number(document.body.dataset.sendSide);
+const SEND_QUALITIES = document.body.dataset.sendQualities.split(" ").map(Number);
 const PREVIEW_SIDE = 480;  // the preview's longest side in canvas pixels
-const SEND_SIDE = 1280;  // a photo over the limit is sent at this longest side: the server decodes no more
 const FACES = document.body.dataset.preprocess === "face";
 const NOUN = document.body.dataset.noun || "Prediction";
 
@@ -36,7 +39,7 @@ async function shrinkIfTooLarge(file) {
   canvas.height = Math.max(1, Math.round(img.naturalHeight * scale));
   canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
   URL.revokeObjectURL(img.src);
-  for (const quality of [0.9, 0.8, 0.6]) {
+  for (const quality of SEND_QUALITIES) {
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", quality));
     if (blob && blob.size <= MAX_BYTES) return new File([blob], "photo.jpg", { type: "image/jpeg" });
   }

@@ -491,19 +491,19 @@ def test_trainer_classifies_the_probes_with_the_ema_model_in_eval_mode_before_th
     for _ in range(3):  # the EMA model and the raw one part ways; the rates move off 1
         trainer.step()
     seen: dict = {}
-    draw = trainer.draw_batch
+    draw = trainer.make_batch
 
-    def recording_draw():
+    def recording_draw(step):
         seen["rates_at_draw"] = trainer.cta.rates.clone()
-        seen["batch"] = draw()
+        seen["batch"] = draw(step)
         return seen["batch"]
 
-    trainer.draw_batch = recording_draw
+    trainer.make_batch = recording_draw
     ema_before = copy.deepcopy(trainer.ema.model)
     rates_before = trainer.cta.rates.clone()
     trainer.step()
-    x, y_l, _ = seen["batch"]
-    probes, ops, args, labels = trainer.cta_probe
+    x, y_l, probe = seen["batch"].x, seen["batch"].y_l, seen["batch"].probe
+    probes, ops, args, labels = probe  # the probes travel with the batch
     b = len(y_l)
 
     assert torch.equal(seen["rates_at_draw"], rates_before)  # this batch's strong views: the rates before
@@ -540,7 +540,7 @@ def test_the_strong_view_is_cta_on_an_own_weak_view(monkeypatch):
     monkeypatch.setattr(CTAugment, "_final_cutout", lambda self, x, g: x)
     trainer = _cta_digits_trainer()
     li, ui = torch.arange(8), torch.arange(0, 240, 5)
-    out, _, _ = trainer.augment_indices(li, ui)
+    out = trainer.augment_indices(li, ui).x
     u = len(ui)
     weak, strong, raw = out[8 : 8 + u], out[8 + u :], trainer.x_unl[ui]
     padded = torch.nn.functional.pad(raw.float(), (1, 1, 1, 1), mode="reflect").to(torch.uint8)

@@ -101,8 +101,9 @@ class Trainer:
     def draw_now(self):
         li = self.lab_sampler.next()
         ui = None
-        if self.unl_sampler is not None:  # its size follows --unlabeled-batch-curriculum
-            ui = self.unl_sampler.next(unlabeled_batch(self.cfg, self.batch_step))
+        if self.unl_sampler is not None:  # its batch follows --unlabeled-batch-curriculum
+            self.unl_sampler.batch = unlabeled_batch(self.cfg, self.batch_step)
+            ui = self.unl_sampler.next()
         augment = self.graphed_augment or self.augment_indices
         return distributed.shard_batch(*augment(li, ui), self.dist)
 

@@ -106,13 +106,37 @@ def test_the_fast_recipe_fills_what_the_flags_leave_unset(tmp_path, capsys):
     from fixmatch.config import RECIPES, from_dict
 
     fast = resolve(from_dict({"recipe": "fast"}))
-    assert (fast.algorithm, fast.unlabeled_batch_curriculum, fast.labeled_strong) == ("flexmatch", "linear", False)
+    assert (fast.algorithm, fast.unlabeled_batch_curriculum, fast.labeled_strong) == ("flexmatch", "off", False)
     assert RECIPES["fast"].keys() <= set(fast.to_dict())
     mine = resolve(from_dict({"recipe": "fast", "labeled_strong": True, "algorithm": "softmatch"}))
-    assert (mine.algorithm, mine.unlabeled_batch_curriculum, mine.labeled_strong) == ("softmatch", "linear", True)
+    assert (mine.algorithm, mine.labeled_strong) == ("softmatch", True)
     run = tmp_path / "run"
-    flags = ["--recipe", "fast", "--unlabeled-batch-curriculum", "off", "--steps", "2", "--eval-every", "2"]
+    flags = ["--recipe", "fast", "--unlabeled-batch-curriculum", "linear", "--steps", "2", "--eval-every", "2"]
     assert main(["train", *flags, "--batch-size", "4", "--mu", "2", "--no-progress", "--out", str(run)]) == 0
     saved = (run / "config.yaml").read_text()
-    assert "algorithm: flexmatch" in saved and "unlabeled_batch_curriculum: 'off'" in saved
+    assert "algorithm: flexmatch" in saved and "unlabeled_batch_curriculum: linear" in saved
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "fast",
+                "--algorithm",
+                "freematch",
+                "--steps",
+                "1",
+                "--eval-every",
+                "1",
+                "--batch-size",
+                "4",
+                "--mu",
+                "1",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "r2"),
+            ]
+        )
+        == 0
+    )
+    assert "algorithm: freematch" in (tmp_path / "r2" / "config.yaml").read_text()  # the flag wins
     assert main(["train", "--recipe", "slow"]) == 2 and "unknown recipe 'slow'" in capsys.readouterr().err

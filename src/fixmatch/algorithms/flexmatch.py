@@ -67,8 +67,10 @@ class FlexMatch(TensorState):
         target = torch.where(select, idx, self.pool_size)  # the spare slot for the unselected
         self.slots.index_put_((target,), pseudo)
         self.slots[self.pool_size] = -1
-        counts = torch.bincount(self.selected_label + 1, minlength=self.classwise_acc.numel() + 1).double()
-        largest = counts.max() if self.warmup else counts[1:].max()  # counts[0]: never selected
+        # counts[0]: never selected (-1); index_add_ into a fixed size, as bincount would read its max on the host
+        counts = torch.zeros(self.classwise_acc.numel() + 1, dtype=torch.float64, device=self.slots.device)
+        counts.index_add_(0, self.selected_label + 1, torch.ones_like(self.selected_label, dtype=torch.float64))
+        largest = counts.max() if self.warmup else counts[1:].max()
         acc = (counts[1:] / largest).to(self.classwise_acc.dtype)
         # the reference updates only while not every image holds the same value
         self.classwise_acc.copy_(torch.where(counts.max() < self.pool_size, acc, self.classwise_acc))

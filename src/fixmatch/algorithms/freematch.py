@@ -101,5 +101,6 @@ class FreeMatch(TensorState):
             time_p = torch.clip(time_p, 0.0, CLIP_MAX)
         self.time_p.copy_(time_p)
         self.p_model.copy_(self.p_model * m + (1 - m) * probs.mean(dim=0))
-        hist = torch.bincount(max_idx.reshape(-1), minlength=self.p_model.shape[0]).to(self.p_model.dtype)
+        # the reference's bincount, into a fixed size (bincount reads its input's max on the host)
+        hist = torch.zeros_like(self.p_model).index_add_(0, max_idx.reshape(-1), torch.ones_like(probs[:, 0]))
         self.label_hist.copy_(self.label_hist * m + (1 - m) * (hist / hist.sum()))

@@ -96,8 +96,9 @@ class Trainer:
         --unlabeled-batch-curriculum), augmented on the device; under torchrun, this rank's slice."""
         li = self.lab_sampler.next()
         ui = None
-        if self.unl_sampler is not None:
-            ui = self.unl_sampler.next(unlabeled_batch(self.cfg, step, self.schedule.steps))
+        if self.unl_sampler is not None:  # its batch follows --unlabeled-batch-curriculum
+            self.unl_sampler.batch = unlabeled_batch(self.cfg, step, self.schedule.steps)
+            ui = self.unl_sampler.next()
         batch = self.augment(li, ui)
         x, y_l, idx_u = distributed.shard_batch(batch.x, batch.y_l, batch.idx_u, self.dist)
         return Batch(x, y_l, idx_u, batch.probe)

@@ -54,8 +54,9 @@ def prepare_file(path: Path, meta: dict) -> dict:
     if path.exists() and not (path.is_file() or path.is_dir()):  # opening a FIFO would wait for a writer
         return {"error": "not a regular file (a pipe, socket or device)"}
     try:
+        image = open_file(path, meta)  # within the decoding policy, like every decode
         sent = page_copy(path)  # a file over the upload limit: the copy the page would send instead
-        return prepare(open_file(path if sent is None else io.BytesIO(sent), meta), meta)
+        return prepare(image if sent is None else open_file(sent, meta), meta)
     except FileNotFoundError:
         return {"error": "file not found"}
     except IsADirectoryError:

@@ -412,3 +412,20 @@ def test_training_on_a_folder_with_broken_files_and_no_test(tmp_path, rgb):
     assert any("no held-out images" in line for line in lines)
     meta = load_checkpoint(run / "last.pt")["meta"]
     assert meta["class_names"] == ["cat", "dog"] and meta["image_shape"] == [3, 32, 32]
+
+
+def test_the_flip_of_a_folders_run_is_named_in_the_notes():
+    """The folders default flips images; on digits it starves FixMatch (README's investigation), so
+    the run's notes say so, and say nothing when --no-flip is given or the dataset is not folders."""
+    from types import SimpleNamespace
+
+    from fixmatch.train import run_notes
+
+    data = SimpleNamespace(skipped=[], eval_note=None)
+
+    def notes(**kw):
+        return " ".join(run_notes(SimpleNamespace(ema_warmup=False, bn_momentum=0.001, **kw), data))
+
+    assert "--no-flip" in notes(dataset="folders", flip=True)
+    assert "--no-flip" not in notes(dataset="folders", flip=False)
+    assert "--no-flip" not in notes(dataset="cifar10", flip=True)

@@ -225,6 +225,12 @@ def run_notes(cfg: RunConfig, data) -> list[str]:
             f"short-schedule options: EMA warm-up {'on' if cfg.ema_warmup else 'off'}, BatchNorm "
             f"momentum {cfg.bn_momentum} (official: EMA without warm-up, momentum 0.001)"
         )
+    if cfg.dataset == "folders" and cfg.flip:  # measured: it starves FixMatch on digits (README)
+        notes.append(
+            "horizontal flip on (the folders default): a mirrored digit or letter is another symbol, and "
+            "on digits from folders it cost FixMatch 10 points; pass --no-flip unless your images are "
+            "mirror-symmetric"
+        )
     return notes
 
 

@@ -419,7 +419,7 @@ def test_the_flip_of_a_folders_run_is_named_in_the_notes():
     the run's notes say so, and say nothing when --no-flip is given or the dataset is not folders."""
     from types import SimpleNamespace
 
-    from fixmatch.train import run_notes
+    from fixmatch.training.train import run_notes
 
     data = SimpleNamespace(skipped=[], eval_note=None)
 

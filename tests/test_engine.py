@@ -19,9 +19,9 @@ from fixmatch.errors import UserError
 from fixmatch.models import build_model, count_parameters
 from fixmatch.training.bench_options import bench_args
 from fixmatch.training.ema import EMA
+from fixmatch.training.engine import EpochSampler
 from fixmatch.training.equivalence import compare_paths
 from fixmatch.training.optim import cosine_lr, param_groups
-from fixmatch.training.sampler import EpochSampler
 from fixmatch.training.train import resume, train
 
 

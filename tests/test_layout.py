@@ -95,3 +95,50 @@ def test_no_module_reaches_itself():
         if m not in state:
             visit(m, [m])
     assert not circles, "\n".join(circles)
+
+
+# The walk of one batch: the project's code a newcomer reads to follow a default step (FixMatch,
+# RandAugment, one process) from the sampler's indices to the loss. The network's forward (models/)
+# is the model, not the walk; the speed paths (augment_graph, augment_stream) are wrappers installed
+# once in Trainer.__init__ and are off here, as on every CPU.
+WALK_FILES = {
+    "training/engine.py": "the trainer: draw(), augment_indices(), the forward and loss",
+    "augment/weak.py": "the weak view",
+    "augment/randaugment.py": "the strong view",
+    "augment/kernels.py": "the PIL-exact ops RandAugment applies",
+    "algorithms/fixmatch.py": "the loss",
+}
+WALK_MAX_LINES = 600  # lines of the functions that run
+
+
+def test_one_batch_is_followed_in_five_files(tmp_path):
+    import sys
+
+    from tiny_runs import tiny_config
+
+    from fixmatch.config import resolve
+    from fixmatch.data import load_data
+    from fixmatch.training.devices import pick_device
+    from fixmatch.training.train import make_trainer, pick_labels
+
+    cfg = resolve(tiny_config(tmp_path))
+    assert (cfg.algorithm, cfg.strong_augment, cfg.unlabeled_batch_curriculum) == ("fixmatch", "ra", "off")
+    data = load_data(cfg)
+    trainer = make_trainer(cfg, data, pick_labels(cfg, data), pick_device("cpu"))
+    package = SRC / "fixmatch"
+    run: dict = {}  # code object -> the file it is in, relative to the package
+
+    def record(frame, event, arg):
+        path = Path(frame.f_code.co_filename)
+        if event == "call" and path.is_relative_to(package) and path.parts[len(package.parts)] != "models":
+            run[frame.f_code] = path.relative_to(package).as_posix()
+
+    sys.setprofile(record)
+    try:
+        batch = trainer.make_batch(0)
+        trainer.forward_loss(batch.x, batch.y_l, batch.idx_u)
+    finally:
+        sys.setprofile(None)
+    assert set(run.values()) == set(WALK_FILES), sorted(set(run.values()))
+    lines = sum(max(n for *_, n in code.co_lines() if n) - code.co_firstlineno + 1 for code in run)
+    assert lines <= WALK_MAX_LINES, lines

@@ -8,19 +8,18 @@ same code runs without a second stream (the order is all that differs; nothing o
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from fixmatch.training.batch import Batch
-from fixmatch.training.sampler import EpochSampler
 
 
 class AugmentStream:
     def __init__(
         self,
         draw: Callable[[int], Batch],
-        samplers: tuple[EpochSampler | None, ...],
+        samplers: tuple[Any, ...],  # the trainer's EpochSamplers (None: none): their queues are rewound
         generator: torch.Generator,
         device: torch.device,
         owns_outputs: bool,

@@ -23,10 +23,9 @@ from fixmatch.training.augment_stream import AugmentStream
 from fixmatch.training.batch import Batch, CTAProbe, Schedule
 from fixmatch.training.checkpoint import save_atomic
 from fixmatch.training.ema import EMA
-from fixmatch.training.fast import Speedups, autocast, compile_fn
+from fixmatch.training.fast import Speedups, compile_fn
 from fixmatch.training.metrics import confusion_matrix, predict_logits, report_from_confusion
 from fixmatch.training.optim import cosine_lr, make_optimizer
-from fixmatch.training.sampler import EpochSampler
 
 STAT_KEYS = ("loss", "loss_x", "loss_u", "mask_rate", "pseudo_correct", "pseudo_count")
 
@@ -71,6 +70,7 @@ class Trainer:
         self.lab_sampler = EpochSampler(len(labeled_idx), cfg.batch_size, self.generator)
         uses_unl = self.algorithm.uses_unlabeled and cfg.mu > 0
         self.unl_sampler = EpochSampler(len(self.x_unl), cfg.mu * cfg.batch_size, self.generator) if uses_unl else None
+        self.curriculum = cfg.unlabeled_batch_curriculum != "off"
         # CTAugment: bin rates on the device, learned from probes of the labeled images (fixmatch.augment.ctaugment)
         self.cta = CTAugment(device=device) if uses_unl and cfg.strong_augment == "cta" else None
         self.forward_loss = compile_fn(self._forward_loss, speedups)
@@ -96,12 +96,15 @@ class Trainer:
         --unlabeled-batch-curriculum), augmented on the device; under torchrun, this rank's slice."""
         li = self.lab_sampler.next()
         ui = None
-        if self.unl_sampler is not None:  # its batch follows --unlabeled-batch-curriculum
-            self.unl_sampler.batch = unlabeled_batch(self.cfg, step, self.schedule.steps)
+        if self.unl_sampler is not None:
+            if self.curriculum:  # the unlabeled batch grows over the run (fixmatch.algorithms.curriculum)
+                self.unl_sampler.batch = unlabeled_batch(self.cfg, step, self.schedule.steps)
             ui = self.unl_sampler.next()
         batch = self.augment(li, ui)
-        x, y_l, idx_u = distributed.shard_batch(batch.x, batch.y_l, batch.idx_u, self.dist)
-        return Batch(x, y_l, idx_u, batch.probe)
+        if self.dist.world > 1:  # torchrun: every rank drew the same global batch and keeps its slice
+            x, y_l, idx_u = distributed.shard_batch(batch.x, batch.y_l, batch.idx_u, self.dist)
+            batch = Batch(x, y_l, idx_u, batch.probe)
+        return batch
 
     @torch.no_grad()
     def augment_indices(self, li: torch.Tensor, ui: torch.Tensor | None) -> Batch:
@@ -128,7 +131,7 @@ class Trainer:
         x = self.normalize(x)
         if self.speedups.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.speedups.amp):
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.speedups.amp):
             logits = self.net(x)
         logits = logits.float()
         n = y_l.shape[0]
@@ -278,6 +281,35 @@ class Trainer:
             save_atomic(state, out_dir / "best.pt")
         if self.cta is not None:
             self.cta.write_json(out_dir / "cta.json", self.step_num)
+
+
+class EpochSampler:
+    """Yields `batch` indices at a time from back-to-back random permutations of range(n).
+
+    Like the official input pipeline (shuffle + repeat), a batch may span two passes, and a pool
+    smaller than the batch (40 labels, B=64) is simply repeated.
+    """
+
+    def __init__(self, n: int, batch: int, generator: torch.Generator):
+        self.n, self.batch, self.generator = n, batch, generator
+        self.device = generator.device
+        self.queue = torch.empty(0, dtype=torch.long, device=self.device)
+
+    def next(self, batch: int | None = None) -> torch.Tensor:
+        """The next `batch` indices (default: the sampler's batch; the curriculum batch size varies it)."""
+        batch = self.batch if batch is None else batch
+        while self.queue.numel() < batch:
+            perm = torch.randperm(self.n, generator=self.generator, device=self.device)
+            self.queue = torch.cat([self.queue, perm])
+        out, self.queue = self.queue[:batch], self.queue[batch:]
+        return out
+
+    def state_dict(self, queue: torch.Tensor | None = None) -> dict:
+        """The state now, or with an earlier queue (augment_stream.py rewinds a batch in flight)."""
+        return {"queue": (self.queue if queue is None else queue).cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.queue = state["queue"].to(self.device)
 
 
 def unlabeled_pool(data, labeled_idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

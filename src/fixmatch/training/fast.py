@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
@@ -52,12 +51,6 @@ def resolve_speedups(cfg, device: torch.device) -> Speedups:
             f"--compile {cfg.compile}): add --compile on or leave --max-autotune off"
         )
     return s
-
-
-def autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 COMPILE_MODES = {  # (cuda_graph, max_autotune) -> torch.compile's mode

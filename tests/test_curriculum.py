@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_runs import kill_then_resume, tiny_config
+from tiny_runs import kill_then_resume, tiny_config, tiny_trainer
 
 from fixmatch.algorithms.curriculum import images_between, unlabeled_batch, unlabeled_batch_sizes, unlabeled_ratio
 from fixmatch.config import TrainConfig, resolve
@@ -17,8 +17,8 @@ from fixmatch.training.train import make_trainer, pick_labels
 
 
 def curriculum_cfg(**kw):
-    base = dict(dataset="digits", algorithm="fixmatch", batch_size=4, mu=5, steps=30, device="cpu")
-    return resolve(TrainConfig(**{**base, "unlabeled_batch_curriculum": "linear", **kw}))
+    base = dict(batch_size=4, mu=5, steps=30, device="cpu", seed=0, unlabeled_batch_curriculum="linear")
+    return resolve(tiny_config(**{**base, **kw}))
 
 
 def test_the_unlabeled_ratio_grows_from_the_minimum_to_mu_in_equal_phases():
@@ -70,10 +70,8 @@ def test_streamed_and_plain_steps_forward_the_same_batches():
     """--augment-stream draws step k+1's batch during step k: it must be step k+1's size and images."""
 
     def forwarded(**switches):
-        cfg = curriculum_cfg(curriculum_min_mu=1, steps=10, **switches)
-        data = load_dataset("digits")
-        torch.manual_seed(0)
-        trainer = make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
+        trainer, _ = tiny_trainer(curriculum_cfg(curriculum_min_mu=1, steps=10, **switches))
+        cfg = trainer.cfg
         seen = []
         trainer.model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
         for _ in range(cfg.steps):
@@ -90,9 +88,7 @@ def test_labeled_strong_gives_the_labeled_batch_the_strong_view():
     """digits pixels are multiples of 255/16: Cutout's grey 127 is in no weak view, in every strong one."""
 
     def labeled_views(**kw):
-        cfg = resolve(TrainConfig(dataset="digits", algorithm="fixmatch", batch_size=8, mu=1, device="cpu", **kw))
-        data = load_dataset("digits")
-        trainer = make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
+        trainer, _ = tiny_trainer(tiny_config(mu=1, device="cpu", seed=0, **kw))
         return trainer.make_batch(0).x[:8]
 
     strong, weak = labeled_views(labeled_strong=True), labeled_views()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from tiny_runs import tiny_config
 
 from fixmatch.config import TrainConfig
 from fixmatch.errors import UserError
@@ -81,21 +82,7 @@ def torchrun(tmp_path, *args, env=None, nproc=2):
 
 def cfg(out, **kw):
     # threshold 0.1 < max softmax of 10 classes: every pseudo-label counts, so the unlabeled loss is active
-    base = dict(
-        dataset="digits",
-        algorithm="fixmatch",
-        model="nobn_test",
-        steps=8,
-        eval_every=4,
-        batch_size=8,
-        mu=2,
-        seed=3,
-        progress=False,
-        device="cpu",
-        out=str(out),
-        threshold=0.1,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(model="nobn_test", steps=8, eval_every=4, device="cpu", out=str(out), threshold=0.1, **kw)
 
 
 def load(path):

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tiny_runs import tiny_config, tiny_trainer
 
 from fixmatch.algorithms import FixMatch
 from fixmatch.config import TrainConfig, resolve
@@ -216,24 +217,8 @@ if "linear_probe_test" not in MODELS:
 
 
 def digits_trainer(**kw):
-    base = dict(
-        dataset="digits",
-        algorithm="fixmatch",
-        model="linear_probe_test",
-        batch_size=8,
-        mu=3,
-        steps=100,
-        eval_every=50,
-        progress=False,
-        device="cpu",
-        seed=1,
-        lr=0.03,
-        weight_decay=5e-4,
-    )
-    cfg = resolve(TrainConfig(**{**base, **kw}))
-    data = load_dataset("digits")
-    torch.manual_seed(0)
-    return make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu")), data
+    base = dict(model="linear_probe_test", mu=3, steps=100, eval_every=50, device="cpu", seed=1, lr=0.03)
+    return tiny_trainer(tiny_config(**{**base, "weight_decay": 5e-4, **kw}))
 
 
 def weak_candidates(images: torch.Tensor) -> set[bytes]:

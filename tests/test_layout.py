@@ -114,17 +114,11 @@ WALK_MAX_LINES = 600  # lines of the functions that run
 def test_one_batch_is_followed_in_five_files(tmp_path):
     import sys
 
-    from tiny_runs import tiny_config
+    from tiny_runs import tiny_config, tiny_trainer
 
-    from fixmatch.config import resolve
-    from fixmatch.data import load_data
-    from fixmatch.training.devices import pick_device
-    from fixmatch.training.train import make_trainer, pick_labels
-
-    cfg = resolve(tiny_config(tmp_path))
+    trainer, _ = tiny_trainer(tiny_config(device="cpu"))
+    cfg = trainer.cfg
     assert (cfg.algorithm, cfg.strong_augment, cfg.unlabeled_batch_curriculum) == ("fixmatch", "ra", "off")
-    data = load_data(cfg)
-    trainer = make_trainer(cfg, data, pick_labels(cfg, data), pick_device("cpu"))
     package = SRC / "fixmatch"
     run: dict = {}  # code object -> the file it is in, relative to the package
 
@@ -142,3 +136,112 @@ def test_one_batch_is_followed_in_five_files(tmp_path):
     assert set(run.values()) == set(WALK_FILES), sorted(set(run.values()))
     lines = sum(max(n for *_, n in code.co_lines() if n) - code.co_firstlineno + 1 for code in run)
     assert lines <= WALK_MAX_LINES, lines
+
+
+# A module imports the project's modules at its top, so the graph above is what runs. The exception:
+# a function-local import that keeps a heavy package out of a module that is imported without it
+# (`fixmatch --help`, the ONNX server and `import fixmatch` load no torch), with its reason beside it.
+HEAVY = {"torch", "onnx", "onnxruntime", "cv2", "flask", "gunicorn", "matplotlib", "tensorboard"}
+
+
+def split_imports(path: Path) -> tuple[set[str], set[str], list[tuple[int, str]]]:
+    """(project modules imported when the module loads, third-party packages imported then,
+    [(line, project module)] imported inside functions)."""
+    tree = ast.parse(path.read_text())
+    top: set[str] = set()
+    outside: set[str] = set()
+    local: list[tuple[int, str]] = []
+    in_function: set[int] = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            in_function |= {id(n) for n in ast.walk(fn) if n is not fn}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        found = project_imports_of(node)
+        if id(node) in in_function:
+            local += [(node.lineno, m) for m in sorted(found)]
+        elif found:
+            top |= found
+        else:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            outside |= {n.split(".")[0] for n in names} | {n for n in names}
+    return top, outside, local
+
+
+def project_imports_of(node: ast.Import | ast.ImportFrom) -> set[str]:
+    module = ast.Module(body=[node], type_ignores=[])
+    found = set()
+    for n in ast.walk(module):
+        if isinstance(n, ast.Import):
+            found |= {a.name for a in n.names if a.name.split(".")[0] == "fixmatch"}
+        elif isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "fixmatch":
+            for alias in n.names:
+                sub = f"{n.module}.{alias.name}"
+                found.add(sub if module_path(sub) else n.module)
+    return found
+
+
+def module_path(module: str) -> Path | None:
+    base = SRC / Path(*module.split("."))
+    for p in (base.with_suffix(".py"), base / "__init__.py"):
+        if p.exists():
+            return p
+    return None
+
+
+def heavy_loads(module: str, seen: dict[str, set[str]] | None = None) -> set[str]:
+    """The heavy packages `import module` loads: its own top-level imports, its packages'
+    __init__ files, and those of every project module it imports at its top."""
+    seen = {} if seen is None else seen
+    if module in seen:
+        return seen[module]
+    seen[module] = set()
+    path = module_path(module)
+    assert path is not None, module
+    top, outside, _ = split_imports(path)
+    parents = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}
+    loads = {n for n in outside if n in HEAVY or n.startswith("torch.utils.tensorboard")}
+    for other in top | parents:
+        loads |= heavy_loads(other, seen)
+    seen[module] = loads
+    return loads
+
+
+def says_why(lines: list[str], lineno: int) -> bool:
+    """`# deferred: why` on the import's line, or on a comment above its block of imports."""
+    i = lineno - 1
+    while i >= 0:
+        text = lines[i].strip()
+        if "# deferred:" in text:
+            return True
+        if text and not text.startswith(("import ", "from ", "#")):
+            return False
+        i -= 1
+    return False
+
+
+def test_a_function_local_import_defers_a_heavy_package_and_says_why():
+    wrong = []
+    for path in sorted((SRC / "fixmatch").rglob("*.py")):
+        module, lines = module_name(path), path.read_text().splitlines()
+        for lineno, imported in split_imports(path)[2]:
+            gained = heavy_loads(imported) - heavy_loads(module)
+            where = f"{path.relative_to(SRC)}:{lineno} imports {imported}"
+            if not gained:
+                wrong.append(f"{where} inside a function, deferring nothing heavy: import it at the top")
+            elif not says_why(lines, lineno):
+                wrong.append(f"{where} inside a function to defer {sorted(gained)}: say so (# deferred: why)")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_heavy_package_list_matches_what_python_loads():
+    """The static count above, checked against real imports for modules at both ends."""
+    import subprocess
+    import sys
+
+    for module in ("fixmatch", "fixmatch.cli", "fixmatch.serve", "fixmatch.inference.predictor", "fixmatch.config"):
+        code = f"import sys, {module}; print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == str(sorted(heavy_loads(module))), module
+    assert "torch" in heavy_loads("fixmatch.training.engine")

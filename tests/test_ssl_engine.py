@@ -6,26 +6,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_runs import kill_then_resume, tiny_config
+from tiny_runs import kill_then_resume, tiny_config, tiny_trainer
 
 from fixmatch.config import TrainConfig, resolve
-from fixmatch.data import load_dataset
 from fixmatch.errors import UserError
-from fixmatch.training.train import make_trainer, pick_labels
 
 STATEFUL = ("flexmatch", "freematch", "softmatch")
 
 
 def trainer_for(algorithm: str, **kw):
-    cfg = resolve(tiny_config_values(algorithm, **kw))
-    data = load_dataset("digits")
-    torch.manual_seed(0)
-    return make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
-
-
-def tiny_config_values(algorithm: str, **kw) -> TrainConfig:
-    base = dict(dataset="digits", algorithm=algorithm, batch_size=8, mu=2, steps=24, device="cpu", progress=False)
-    return TrainConfig(**{**base, **kw})
+    return tiny_trainer(tiny_config(algorithm=algorithm, device="cpu", seed=0, **kw))[0]
 
 
 def test_flexmatch_is_given_the_pool_index_of_each_unlabeled_image_drawn():

@@ -1,5 +1,5 @@
-"""Tiny digits runs for the engine tests: their config, and a run killed right after a checkpoint,
-resumed, and compared with the same run uninterrupted."""
+"""Tiny digits runs for every test that trains: their config, a trainer built from it, and a run
+killed right after a checkpoint, resumed, and compared with the same run uninterrupted."""
 
 from __future__ import annotations
 
@@ -8,17 +8,27 @@ from typing import Callable
 import pytest
 import torch
 
-from fixmatch.config import TrainConfig
+from fixmatch.config import TrainConfig, resolve
+from fixmatch.data import load_data
 from fixmatch.training import engine
-from fixmatch.training.train import resume, train
+from fixmatch.training.train import make_trainer, pick_labels, resume, train
 
 
-def tiny_config(folder, **overrides) -> TrainConfig:
+def tiny_config(folder=None, **overrides) -> TrainConfig:
     """24 FixMatch steps on digits (B=8, mu=2), evaluated every 8, the run in folder/run."""
     base = dict(
         dataset="digits", algorithm="fixmatch", steps=24, eval_every=8, batch_size=8, mu=2, progress=False, seed=3
     )
-    return TrainConfig(**{**base, "out": str(folder / "run"), **overrides})
+    out = {} if folder is None else {"out": str(folder / "run")}
+    return TrainConfig(**{**base, **out, **overrides})
+
+
+def tiny_trainer(config: TrainConfig) -> tuple[engine.Trainer, object]:
+    """(the trainer of this config on the CPU, its network initialised from torch seed 0; its data)."""
+    cfg = resolve(config)
+    data = load_data(cfg)
+    torch.manual_seed(0)
+    return make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu")), data
 
 
 COMPARED = ("accuracy", "median_last20", "raw_accuracy", "mask_rate", "pseudo_label_accuracy")

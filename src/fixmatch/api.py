@@ -18,15 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from fixmatch.config import TrainConfig
 from fixmatch.errors import UserError
+from fixmatch.inference.model_files import ZOO
+from fixmatch.inference.predict import load as load_predictor
+from fixmatch.inference.preprocess import open_file, prepare
 
 
 def train(config: TrainConfig | None = None, log=print, **options) -> dict:
     """Train one run (`fixmatch train`): a TrainConfig and/or its fields as keywords (keywords win).
     Returns the run's summary (also in RUN/summary.json); RUN is summary["out"]."""
-    from fixmatch.training.train import train as train_run
+    from fixmatch.training.train import train as train_run  # deferred: torch (`import fixmatch` loads none)
 
     unknown = set(options) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
@@ -58,10 +62,6 @@ class Model:
         return rows[0] if single else rows
 
     def _prepare(self, image) -> dict:
-        from PIL import Image
-
-        from fixmatch.inference.preprocess import open_file, prepare
-
         if isinstance(image, (str, Path)):
             try:
                 image = open_file(image, self.meta)
@@ -85,14 +85,13 @@ class Model:
 def load(source: str | Path) -> Model:
     """Any model the CLI can load: a run directory, a .pt checkpoint, a .safetensors or .onnx
     export, or a zoo name such as "fer2013"."""
-    from fixmatch.inference.predict import load as load_predictor
-
     return Model(load_predictor(str(source)), str(source))
 
 
 def evaluate(model: Model | str | Path, dataset: str | None = None, data_dir=None, fer_test: str | None = None) -> dict:
     """Accuracy, per-class accuracy and confusion matrix on a dataset's test split (`fixmatch
     evaluate`); a run's own dataset and data folder by default."""
+    # deferred: torch (`import fixmatch` loads none)
     from fixmatch.inference.evaluate import evaluate_on_dataset
     from fixmatch.inference.loading import load_model
 
@@ -112,8 +111,7 @@ def evaluate(model: Model | str | Path, dataset: str | None = None, data_dir=Non
 
 def saved_run_config(source: str) -> dict:
     """The training config saved in a checkpoint or run directory ({} for exported and zoo models)."""
-    from fixmatch.inference.model_files import ZOO
-    from fixmatch.training.checkpoint import load_checkpoint
+    from fixmatch.training.checkpoint import load_checkpoint  # deferred: torch (`import fixmatch` loads none)
 
     path = Path(source)
     if source in ZOO or path.suffix in (".safetensors", ".onnx"):

@@ -1,4 +1,7 @@
-"""The `fixmatch` command: train, evaluate, predict, datasets, bench, export, serve."""
+"""The `fixmatch` command: train, evaluate, predict, datasets, bench, export, serve.
+
+A command imports the modules that load torch when it runs (marked `deferred`): `fixmatch --help`,
+`predict` and `serve` on an ONNX model never load it."""
 
 from __future__ import annotations
 
@@ -8,14 +11,20 @@ import json
 import sys
 import typing
 
+from fixmatch.api import evaluate
+from fixmatch.config import TrainConfig, from_dict, load_yaml, resolve
 from fixmatch.errors import UserError
+from fixmatch.inference.model_files import model_inputs
+from fixmatch.inference.predict import run as run_predict
+from fixmatch.outputs import refuse_clobbering
+from fixmatch.serve import CLIENT_CONNECTIONS, run_server
+from fixmatch.training.bench_options import add_bench_arguments
+from fixmatch.training.stopping import quiet_broken_pipe, stop_message, stop_on_sigterm
 
 EXIT_USER_ERROR = 2
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from fixmatch.config import TrainConfig
-
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -30,9 +39,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    from fixmatch.config import from_dict, load_yaml, resolve
+    # deferred: torch
     from fixmatch.training import distributed
-    from fixmatch.training.stopping import stop_on_sigterm
     from fixmatch.training.train import compare, final_report, resume, train
 
     clean = False
@@ -56,8 +64,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from fixmatch.api import evaluate
-    from fixmatch.inference.evaluate import format_report
+    from fixmatch.inference.evaluate import format_report  # deferred: torch
 
     if args.threads < 1:
         raise UserError("--threads must be at least 1")
@@ -68,15 +75,13 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from fixmatch.inference.predict import run
-
-    return run(args)
+    return run_predict(args)
 
 
 def cmd_datasets(args) -> int:
     import os
 
-    from fixmatch.data import DATASETS
+    from fixmatch.data import DATASETS  # deferred: torch
 
     root = os.environ.get("FIXMATCH_DATA", "./data")
     print(f"default data folder: {root} (set FIXMATCH_DATA or pass --data-dir)")
@@ -86,9 +91,7 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from fixmatch.inference.loading import load_model, write_safetensors
-    from fixmatch.inference.model_files import model_inputs
-    from fixmatch.outputs import refuse_clobbering
+    from fixmatch.inference.loading import load_model, write_safetensors  # deferred: torch
 
     if not (args.onnx or args.safetensors):
         raise UserError("give --onnx PATH and/or --safetensors PATH")
@@ -103,7 +106,7 @@ def cmd_export(args) -> int:
         write_safetensors(loaded, args.safetensors, extra)
         print(f"wrote {args.safetensors}")
     if args.onnx:
-        from fixmatch.inference.onnx_export import export_onnx
+        from fixmatch.inference.onnx_export import export_onnx  # deferred: torch, onnx
 
         export_onnx(loaded, args.onnx, extra)
         print(f"wrote {args.onnx}")
@@ -127,13 +130,13 @@ def read_card(path) -> dict:
 
 
 def cmd_bench(args) -> int:
-    from fixmatch.training.bench import run_bench
+    from fixmatch.training.bench import run_bench  # deferred: torch
 
     return run_bench(args)
 
 
 def cmd_cta_stats(args) -> int:
-    from fixmatch.augment.ctaugment import read_stats, stats_text
+    from fixmatch.augment.ctaugment import read_stats, stats_text  # deferred: torch
 
     state = read_stats(args.run_dir)
     print(
@@ -146,8 +149,6 @@ def cmd_cta_stats(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from fixmatch.serve import run_server
-
     return run_server(args)
 
 
@@ -212,8 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--card-json", metavar="PATH", help="model-card figures to embed (JSON)")
     x.set_defaults(func=cmd_export)
 
-    from fixmatch.training.bench_options import add_bench_arguments
-
     b = sub.add_parser("bench", help="time the real training step (or just the augmentation)")
     add_bench_arguments(b)
     b.set_defaults(func=cmd_bench)
@@ -222,8 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (its cta.json) or a cta.json file")
     c.add_argument("--json", action="store_true", help="the rates and probabilities as JSON")
     c.set_defaults(func=cmd_cta_stats)
-
-    from fixmatch.serve import CLIENT_CONNECTIONS  # light: gunicorn and Flask load only when serving
 
     s = sub.add_parser("serve", help="the web demo and JSON API for a model (default: the FER2013 expressions)")
     s.add_argument(
@@ -255,8 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fixmatch.training.stopping import quiet_broken_pipe, stop_message
-
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)

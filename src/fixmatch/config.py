@@ -13,6 +13,7 @@ import yaml
 
 from fixmatch.errors import UserError
 from fixmatch.imaging.framing import MAX_INPUT_SIDE
+from fixmatch.outputs import write_text_atomic
 
 # The official FixMatch recipe (google-research/fixmatch). Fields left None in TrainConfig take
 # these values unless the dataset's registry entry overrides them.
@@ -235,14 +236,12 @@ def load_yaml(path) -> dict:
 
 
 def save_yaml(cfg: TrainConfig, path) -> None:
-    from fixmatch.outputs import write_text_atomic
-
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def resolve(cfg: TrainConfig) -> RunConfig:
     """Fill unset fields (paper defaults, overridden by the dataset's), then validate."""
-    from fixmatch.data import get_spec
+    from fixmatch.data import get_spec  # deferred: torch; the CLI's --help is built from this module
 
     spec = get_spec(cfg.dataset)
     values = cfg.to_dict()
@@ -281,6 +280,7 @@ def check_types(values: dict) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Every value checked before any work starts; the first problem is one UserError."""
+    # deferred: the registries load torch; the CLI's --help is built from this module
     from fixmatch.algorithms import ALGORITHMS
     from fixmatch.algorithms.curriculum import CURRICULA
     from fixmatch.augment.randaugment import POLICIES

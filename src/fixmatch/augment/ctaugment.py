@@ -11,8 +11,7 @@ fixmatch.py) does, and this module reproduces:
   prediction p on it gives ``proximity = 1 - 0.5 * |p - onehot(y)|_1`` and each (op, argument, bin)
   the probe used moves ``rate <- decay * rate + (1 - decay) * proximity``.
 
-Read from the official code: FixMatch constructs CTAugment with ``--ath`` (default 0.80), so 0.80 is
-the threshold in force, not the class default 0.85. The strong view is CTA on the *second*
+Read from the official code: the strong view is CTA on the *second*
 independent TF weak view (flip + reflect shift) of the pair the unlabeled pipeline makes, the weak
 view being the first. The probe prediction is ``classify_op``: the EMA getter, ``training=False``,
 run in the same ``session.run`` as ``train_op`` with no control dependency between them; the EMA
@@ -47,6 +46,7 @@ from fixmatch.augment.ctaugment_ops import (  # noqa: F401  (CTA_OPS, BINS re-ex
     apply_ops,
 )
 from fixmatch.augment.weak import weak_augment
+from fixmatch.errors import UserError
 from fixmatch.outputs import write_text_atomic
 
 __all__ = ["BINS", "CTA_OPS", "CTA_OP_NAMES", "CTAugment", "proximity"]
@@ -223,8 +223,6 @@ def stats_text(state: dict) -> str:
 
 def read_stats(run_dir: str) -> dict:
     """cta.json of a run directory (or the file itself), for ``fixmatch cta-stats``."""
-    from fixmatch.errors import UserError
-
     path = Path(run_dir)
     path = path / "cta.json" if path.is_dir() else path
     if not path.is_file():

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fixmatch.errors import DataError, UserError
+from fixmatch.imaging.decoding import failure_reason, open_image
 from fixmatch.imaging.framing import draft_for_square, square, to_mode
 from fixmatch.outputs import write_atomic
 
@@ -58,8 +59,6 @@ def header_size(path) -> tuple[int, int]:
 def decode(path, size: int, channels: int) -> np.ndarray:
     """One file -> uint8 (channels, size, size), within the decoding policy that the server and
     predict use too (fixmatch/imaging/decoding.py). Raises on anything unreadable or refused."""
-    from fixmatch.imaging.decoding import open_image
-
     # a large JPEG decodes at a reduced scale (much faster); truncated or corrupt data fails here
     with open_image(path, draft=lambda im: draft_for_square(im, size, channels)) as im:
         return frame(im, size, channels)
@@ -73,20 +72,6 @@ def frame(im, size: int, channels: int) -> np.ndarray:
     im = ImageOps.exif_transpose(im)  # phone photos: the orientation the viewer shows
     a = np.asarray(square(to_mode(im, channels), size), dtype=np.uint8)
     return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
-
-
-def failure_reason(path, error: BaseException) -> str:
-    try:
-        if os.path.getsize(path) == 0:
-            return "empty file (0 bytes)"
-    except OSError:
-        pass
-    text = str(error).strip() or type(error).__name__
-    if type(error).__name__ == "UnidentifiedImageError" or getattr(error, "kind", None) == "format":
-        return "not an image (unknown format)"  # PIL's words, or the decoding policy's (ImageRefused)
-    if type(error).__name__ == "ImageRefused":
-        return text  # the policy's own sentence: too many pixels, too costly to decode, corrupt
-    return f"{type(error).__name__}: {text}"
 
 
 def decode_chunk(task):

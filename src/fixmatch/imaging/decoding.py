@@ -14,6 +14,7 @@ Torch-free (the server imports it).
 from __future__ import annotations
 
 import io
+import os
 import re
 import time
 import warnings
@@ -170,3 +171,18 @@ def decode(fp, kind: str, draft, seconds: float | None) -> Image.Image:
             f"the {NAMES[kind]} file is corrupt or truncated and cannot be decoded ({type(e).__name__})",
         ) from None
     return image
+
+
+def failure_reason(path, error: BaseException) -> str:
+    """Why a file could not be read, in the words train's skipped.txt and predict's error rows share."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    text = str(error).strip() or type(error).__name__
+    if type(error).__name__ == "UnidentifiedImageError" or getattr(error, "kind", None) == "format":
+        return "not an image (unknown format)"  # PIL's words, or the decoding policy's (ImageRefused)
+    if type(error).__name__ == "ImageRefused":
+        return text  # the policy's own sentence: too many pixels, too costly to decode, corrupt
+    return f"{type(error).__name__}: {text}"

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from fixmatch.config import FIELD_NAMES, from_dict
+from fixmatch.data import load_data
 from fixmatch.errors import UserError
 from fixmatch.training.metrics import confusion_matrix, predict_logits, report_from_confusion
 
@@ -29,9 +31,6 @@ def evaluate_on_dataset(
     """Accuracy, per-class accuracy and confusion matrix of `loaded` on a dataset's test split.
     run_config: the training run's saved config, for how its data was read (folders: image size,
     channels, held-out images); dataset, data_dir and fer_test given here take precedence."""
-    from fixmatch.config import FIELD_NAMES, from_dict
-    from fixmatch.data import load_data
-
     base = {k: v for k, v in (run_config or {}).items() if k in FIELD_NAMES and k != "out"}
     if base.get("dataset") != dataset:  # another dataset: nothing of the run's data settings applies
         base = {}

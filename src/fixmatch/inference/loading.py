@@ -22,6 +22,7 @@ from fixmatch.inference.model_files import (  # noqa: F401 (ZOO, ZOO_DIR, resolv
     resolve_source,
     safetensors_data,
 )
+from fixmatch.inference.preprocess import framing
 from fixmatch.models import build_model
 from fixmatch.models.input_scaling import Normalizer
 from fixmatch.models.layers import LEGACY_WIRING
@@ -90,8 +91,6 @@ def write_safetensors(loaded: LoadedModel, path, extra_meta: dict | None = None)
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.model.state_dict().items()}
-    from fixmatch.inference.preprocess import framing
-
     meta = {**loaded.meta, "preprocess": framing(loaded.meta), **(extra_meta or {})}  # the framing travels
     # The tensors' bytes do not depend on the metadata: their checksum goes into it (the file format
     # has none; read_safetensors_meta verifies it).

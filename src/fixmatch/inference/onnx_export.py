@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fixmatch.inference.model_files import (  # noqa: F401 (read_onnx_meta re-exported)  # noqa: F401 (read_onnx_meta re-exported)
+from fixmatch.inference.model_files import (  # noqa: F401 (read_onnx_meta re-exported)
     META_KEY,
     ONNX_INPUT,
     ONNX_LOGITS,
@@ -25,6 +25,7 @@ from fixmatch.inference.model_files import (  # noqa: F401 (read_onnx_meta re-ex
     onnx_graph_digest,
     read_onnx_meta,
 )
+from fixmatch.inference.preprocess import framing
 from fixmatch.outputs import write_atomic
 
 INPUT, OUTPUTS = ONNX_INPUT, (ONNX_PROBABILITIES, ONNX_LOGITS)
@@ -65,8 +66,6 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
             dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)},
         )
         model = onnx.load(str(graph))
-    from fixmatch.inference.preprocess import framing
-
     meta = {
         **loaded.meta,
         "preprocess": framing(loaded.meta),

@@ -1,7 +1,6 @@
 """`fixmatch predict`: label images from files and folders with the same preprocessing as the web
-page (serve/preprocess.py), on what the page would upload (serve/page_upload.py: a file over the
-server's limit is shrunk as the page shrinks it), as JSON or CSV; an unreadable file is a row with
-an error."""
+page (preprocess.py), on what the page would upload (page_upload.py: a file over the server's limit
+is shrunk as the page shrinks it), as JSON or CSV; an unreadable file is a row with an error."""
 
 from __future__ import annotations
 
@@ -13,9 +12,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from fixmatch.errors import UserError
+from fixmatch.imaging.decoding import failure_reason
+from fixmatch.inference import predictor as model
 from fixmatch.inference.model_files import model_inputs
+from fixmatch.inference.page_upload import page_copy
+from fixmatch.inference.preprocess import framing, open_file, prepare
 from fixmatch.outputs import printable, refuse_clobbering, write_text_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -36,19 +40,11 @@ def collect(paths: list[str]) -> list[Path]:
 
 def load(source: str):
     """The model as the server loads it (ONNX first for a zoo name, when onnxruntime is installed)."""
-    from fixmatch.inference import predictor as model
-
     has_ort = importlib.util.find_spec("onnxruntime") is not None
     return model.load_predictor(source, model.SUFFIXES if has_ort else (".safetensors",))
 
 
 def prepare_file(path: Path, meta: dict) -> dict:
-    from PIL import Image, UnidentifiedImageError
-
-    from fixmatch.data.image_cache import failure_reason
-    from fixmatch.inference.page_upload import page_copy
-    from fixmatch.inference.preprocess import framing, open_file, prepare
-
     if framing(meta) == "face" and importlib.util.find_spec("cv2") is None:
         raise UserError("this model frames faces with OpenCV: pip install 'fixmatch[serve]'")
     if path.exists() and not (path.is_file() or path.is_dir()):  # opening a FIFO would wait for a writer

@@ -13,14 +13,13 @@ import numpy as np
 
 from fixmatch.commands import program
 from fixmatch.errors import UserError
+from fixmatch.inference import model_files
 
 SUFFIXES = (".onnx", ".safetensors")  # zoo files, best first: onnx needs no torch at inference
 
 
 def resolve_model(source: str, suffixes=SUFFIXES) -> Path:
     """A zoo name (its .onnx, else its .safetensors) or a path; a clear error when neither exists."""
-    from fixmatch.inference import model_files
-
     if source not in model_files.ZOO:
         return model_files.resolve_source(source)
     stem = Path(model_files.ZOO[source]).stem
@@ -37,14 +36,12 @@ def check_model(source: str) -> dict:
     """Everything a worker would find wrong with the model, found once, up front (the server's
     parent process runs this before forking workers): -> the model's metadata. Exported files are
     checked from their metadata (no onnxruntime session before the fork); checkpoints are loaded."""
-    from fixmatch.inference.model_files import read_onnx_meta, read_safetensors_meta
-
     path = resolve_model(source)
     if path.suffix == ".onnx":
-        return read_onnx_meta(path)
+        return model_files.read_onnx_meta(path)
     if path.suffix == ".safetensors":
-        return read_safetensors_meta(path)
-    from fixmatch.inference.loading import load_model
+        return model_files.read_safetensors_meta(path)
+    from fixmatch.inference.loading import load_model  # deferred: torch; ONNX models never load it
 
     return load_model(str(path)).meta
 
@@ -53,9 +50,7 @@ class OnnxPredictor:
     def __init__(self, path: Path):
         import onnxruntime as ort
 
-        from fixmatch.inference.model_files import read_onnx_meta
-
-        self.meta = read_onnx_meta(path)
+        self.meta = model_files.read_onnx_meta(path)
         opts = ort.SessionOptions()
         # one thread each: gunicorn runs one process per core, more threads would only fight
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
@@ -66,16 +61,14 @@ class OnnxPredictor:
         self.input = self.session.get_inputs()[0].name
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        from fixmatch.inference.model_files import ONNX_PROBABILITIES
-
-        return self.session.run([ONNX_PROBABILITIES], {self.input: pixels.astype(np.float32)})[0]
+        return self.session.run([model_files.ONNX_PROBABILITIES], {self.input: pixels.astype(np.float32)})[0]
 
 
 class TorchPredictor:
     def __init__(self, path: Path):
         import torch
 
-        from fixmatch.inference.loading import load_model
+        from fixmatch.inference.loading import load_model  # deferred: torch, only for a torch model
 
         torch.set_num_threads(1)
         self.loaded = load_model(str(path))

@@ -163,7 +163,7 @@ def prepare(image: Image.Image, meta: dict) -> dict:
             "box": [0, 0, w, h],
             "image_size": size,
         }
-    from fixmatch.inference.face import frame_face
+    from fixmatch.inference.face import frame_face  # deferred: OpenCV, only for a model that frames faces
 
     crop, box = frame_face(pixels, (h, w))
     return {"pixels": crop, "framing": "face", "face_found": box is not None, "box": box, "image_size": size}

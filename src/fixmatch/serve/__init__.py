@@ -11,15 +11,16 @@ import errno
 import socket
 
 from fixmatch.errors import UserError
+from fixmatch.inference.predictor import check_model
+from fixmatch.serve.limits import CLIENT_CONNECTIONS, CONNECTIONS, KEEPALIVE, THREADS  # noqa: F401 (re-exported)
+from fixmatch.serve.ratelimit import SharedRateLimit
 
 __all__ = ["create_app", "run_server"]
 
-from fixmatch.serve.limits import CLIENT_CONNECTIONS, CONNECTIONS, KEEPALIVE, THREADS  # noqa: F401 (re-exported)
 
-
-def __getattr__(name):  # `from fixmatch.serve import create_app` without importing Flask for predict
+def __getattr__(name):  # `from fixmatch.serve import create_app`
     if name == "create_app":
-        from fixmatch.serve.app import create_app
+        from fixmatch.serve.app import create_app  # deferred: Flask; the CLI imports this package
 
         return create_app
     raise AttributeError(name)
@@ -50,7 +51,7 @@ def format_host(host: str) -> str:
 def run_gunicorn(args, rate_limit) -> None:
     from gunicorn.app.base import BaseApplication
 
-    from fixmatch.serve.worker import ClockedThreadWorker
+    from fixmatch.serve.worker import ClockedThreadWorker  # deferred: gunicorn, only when serving
 
     ClockedThreadWorker.read_seconds = args.read_timeout  # inherited by the forked workers
     ClockedThreadWorker.client_connections = args.client_connections
@@ -66,7 +67,7 @@ def run_gunicorn(args, rate_limit) -> None:
 
             import cv2
 
-            from fixmatch.serve.app import create_app
+            from fixmatch.serve.app import create_app  # deferred: Flask, in the worker
 
             # the cores shared out between the workers: with one worker per core OpenCV's own pool
             # would only oversubscribe; with fewer workers, face detection may use the spare cores
@@ -103,9 +104,6 @@ def check_address(host: str, port: int) -> None:
 
 
 def run_server(args) -> int:
-    from fixmatch.inference.predictor import check_model
-    from fixmatch.serve.ratelimit import SharedRateLimit
-
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
     if not args.read_timeout > 0:

@@ -200,7 +200,7 @@ def create_app(
     predictor = predictor or load_predictor(model_source)
     info = model_info(predictor)
     if info["preprocess"] == "face":
-        from fixmatch.inference.face import warm_up
+        from fixmatch.inference.face import warm_up  # deferred: OpenCV, only for a model that frames faces
 
         warm_up()
     predictor.probabilities(np.zeros((1, *info["input"].values()), np.uint8))  # first run allocates; not a user's

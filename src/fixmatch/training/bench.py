@@ -14,6 +14,7 @@ import torch
 from fixmatch.config import SPEED_SWITCHES, TrainConfig, resolve
 from fixmatch.data import ImageDataset, load_dataset
 from fixmatch.training.devices import pick_device, sync
+from fixmatch.training.train import make_trainer
 
 
 def synthetic_data(n: int, channels: int, size: int, num_classes: int, seed: int = 0) -> ImageDataset:
@@ -30,8 +31,6 @@ def cached_dataset(name: str, data_dir) -> ImageDataset:
 
 
 def build_trainer(args, data: ImageDataset | None = None):
-    from fixmatch.training.train import make_trainer
-
     data = data or (
         cached_dataset(args.dataset, args.data_dir)
         if args.dataset

@@ -31,6 +31,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from fixmatch.errors import UserError
+from fixmatch.training.devices import pick_device
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,6 @@ def from_env() -> Dist:
 
 def setup(cfg) -> tuple[Dist, torch.device]:
     """The rank layout and this rank's device; joins the process group under torchrun."""
-    from fixmatch.training.devices import pick_device
-
     d = from_env()
     if not d.active:
         return d, pick_device(cfg.device)

@@ -33,6 +33,7 @@ from shared_data import SHARED, read_head
 
 from fixmatch.augment.randaugment import OPS, POLICIES, _apply, cutout, strong_augment
 from fixmatch.augment.weak import weak_augment
+from fixmatch.config import TrainConfig, resolve
 
 MAGNITUDES = {
     "Identity": [0.0],
@@ -234,3 +235,51 @@ def test_cuda_no_host_sync_and_deterministic():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert all(torch.equal(runs[i], runs[i + 1]) for i in range(0, len(runs), 2))
+
+
+@pytest.mark.parametrize("dataset,flip", [("cifar10", True), ("svhn", False)])
+def test_weak_view_is_a_flip_and_a_uniform_shift(dataset, flip):
+    """Pixel (16, 16) of a coordinate-coded 32x32 image tells each output's flip and shift: the flip
+    has p=0.5 (only where the dataset flips) and the shift is uniform over -4..4 in each axis."""
+    n = 4000
+    rows, cols = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    img = torch.stack([rows, cols, torch.zeros_like(rows)]).to(torch.uint8)
+    out = weak_augment(
+        img.expand(n, -1, -1, -1).contiguous(),
+        flip=resolve(TrainConfig(dataset=dataset)).flip,
+        generator=torch.Generator().manual_seed(0),
+    )
+    dy = out[:, 0, 16, 16].long() - 16
+    flipped = out[:, 1, 16, 17] < out[:, 1, 16, 16]
+    dx = torch.where(flipped, 15 - out[:, 1, 16, 16].long(), out[:, 1, 16, 16].long() - 16)
+    rate = flipped.float().mean().item()
+    assert (0.47 < rate < 0.53) if flip else rate == 0
+    for d in (dx, dy):
+        counts = torch.bincount(d + 4, minlength=9)
+        assert len(counts) == 9 and (counts > n / 9 * 0.8).all() and (counts < n / 9 * 1.2).all()
+
+
+def test_randaugment_rates_are_the_documented_ones(monkeypatch):
+    """2 slots per image; each applies one of the 14 ops (uniform) with p=0.5, at a level 1..9."""
+    from fixmatch.augment import randaugment as augment
+
+    calls, apply = [], augment._apply
+
+    def recording(x, op, mag, grouped=None):
+        calls.append((op.clone(), mag.clone()))
+        return apply(x, op, mag, grouped)
+
+    monkeypatch.setattr(augment, "_apply", recording)
+    n = 7000
+    x = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    augment.strong_augment(x, flip=True, generator=torch.Generator().manual_seed(1))
+    assert len(calls) == 2
+    identity = augment.OP_NAMES.index("Identity")
+    rotate = augment.OP_NAMES.index("Rotate")
+    for op, mag in calls:
+        share = torch.bincount(op, minlength=14).float() / n
+        assert abs(share[identity].item() - (0.5 + 0.5 / 14)) < 0.02
+        others = torch.cat([share[:identity], share[identity + 1 :]])
+        assert ((others - 0.5 / 14).abs() < 0.01).all()
+        levels = (mag[op == rotate] / 3).abs().round().long()  # official Rotate: 3 * level degrees
+        assert set(levels.tolist()) == set(range(1, 10))

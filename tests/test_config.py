@@ -63,3 +63,15 @@ def test_a_baseline_is_an_option_not_an_algorithm():
     assert (old.algorithm, old.baseline) == ("fixmatch", "supervised")
     with pytest.raises(UserError, match="unknown baseline 'ssl'"):
         resolve(TrainConfig(baseline="ssl"))
+
+
+def test_paper_defaults_are_the_official_recipe():
+    cfg = resolve(TrainConfig(dataset="cifar10"))
+    assert (cfg.algorithm, cfg.model, cfg.num_labels, cfg.batch_size, cfg.mu) == ("fixmatch", "wrn28_2", 4000, 64, 7)
+    assert (cfg.threshold, cfg.lambda_u, cfg.lr, cfg.momentum, cfg.nesterov) == (0.95, 1.0, 0.03, 0.9, True)
+    assert (cfg.weight_decay, cfg.ema_decay, cfg.ema_warmup, cfg.bn_momentum) == (5e-4, 0.999, False, 0.001)
+    assert (cfg.steps, cfg.lr_schedule_steps, cfg.eval_every, cfg.median_of) == (2**20, 2**20, 1024, 20)
+    assert (cfg.flip, cfg.randaugment, cfg.input_scaling) == (True, "official", "official")
+    assert resolve(TrainConfig(dataset="svhn")).flip is False
+    c100 = resolve(TrainConfig(dataset="cifar100"))
+    assert (c100.model, c100.weight_decay) == ("wrn28_8", 1e-3)

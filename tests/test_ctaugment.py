@@ -551,7 +551,7 @@ def test_the_strong_view_is_cta_on_an_own_weak_view(monkeypatch):
 
 
 def test_the_strong_view_flips_and_shifts_like_the_weak_view(monkeypatch):
-    """The same decoding as test_fidelity's weak-view test, on CTAugment.views' strong output with the
+    """The same decoding as test_augment's weak-view test, on CTAugment.views' strong output with the
     ops made identities: flip p=0.5, shift uniform over -4..4 at 32 px."""
     import fixmatch.augment.ctaugment as cta_module
 

@@ -20,9 +20,11 @@ import pytest
 import torch
 from shared_data import SHARED, cifar_images, fer_faces, needs_shared_data
 
-from fixmatch.config import TrainConfig
+from fixmatch.config import TrainConfig, resolve
 from fixmatch.data import DATASETS, download, load_dataset
+from fixmatch.data.splits import official_labeled_indices
 from fixmatch.errors import DataError, UserError
+from fixmatch.training.train import pick_labels
 
 pytestmark = needs_shared_data
 
@@ -495,3 +497,46 @@ def test_data_dir_defaults_to_env_then_dot_data(tmp_path, monkeypatch, faces):
     (tmp_path / "data").mkdir()
     (tmp_path / "d.npz").rename(tmp_path / "data" / "d.npz")
     assert len(load_dataset("npz").x_test) == 2
+
+
+# ---------------------------------------------------------------- the official label splits
+def create_split_reference(labels, size, seed):
+    """scripts/create_split.py's loop, with numpy's global generator as the official code uses it."""
+    class_id = [list(np.flatnonzero(labels == c)) for c in range(labels.max() + 1)]
+    class_id = [np.array(ids, dtype=np.int64) for ids in class_id]
+    stats = np.array([len(ids) for ids in class_id], np.float64)
+    stats /= stats.max()
+    if seed:
+        np.random.seed(seed)
+        for ids in class_id:
+            np.random.shuffle(ids)
+    npos, label = np.zeros(len(class_id), np.int64), []
+    for _ in range(size):
+        c = np.argmax(stats - npos / max(npos.max(), 1))
+        label.append(class_id[c][npos[c]])
+        npos[c] += 1
+    return sorted(int(i) for i in label)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 5])
+def test_splits_are_the_official_create_split(seed):
+    rng = np.random.RandomState(123)
+    balanced = rng.permutation(np.repeat(np.arange(10), 50))
+    skewed = rng.choice(10, 3000, p=np.array([1, 9, 7, 6, 5, 5, 4, 4, 3, 3]) / 47)  # SVHN-like frequencies
+    for labels, size in ((balanced, 40), (balanced, 250), (balanced, 37), (skewed, 250), (skewed, 1000)):
+        got = official_labeled_indices(labels, size, seed)
+        assert got.tolist() == create_split_reference(labels, size, seed), (size, seed)
+    if seed == 0:  # no shuffle: the first images of each class in record order
+        got = official_labeled_indices(balanced, 40, 0)
+        assert got.tolist() == sorted(i for c in range(10) for i in np.flatnonzero(balanced == c)[:4])
+    assert np.bincount(balanced[official_labeled_indices(balanced, 250, seed)]).tolist() == [25] * 10
+    counts = np.bincount(skewed[official_labeled_indices(skewed, 1000, seed)], minlength=10)
+    assert np.abs(counts / 1000 - np.bincount(skewed) / 3000).max() < 0.01  # proportional
+
+
+def test_fold_selects_the_split_and_seed_does_not():
+    data = load_dataset("digits")
+    a = pick_labels(resolve(TrainConfig(fold=2, seed=0)), data)
+    assert a.tolist() == pick_labels(resolve(TrainConfig(fold=2, seed=9)), data).tolist()
+    assert a.tolist() != pick_labels(resolve(TrainConfig(fold=3)), data).tolist()
+    assert a.tolist() == create_split_reference(data.y_train.numpy(), 20, 2)

@@ -1,4 +1,5 @@
-"""FlexMatch, FreeMatch and SoftMatch against their authors' reference code, restated here line by
+"""The losses of one step. FixMatch's against the official code (fixmatch.py), then FlexMatch, FreeMatch
+and SoftMatch against their authors' reference code, restated here line by
 line from USB (microsoft/Semi-supervised-learning at commit 1ef4cbebcc0b368158315aeb425053858cf6c845;
 each restated line cites file:line there) and driven with the same logits, step after step: the
 masks/weights, the losses, their gradients and the algorithms' state must agree at every step.
@@ -16,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fixmatch.algorithms import FlexMatch, FreeMatch, SoftMatch
+from fixmatch.algorithms import FixMatch, FlexMatch, FreeMatch, SoftMatch
 
 torch.set_num_threads(1)  # tiny tensors: more threads only spin on a shared machine
 
@@ -324,3 +325,44 @@ def test_state_round_trips_and_continues_exactly(make):
         assert torch.equal(la, lb) and torch.equal(sa["mask"], sb["mask"])
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+# ---------------------------------------------------------------- FixMatch's loss (official fixmatch.py)
+def test_pseudo_labels_come_from_the_weak_view_and_train_the_strong_view():
+    weak = torch.tensor([[8.0, 0.0, 0.0], [0.0, 0.0, 9.0]])  # confident: classes 0 and 2
+    strong = torch.tensor([[0.0, 3.0, 0.0], [1.0, 0.0, 0.0]])  # would say 1 and 0
+    loss, stats = FixMatch(0.95, 1.0)(torch.zeros(1, 3), torch.tensor([1]), weak, strong)
+    l_s = F.cross_entropy(torch.zeros(1, 3), torch.tensor([1]))
+    l_u = F.cross_entropy(strong, torch.tensor([0, 2]))
+    torch.testing.assert_close(loss, l_s + l_u)
+    assert stats["pseudo_labels"].tolist() == [0, 2] and stats["mask"].tolist() == [1.0, 1.0]
+
+
+def test_threshold_is_inclusive_and_configurable():
+    weak = torch.tensor([[2.0, 0.0], [0.5, 0.0]])
+    confidence = weak.softmax(-1).max(-1).values
+    _, at = FixMatch(threshold=float(confidence[0]))(torch.zeros(1, 2), torch.tensor([0]), weak, weak)
+    assert at["mask"].tolist() == [1.0, 0.0]  # exactly at the threshold counts (>=)
+    _, above = FixMatch(threshold=float(confidence[0]) + 1e-6)(torch.zeros(1, 2), torch.tensor([0]), weak, weak)
+    assert above["mask"].tolist() == [0.0, 0.0]
+
+
+def test_unlabeled_loss_is_a_mean_over_all_images_scaled_by_lambda():
+    weak = torch.tensor([[9.0, 0.0], [0.0, 0.1], [0.0, 0.2], [0.1, 0.0]])  # only the first is confident
+    strong = torch.tensor([[0.0, 2.0], [1.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    x, y = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+    loss, stats = FixMatch(0.95, lambda_u=3.0)(x, y, weak, strong)
+    l_u = F.cross_entropy(strong[:1], torch.tensor([0])) / 4  # masked images count as zeros in the mean
+    torch.testing.assert_close(stats["loss_u"], l_u)
+    torch.testing.assert_close(loss, F.cross_entropy(x, y) + 3.0 * l_u)
+    assert stats["mask_rate"] == 0.25
+
+
+def test_gradient_reaches_only_the_strong_view():
+    weak = torch.tensor([[6.0, 0.0, 0.0], [0.0, 5.0, 0.0]], requires_grad=True)
+    strong = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]], requires_grad=True)
+    loss, _ = FixMatch(0.95, 2.0)(torch.zeros(1, 3), torch.tensor([2]), weak, strong)
+    loss.backward()
+    assert weak.grad is None or torch.count_nonzero(weak.grad) == 0
+    expected = 2.0 * (strong.detach().softmax(-1) - F.one_hot(torch.tensor([0, 1]), 3)) / 2
+    torch.testing.assert_close(strong.grad, expected)

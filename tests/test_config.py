@@ -33,6 +33,14 @@ def test_invalid_config_is_one_clear_error(field, value, msg):
         resolve(TrainConfig(**{field: value}))
 
 
+def test_a_baseline_that_cannot_run_is_refused_before_either_run(tmp_path, capsys):
+    """The config is resolved once, for the algorithm; the baseline's run is checked before any work."""
+    argv = ["train", "--dataset", "digits", "--algorithm", "supervised", "--mu", "0", "--baseline", "fixmatch"]
+    assert main([*argv, "--steps", "4", "--out", str(tmp_path / "runs")]) == 2
+    assert "the baseline run (--baseline fixmatch): mu=0" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_cli_reports_bad_input_with_exit_code_2(capsys):
     assert main(["train", "--threshold", "0"]) == 2
     assert "threshold" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fixmatch.config import TrainConfig
+from fixmatch.config import TrainConfig, resolve
 from fixmatch.errors import UserError
 from fixmatch.inference.model_files import ZOO
 from fixmatch.inference.predict import load as load_predictor
@@ -35,7 +35,7 @@ def train(config: TrainConfig | None = None, log=print, **options) -> dict:
     unknown = set(options) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise UserError(f"unknown training options: {', '.join(sorted(unknown))} (see `fixmatch train --help`)")
-    return train_run(dataclasses.replace(config or TrainConfig(), **options), log=log)
+    return train_run(resolve(dataclasses.replace(config or TrainConfig(), **options)), log=log)
 
 
 class Model:

@@ -13,7 +13,7 @@ import torch
 
 from fixmatch.algorithms.curriculum import curriculum_work
 from fixmatch.commands import program
-from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, resolve, save_yaml
+from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, resolve, save_yaml, validate
 from fixmatch.data import get_spec, load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.errors import UserError
@@ -69,9 +69,10 @@ def make_trainer(cfg: RunConfig, data, labeled, device: torch.device, dist=distr
 
 
 def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=None) -> dict:
-    """Train one run (one algorithm) and return its summary (also written to summary.json)."""
+    """Train one run (one algorithm) and return its summary (also written to summary.json). A
+    TrainConfig is resolved here; a RunConfig already was (once: nothing resolves it again)."""
     t_start = time.perf_counter()  # a --time-budget counts from here: loading and compiling included
-    cfg = resolve(cfg)
+    cfg = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
     torch.set_num_threads(cfg.threads)
     dist, device = distributed.setup(cfg)  # under torchrun: joins the process group, device cuda:LOCAL_RANK
     # one download (or one decode cache of a user's folders) per node, which the other ranks then read
@@ -263,19 +264,22 @@ def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
 def compare(cfg: TrainConfig, log=print) -> list[dict]:
     """--baseline: the baseline (the demo: supervised), then the algorithm, on the same data and
     labels, then one table. A time budget is split evenly: equal wall clock each, the budget in all."""
-    resolved = resolve(cfg)  # dataset defaults filled in
+    resolved = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.out) if cfg.out else default_out(resolved, stamp)
-    data = load_data(resolved)  # both runs share the data and, through --fold, the labels
+    base = Path(resolved.out) if resolved.out else default_out(resolved, stamp)
     budget = resolved.time_budget / 2 if resolved.time_budget else None
+    runs = [
+        dataclasses.replace(resolved, algorithm=name, baseline="none", out=str(base / name), time_budget=budget)
+        for name in (resolved.baseline, resolved.algorithm)
+    ]
+    try:  # the baseline's settings hold too, before either run trains
+        validate(runs[0])
+    except UserError as e:
+        raise UserError(f"the baseline run (--baseline {resolved.baseline}): {e}") from None
+    data = load_data(resolved)  # both runs share the data and, through --fold, the labels
     if budget:
         log(f"--time-budget {resolved.time_budget:g} min is split: {budget:g} min for each of the two runs")
-    results = []
-    for algorithm in (resolved.baseline, resolved.algorithm):
-        run_cfg = dataclasses.replace(
-            cfg, algorithm=algorithm, baseline="none", out=str(base / algorithm), time_budget=budget
-        )
-        results.append(train(run_cfg, log=log, data=data))
+    results = [train(run, log=log, data=data) for run in runs]
     log(final_report(results))
     return results
 

@@ -522,9 +522,8 @@ def child_compare(spec_path: str) -> None:
 
     from fixmatch.config import TrainConfig, resolve
     from fixmatch.data import load_data
-    from fixmatch.training.bench import summarize, timed
+    from fixmatch.training.bench import flat_params, summarize, timed
     from fixmatch.training.devices import pick_device
-    from fixmatch.training.equivalence import flat_params
     from fixmatch.training.train import make_trainer, pick_labels
 
     spec = json.loads(Path(spec_path).read_text())

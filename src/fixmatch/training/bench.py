@@ -153,3 +153,8 @@ def run_bench(args) -> int:
     if args.json:
         print(json.dumps(r))
     return 0
+
+
+def flat_params(model) -> torch.Tensor:
+    """Every parameter in one float32 vector on the CPU: how far two paths' updates drift apart."""
+    return torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])

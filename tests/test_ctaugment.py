@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from shared_data import SHARED, read_head
-from tiny_runs import kill_then_resume, tiny_config
+from tiny_runs import kill_then_resume, tiny_config, tiny_trainer
 from torch import Tensor
 
 from fixmatch.augment.ctaugment import CTAugment, proximity, stats_text
@@ -449,26 +449,7 @@ def test_cuda_graph_captures_views_that_follow_the_rates(images):
 
 
 def _cta_digits_trainer():
-    from fixmatch.config import TrainConfig, resolve
-    from fixmatch.data import load_dataset
-    from fixmatch.training.train import make_trainer, pick_labels
-
-    cfg = resolve(
-        TrainConfig(
-            dataset="digits",
-            algorithm="fixmatch",
-            strong_augment="cta",
-            batch_size=8,
-            mu=2,
-            steps=100,
-            progress=False,
-            device="cpu",
-            seed=1,
-        )
-    )
-    data = load_dataset("digits")
-    torch.manual_seed(0)
-    return make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
+    return tiny_trainer(tiny_config(strong_augment="cta", steps=100, device="cpu", seed=1))[0]
 
 
 def _rates_after(rates: Tensor, model: torch.nn.Module, normalize, probes, ops, args, labels) -> Tensor:

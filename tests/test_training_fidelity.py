@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tiny_runs import tiny_config, tiny_trainer
 
-from fixmatch.config import TrainConfig, resolve
+from fixmatch.config import resolve
 from fixmatch.data import load_dataset
 from fixmatch.models import MODELS, register
 from fixmatch.training.train import make_trainer, pick_labels
@@ -135,17 +135,7 @@ def test_unlabeled_images_without_labels_join_the_pool_and_are_not_scored():
     extra = data.x_train[:50].flip(-1).contiguous()
     data = dataclasses.replace(data, x_unlabeled=extra)
     cfg = resolve(
-        TrainConfig(
-            dataset="digits",
-            algorithm="fixmatch",
-            model="linear_probe_test",
-            batch_size=8,
-            mu=3,
-            steps=10,
-            eval_every=10,
-            threshold=0.01,
-            device="cpu",
-        )
+        tiny_config(model="linear_probe_test", mu=3, steps=10, eval_every=10, threshold=0.01, device="cpu", seed=0)
     )
     trainer = make_trainer(cfg, data, pick_labels(cfg, data), torch.device("cpu"))
     assert len(trainer.x_unl) == len(data.x_train) + 50 and (trainer.y_unl[-50:] == -1).all()

@@ -35,15 +35,15 @@ import torch
 from torch import Tensor
 
 from fixmatch.augment.ctaugment_ops import (  # noqa: F401  (CTA_OPS, BINS re-exported: the public names of CTAugment)
-    _IDX,
     BINS,
+    CTA_OP_INDEX,
     CTA_OP_NAMES,
     CTA_OPS,
     MAX_ARGS,
     MAX_BINS,
     NBINS,
-    _cutout_stage,
     apply_ops,
+    cutout_stage,
 )
 from fixmatch.augment.weak import weak_augment
 from fixmatch.errors import UserError
@@ -128,8 +128,8 @@ class CTAugment:
         n, _, h, w = x.shape
         cx = torch.randint(0, w, (n,), device=x.device, generator=generator)
         cy = torch.randint(0, h, (n,), device=x.device, generator=generator)
-        cut = torch.full((n,), _IDX["cutout"], device=x.device)
-        return _cutout_stage(x, cut, torch.ones(n, dtype=torch.float64, device=x.device), cy, cx)
+        cut = torch.full((n,), CTA_OP_INDEX["cutout"], device=x.device)
+        return cutout_stage(x, cut, torch.ones(n, dtype=torch.float64, device=x.device), cy, cx)
 
     # ---- the update
     @torch.no_grad()

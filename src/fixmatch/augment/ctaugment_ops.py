@@ -39,7 +39,7 @@ BINS: dict[str, tuple[int, ...]] = {
     "translate_y": (17,),
 }
 CTA_OP_NAMES: tuple[str, ...] = tuple(BINS)
-_IDX = {name: i for i, name in enumerate(CTA_OP_NAMES)}
+CTA_OP_INDEX = {name: i for i, name in enumerate(CTA_OP_NAMES)}
 MAX_ARGS, MAX_BINS = 2, 17
 CUTOUT_FILL = 127  # official (127, 127, 127)
 
@@ -57,7 +57,7 @@ _ALL = frozenset(CTA_OP_NAMES)
 def _nbins_table() -> Tensor:
     t = torch.zeros(len(CTA_OP_NAMES), MAX_ARGS, dtype=torch.long)
     for name, bins in BINS.items():
-        t[_IDX[name], : len(bins)] = torch.tensor(bins, dtype=torch.long)
+        t[CTA_OP_INDEX[name], : len(bins)] = torch.tensor(bins, dtype=torch.long)
     return t
 
 
@@ -67,9 +67,9 @@ NBINS = _nbins_table()  # (19, 2): bins per op and argument, 0 where the op has 
 def _is(op: Tensor, names) -> Tensor:
     """(N,) bool: op is one of ``names`` (a name or a set of names)."""
     names = (names,) if isinstance(names, str) else sorted(names)
-    mask = op == _IDX[names[0]]
+    mask = op == CTA_OP_INDEX[names[0]]
     for name in names[1:]:  # comparisons with Python ints: no host-to-device copy (CUDA-graph safe)
-        mask = mask | (op == _IDX[name])
+        mask = mask | (op == CTA_OP_INDEX[name])
     return mask
 
 
@@ -96,7 +96,7 @@ def _geom_stage(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor:
     }
     ra_op = torch.full_like(op, _RA_IDX["Identity"])
     for name in present & _GEOM:
-        ra_op = torch.where(op == _IDX[name], _RA_IDX[ra_names[name]], ra_op)
+        ra_op = torch.where(op == CTA_OP_INDEX[name], _RA_IDX[ra_names[name]], ra_op)
     coef = pil_affine(ra_op, mag, x.shape[2], x.shape[3], frozenset(ra_names[n] for n in present & _GEOM))
     return warp(x, coef, fill=0)
 
@@ -145,7 +145,7 @@ def _lut_images(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor:
     lut = i
 
     def sel(name: str) -> Tensor:
-        return (op == _IDX[name]).view(n, 1, 1)
+        return (op == CTA_OP_INDEX[name]).view(n, 1, 1)
 
     m = a.view(n, 1, 1)
     if present & {"autocontrast", "equalize"}:
@@ -212,7 +212,7 @@ def _pixel_stage(x: Tensor, op: Tensor, a: Tensor, present: frozenset) -> Tensor
     return out.clamp_(0, 255).to(torch.uint8)
 
 
-def _cutout_stage(x: Tensor, op: Tensor, a: Tensor, cy: Tensor, cx: Tensor) -> Tensor:
+def cutout_stage(x: Tensor, op: Tensor, a: Tensor, cy: Tensor, cx: Tensor) -> Tensor:
     """cutout(level): size = 1 + int(level * min(W, H) * 0.499); rows [cy - size//2, cy + size//2)
     and columns [cx - size//2, cx + size//2), clipped, set to grey 127 (an even side: size//2 * 2)."""
     n, _, h, w = x.shape
@@ -239,7 +239,7 @@ def _apply_masked(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor, p
     if present & _PIXEL:
         x = _pixel_stage(x, op, a, present)
     if "cutout" in present:
-        x = _cutout_stage(x, op, a, cy, cx)
+        x = cutout_stage(x, op, a, cy, cx)
     return x
 
 
@@ -287,7 +287,7 @@ def _make_op(name: str) -> Callable[..., Tensor]:
         full = torch.zeros(n, 1, MAX_ARGS, dtype=torch.float64, device=x.device)
         for j, v in enumerate(args):
             full[:, 0, j] = torch.as_tensor(v, dtype=torch.float64, device=x.device).expand(n)
-        ops = torch.full((n, 1), _IDX[name], device=x.device)
+        ops = torch.full((n, 1), CTA_OP_INDEX[name], device=x.device)
         return apply_ops(x, ops, full, generator, grouped=False)
 
     op.__name__ = name

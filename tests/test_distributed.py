@@ -82,7 +82,8 @@ def torchrun(tmp_path, *args, env=None, nproc=2):
 
 def cfg(out, **kw):
     # threshold 0.1 < max softmax of 10 classes: every pseudo-label counts, so the unlabeled loss is active
-    return tiny_config(model="nobn_test", steps=8, eval_every=4, device="cpu", out=str(out), threshold=0.1, **kw)
+    base = dict(model="nobn_test", steps=8, eval_every=4, device="cpu", out=str(out), threshold=0.1)
+    return tiny_config(**{**base, **kw})
 
 
 def load(path):

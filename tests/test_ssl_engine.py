@@ -15,7 +15,7 @@ STATEFUL = ("flexmatch", "freematch", "softmatch")
 
 
 def trainer_for(algorithm: str, **kw):
-    return tiny_trainer(tiny_config(algorithm=algorithm, device="cpu", seed=0, **kw))[0]
+    return tiny_trainer(tiny_config(**{"algorithm": algorithm, "device": "cpu", "seed": 0, **kw}))[0]
 
 
 def test_flexmatch_is_given_the_pool_index_of_each_unlabeled_image_drawn():

@@ -1,6 +1,6 @@
-"""The trainer: everything a run holds on the device, and one step of it (draw and augment a batch
-there, one forward/backward, SGD, EMA), its evaluation and its checkpoint. The loop around it is
-loop.py."""
+"""The trainer: everything a run holds on the device, and one step of it (draw a batch there with
+EpochSampler, at the end of this file, and augment it; one forward/backward, SGD, EMA), its evaluation
+and its checkpoint. The loop around it is loop.py."""
 
 from __future__ import annotations
 

@@ -34,25 +34,30 @@ def module_name(path: Path) -> str:
 def project_imports(path: Path) -> set[str]:
     """Every fixmatch module this file imports (a `from package import name` counts the submodule
     when `name` is one)."""
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "fixmatch"}
-        elif isinstance(node, ast.ImportFrom):
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"{path}: the project imports its modules by their full name"
-            base = node.module or ""
-            if base.split(".")[0] != "fixmatch":
-                continue
-            for alias in node.names:
-                sub = f"{base}.{alias.name}"
-                found.add(
-                    sub
-                    if (SRC / Path(*sub.split("."))).with_suffix(".py").exists()
-                    or (SRC / Path(*sub.split(".")) / "__init__.py").exists()
-                    else base
-                )
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found |= project_imports_of(node)
     return found
+
+
+def project_imports_of(node: ast.Import | ast.ImportFrom) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names if a.name.split(".")[0] == "fixmatch"}
+    base = node.module or ""
+    if base.split(".")[0] != "fixmatch":
+        return set()
+    return {f"{base}.{a.name}" if module_path(f"{base}.{a.name}") else base for a in node.names}
+
+
+def module_path(module: str) -> Path | None:
+    base = SRC / Path(*module.split("."))
+    for p in (base.with_suffix(".py"), base / "__init__.py"):
+        if p.exists():
+            return p
+    return None
 
 
 def unit(module: str) -> str:
@@ -111,7 +116,7 @@ WALK_FILES = {
 WALK_MAX_LINES = 600  # lines of the functions that run
 
 
-def test_one_batch_is_followed_in_five_files(tmp_path):
+def test_one_batch_is_followed_in_five_files():
     import sys
 
     from tiny_runs import tiny_config, tiny_trainer
@@ -167,27 +172,6 @@ def split_imports(path: Path) -> tuple[set[str], set[str], list[tuple[int, str]]
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             outside |= {n.split(".")[0] for n in names} | {n for n in names}
     return top, outside, local
-
-
-def project_imports_of(node: ast.Import | ast.ImportFrom) -> set[str]:
-    module = ast.Module(body=[node], type_ignores=[])
-    found = set()
-    for n in ast.walk(module):
-        if isinstance(n, ast.Import):
-            found |= {a.name for a in n.names if a.name.split(".")[0] == "fixmatch"}
-        elif isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "fixmatch":
-            for alias in n.names:
-                sub = f"{n.module}.{alias.name}"
-                found.add(sub if module_path(sub) else n.module)
-    return found
-
-
-def module_path(module: str) -> Path | None:
-    base = SRC / Path(*module.split("."))
-    for p in (base.with_suffix(".py"), base / "__init__.py"):
-        if p.exists():
-            return p
-    return None
 
 
 def heavy_loads(module: str, seen: dict[str, set[str]] | None = None) -> set[str]:

@@ -97,13 +97,13 @@ class Trainer:
         li = self.lab_sampler.next()
         ui = None
         if self.unl_sampler is not None:
-            if self.curriculum:  # the unlabeled batch grows over the run (fixmatch.algorithms.curriculum)
-                self.unl_sampler.batch = unlabeled_batch(self.cfg, step, self.schedule.steps)
-            ui = self.unl_sampler.next()
+            # the curriculum's unlabeled batch grows over the run (fixmatch.algorithms.curriculum)
+            size = unlabeled_batch(self.cfg, step, self.schedule.steps) if self.curriculum else None
+            ui = self.unl_sampler.next(size)  # None: the sampler's own mu * B
         batch = self.augment(li, ui)
         if self.dist.world > 1:  # torchrun: every rank drew the same global batch and keeps its slice
             x, y_l, idx_u = distributed.shard_batch(batch.x, batch.y_l, batch.idx_u, self.dist)
-            batch = Batch(x, y_l, idx_u, batch.probe)
+            batch = batch._replace(x=x, y_l=y_l, idx_u=idx_u)
         return batch
 
     @torch.no_grad()

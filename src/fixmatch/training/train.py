@@ -43,9 +43,9 @@ def pick_labels(cfg: RunConfig, data) -> np.ndarray:
     return official_labeled_indices(data.y_train.numpy(), num_labels, seed=cfg.fold)
 
 
-def default_out(cfg: TrainConfig, stamp: str | None = None) -> Path:
+def default_out(cfg: TrainConfig) -> Path:
     """runs/<dataset>-<labels>-<algorithm>-<time>, or -<baseline>-vs-<algorithm>- for a comparison."""
-    stamp = stamp or datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     what = cfg.algorithm if cfg.baseline in (None, "none", cfg.algorithm) else f"{cfg.baseline}-vs-{cfg.algorithm}"
     return Path("runs") / f"{cfg.dataset}-{cfg.num_labels}-{what}-{stamp}"
 
@@ -265,8 +265,7 @@ def compare(cfg: TrainConfig, log=print) -> list[dict]:
     """--baseline: the baseline (the demo: supervised), then the algorithm, on the same data and
     labels, then one table. A time budget is split evenly: equal wall clock each, the budget in all."""
     resolved = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(resolved.out) if resolved.out else default_out(resolved, stamp)
+    base = Path(resolved.out) if resolved.out else default_out(resolved)
     budget = resolved.time_budget / 2 if resolved.time_budget else None
     runs = [
         dataclasses.replace(resolved, algorithm=name, baseline="none", out=str(base / name), time_budget=budget)

@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 // The server's limit, and how a photo over it is sent: at SEND_SIDE on its longest side, as a JPEG at
-// the first quality that fits. Written once, in serve/page_upload.py, which `fixmatch predict` follows.
+// the first quality that fits. Written once, in inference/page_upload.py, which `fixmatch predict` follows.
 const MAX_BYTES = Number(document.body.dataset.uploadLimit);
 const SEND_SIDE = Number(document.body.dataset.sendSide);
 const SEND_QUALITIES = document.body.dataset.sendQualities.split(" ").map(Number);

@@ -200,6 +200,19 @@ def test_demo_compares_supervised_and_fixmatch_on_the_same_labels(tmp_path):
     assert any(f"evaluate --checkpoint {tmp_path / 'fixmatch'}" in line for line in report)  # what next
 
 
+def test_a_run_folder_is_named_after_its_runs():
+    import re
+
+    from fixmatch.config import resolve
+    from fixmatch.training.train import default_out
+
+    demo = default_out(resolve(TrainConfig(dataset="digits")))  # the demo: a supervised baseline, then FixMatch
+    single = default_out(resolve(TrainConfig(dataset="digits", algorithm="fixmatch")))
+    assert demo.parent == single.parent == Path("runs")
+    assert re.fullmatch(r"digits-20-supervised-vs-fixmatch-\d{8}-\d{6}", demo.name), demo.name
+    assert re.fullmatch(r"digits-20-fixmatch-\d{8}-\d{6}", single.name), single.name
+
+
 def test_a_single_run_prints_the_same_report_and_its_commands_work_in_a_fresh_shell(tmp_path, capsys):
     """The "next:" lines run as printed in a shell that never activated the virtual environment."""
     run = tmp_path / "run"

@@ -139,6 +139,8 @@ def test_two_ranks_train_with_bn_write_once_and_stay_identical(tmp_path):
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [3, 6]
     assert p.stdout.count("algorithm    labels") == 1, "only rank 0 prints the report"
     r0, r1 = load(out / "rank0.pt"), load(out / "rank1.pt")
+    # each rank forwards its half of the global batch: B/2 labeled + both views of mu*B/2 unlabeled (B=8, mu=2)
+    assert r0["forwarded"] == r1["forwarded"] == [4 + 2 * 8] * 6
     for part in ("model", "ema"):
         for k in r0[part]:
             assert torch.equal(r0[part][k], r1[part][k]), (part, k)
@@ -274,8 +276,12 @@ def _script_main() -> int:
         run_loop = loop.run_loop
 
         def dumping_loop(trainer, out_dir, meta, **kw):
+            forwarded: list[int] = []  # images per training forward: this rank's slice of the batch
+            trainer.model.register_forward_pre_hook(
+                lambda module, args: forwarded.append(args[0].shape[0]) if module.training else None
+            )
             run_loop(trainer, out_dir, meta, **kw)
-            torch.save(trainer.state_dict({}), Path(out_dir) / f"rank{rank}.pt")
+            torch.save({**trainer.state_dict({}), "forwarded": forwarded}, Path(out_dir) / f"rank{rank}.pt")
 
         import fixmatch.training.train as train_module
 

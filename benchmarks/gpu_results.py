@@ -520,10 +520,11 @@ def child_compare(spec_path: str) -> None:
     """(child) The exact fp32 path and the fast path: same seed, same labels, same batches, N steps each."""
     import torch
 
-    from fixmatch.config import TrainConfig, resolve
+    from fixmatch.config import TrainConfig
     from fixmatch.data import load_data
     from fixmatch.training.bench import flat_params, summarize, timed
     from fixmatch.training.devices import pick_device
+    from fixmatch.training.resolve import resolve
     from fixmatch.training.train import make_trainer, pick_labels
 
     spec = json.loads(Path(spec_path).read_text())

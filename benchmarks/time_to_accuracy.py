@@ -51,7 +51,7 @@ def run_one(out: Path, name: str, seed: int) -> None:
 
 def images_per_step(run_cfg, step: int) -> int:
     """Images the step forwards (labeled + both views of the unlabeled), from the run's config."""
-    from fixmatch.algorithms.curriculum import unlabeled_batch
+    from fixmatch.training.curriculum import unlabeled_batch
 
     if run_cfg.algorithm == "supervised":
         return run_cfg.batch_size
@@ -62,7 +62,8 @@ def curve(run: Path) -> list[dict]:
     """The run's evaluation records, each with the images forwarded up to it."""
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     cfg = json.loads((run / "summary.json").read_text())
-    from fixmatch.config import from_dict, resolve
+    from fixmatch.config import from_dict
+    from fixmatch.training.resolve import resolve
 
     config = resolve(from_dict(yaml_config(run)))
     images, step = 0, 0

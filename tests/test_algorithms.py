@@ -17,7 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fixmatch.algorithms import FixMatch, FlexMatch, FreeMatch, SoftMatch
+from fixmatch.algorithms.fixmatch import FixMatch
+from fixmatch.algorithms.flexmatch import FlexMatch
+from fixmatch.algorithms.freematch import FreeMatch
+from fixmatch.algorithms.softmatch import SoftMatch
 
 torch.set_num_threads(1)  # tiny tensors: more threads only spin on a shared machine
 
@@ -314,14 +317,13 @@ def test_state_round_trips_and_continues_exactly(make):
     a = make()
     gen = torch.Generator().manual_seed(1)
     inputs = [step_inputs(gen, s) for s in range(STEPS)]
-    kw = (lambda i: {"idx_u": i}) if a.uses_indices else (lambda i: {})
     for lx, yx, w, s, i in inputs[:150]:
-        a(lx, yx, w, s, **kw(i))
+        a(lx, yx, w, s, idx_u=i)
     b = make()
     b.load_state_dict(a.state_dict())
     for lx, yx, w, s, i in inputs[150:]:
-        la, sa = a(lx, yx, w, s, **kw(i))
-        lb, sb = b(lx, yx, w, s, **kw(i))
+        la, sa = a(lx, yx, w, s, idx_u=i)
+        lb, sb = b(lx, yx, w, s, idx_u=i)
         assert torch.equal(la, lb) and torch.equal(sa["mask"], sb["mask"])
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k

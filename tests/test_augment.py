@@ -33,7 +33,8 @@ from shared_data import SHARED, read_head
 
 from fixmatch.augment.randaugment import OPS, POLICIES, _apply, cutout, strong_augment
 from fixmatch.augment.weak import weak_augment
-from fixmatch.config import TrainConfig, resolve
+from fixmatch.config import TrainConfig
+from fixmatch.training.resolve import resolve
 
 MAGNITUDES = {
     "Identity": [0.0],

@@ -10,9 +10,10 @@ import pytest
 import torch
 from tiny_runs import kill_then_resume, tiny_config
 
-from fixmatch.config import TrainConfig, resolve
+from fixmatch.config import TrainConfig
 from fixmatch.errors import UserError
 from fixmatch.training import fast
+from fixmatch.training.resolve import resolve
 from fixmatch.training.train import train
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from fixmatch.cli import main
-from fixmatch.config import TrainConfig, resolve
+from fixmatch.config import TrainConfig
 from fixmatch.errors import UserError
+from fixmatch.training.resolve import resolve
 
 
 @pytest.mark.parametrize(
@@ -67,8 +68,8 @@ def test_a_baseline_is_an_option_not_an_algorithm():
     assert resolve(TrainConfig(algorithm="fixmatch")).baseline == "none"  # a chosen algorithm runs alone
     chosen = resolve(TrainConfig(algorithm="flexmatch", baseline="fixmatch"))
     assert (chosen.algorithm, chosen.baseline) == ("flexmatch", "fixmatch")
-    old = resolve(TrainConfig(algorithm="both"))  # the old name still means the demo's pair
-    assert (old.algorithm, old.baseline) == ("fixmatch", "supervised")
+    with pytest.raises(UserError, match="unknown algorithm 'both'"):  # the comparison is --baseline, not a name
+        resolve(TrainConfig(algorithm="both"))
     with pytest.raises(UserError, match="unknown baseline 'ssl'"):
         resolve(TrainConfig(baseline="ssl"))
 

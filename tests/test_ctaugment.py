@@ -357,8 +357,8 @@ def test_ra_runs_are_unchanged_and_have_no_cta_state(tmp_path):
 
 def test_bad_strong_augment_and_missing_stats_are_clear_errors(tmp_path, capsys):
     from fixmatch.cli import main
-    from fixmatch.config import resolve
     from fixmatch.errors import UserError
+    from fixmatch.training.resolve import resolve
 
     with pytest.raises(UserError, match="choose from ra, cta"):
         resolve(_tiny(tmp_path, strong_augment="autoaugment"))

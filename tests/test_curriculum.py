@@ -8,10 +8,11 @@ import pytest
 import torch
 from tiny_runs import kill_then_resume, tiny_config, tiny_trainer
 
-from fixmatch.algorithms.curriculum import images_between, unlabeled_batch, unlabeled_batch_sizes, unlabeled_ratio
-from fixmatch.config import TrainConfig, resolve
+from fixmatch.config import TrainConfig
 from fixmatch.data import load_dataset
 from fixmatch.errors import UserError
+from fixmatch.training.curriculum import images_between, unlabeled_batch, unlabeled_batch_sizes, unlabeled_ratio
+from fixmatch.training.resolve import resolve
 from fixmatch.training.schedule_planner import TARGET, WARMUP, WINDOW, StepPlanner
 from fixmatch.training.train import make_trainer, pick_labels
 

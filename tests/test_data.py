@@ -20,10 +20,11 @@ import pytest
 import torch
 from shared_data import SHARED, cifar_images, fer_faces, needs_shared_data
 
-from fixmatch.config import TrainConfig, resolve
+from fixmatch.config import TrainConfig
 from fixmatch.data import DATASETS, download, load_dataset
 from fixmatch.data.splits import official_labeled_indices
 from fixmatch.errors import DataError, UserError
+from fixmatch.training.resolve import resolve
 from fixmatch.training.train import pick_labels
 
 pytestmark = needs_shared_data
@@ -60,7 +61,8 @@ def test_registry_defaults_are_config_fields():
     for name in ("cifar10", "cifar100", "svhn", "fer2013", "npz", "imagefolder"):
         spec = DATASETS[name]
         assert set(spec.defaults) <= fields and spec.files and spec.description
-    from fixmatch.config import PAPER_DEFAULTS, resolve
+    from fixmatch.config import PAPER_DEFAULTS
+    from fixmatch.training.resolve import resolve
 
     for name, spec in DATASETS.items():  # a dataset states only where it departs from the paper recipe
         assert all(PAPER_DEFAULTS.get(k, object()) != v for k, v in spec.defaults.items()), name

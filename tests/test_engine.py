@@ -187,14 +187,17 @@ def test_compiled_path_computes_the_same_function_on_cpu():
 
 
 def test_demo_compares_supervised_and_fixmatch_on_the_same_labels(tmp_path):
-    from fixmatch.training.train import compare
+    """fixmatch.train with a baseline (the digits demo's default) runs both and returns both summaries;
+    the CLI prints its table from them."""
+    import fixmatch
+    from fixmatch.cli import final_report
 
-    lines = []
-    sup, fix = compare(TrainConfig(steps=16, eval_every=8, mu=2, progress=False, out=str(tmp_path)), log=lines.append)
+    summary = fixmatch.train(steps=16, eval_every=8, mu=2, progress=False, out=str(tmp_path), log=lambda *_: None)
+    sup, fix = summary["baseline"], summary
     assert (sup["algorithm"], fix["algorithm"]) == ("supervised", "fixmatch")
     split = lambda a: json.loads((tmp_path / a / "split.json").read_text())["labeled"]  # noqa: E731
     assert split("supervised") == split("fixmatch") and len(split("fixmatch")) == 20
-    report = lines[-1].splitlines()
+    report = final_report(summary).splitlines()
     assert report[0].split() == ["algorithm", "labels", "steps", "accuracy", "median", "seconds"]
     assert [row.split()[0] for row in report[1:3]] == ["supervised", "fixmatch"]
     assert any(f"evaluate --checkpoint {tmp_path / 'fixmatch'}" in line for line in report)  # what next
@@ -203,7 +206,7 @@ def test_demo_compares_supervised_and_fixmatch_on_the_same_labels(tmp_path):
 def test_a_run_folder_is_named_after_its_runs():
     import re
 
-    from fixmatch.config import resolve
+    from fixmatch.training.resolve import resolve
     from fixmatch.training.train import default_out
 
     demo = default_out(resolve(TrainConfig(dataset="digits")))  # the demo: a supervised baseline, then FixMatch

@@ -329,7 +329,8 @@ def test_fer_extract_keeps_training_and_private_test(tmp_path):
 
 
 def test_every_training_stage_is_the_official_recipe_under_a_budget(tmp_path):
-    from fixmatch.config import TrainConfig, resolve
+    from fixmatch.config import TrainConfig
+    from fixmatch.training.resolve import resolve
 
     opts = opts_for(tmp_path, "compare")
     for stage in gpu_results.STAGES.values():

@@ -8,8 +8,9 @@ import pytest
 import torch
 from tiny_runs import kill_then_resume, tiny_config, tiny_trainer
 
-from fixmatch.config import TrainConfig, resolve
+from fixmatch.config import TrainConfig
 from fixmatch.errors import UserError
+from fixmatch.training.resolve import resolve
 
 STATEFUL = ("flexmatch", "freematch", "softmatch")
 

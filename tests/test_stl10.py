@@ -158,7 +158,8 @@ def test_archive_and_download_from_mirror(tmp_path, pictures, monkeypatch):
 
 
 def test_registry_entry_is_the_paper_row():
-    from fixmatch.config import TrainConfig, resolve
+    from fixmatch.config import TrainConfig
+    from fixmatch.training.resolve import resolve
 
     assert DATASETS["stl10"].defaults == dict(model="wrn37_2", num_labels=1000)  # the rest: paper recipe
     cfg = resolve(TrainConfig(dataset="stl10"))

@@ -119,8 +119,8 @@ def test_a_run_of_hours_on_a_cpu_says_so_before_its_first_step(tmp_path):
 def test_the_probe_changes_nothing_of_the_run(tmp_path):
     from tiny_runs import tiny_config
 
-    from fixmatch.config import resolve
     from fixmatch.data import load_data
+    from fixmatch.training.resolve import resolve
     from fixmatch.training.train import make_trainer
 
     cfg = resolve(tiny_config(tmp_path))

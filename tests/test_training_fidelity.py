@@ -14,9 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tiny_runs import tiny_config, tiny_trainer
 
-from fixmatch.config import resolve
 from fixmatch.data import load_dataset
 from fixmatch.models import MODELS, register
+from fixmatch.training.resolve import resolve
 from fixmatch.training.train import make_trainer, pick_labels
 
 
@@ -68,9 +68,9 @@ def record_step(trainer):
         seen["ui"] = draw(*size)
         return seen["ui"]
 
-    def spy(*args):
+    def spy(*args, **kw):
         seen["args"] = [a.detach().clone() for a in args]
-        loss, stats = algorithm(*args)
+        loss, stats = algorithm(*args, **kw)
         seen["loss"] = loss.detach()
         return loss, stats
 

@@ -8,9 +8,10 @@ from typing import Callable
 import pytest
 import torch
 
-from fixmatch.config import TrainConfig, resolve
+from fixmatch.config import TrainConfig
 from fixmatch.data import load_data
 from fixmatch.training import engine
+from fixmatch.training.resolve import resolve
 from fixmatch.training.train import make_trainer, pick_labels, resume, train
 
 

@@ -13,29 +13,42 @@ fixmatch.errors.UserError with the message the CLI prints.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from fixmatch.config import TrainConfig, resolve
+from fixmatch.config import TrainConfig, check_known, from_dict
 from fixmatch.errors import UserError
 from fixmatch.inference.model_files import ZOO
 from fixmatch.inference.predict import load as load_predictor
 from fixmatch.inference.preprocess import open_file, prepare
 
 
-def train(config: TrainConfig | None = None, log=print, **options) -> dict:
-    """Train one run (`fixmatch train`): a TrainConfig and/or its fields as keywords (keywords win).
-    Returns the run's summary (also in RUN/summary.json); RUN is summary["out"]."""
-    from fixmatch.training.train import train as train_run  # deferred: torch (`import fixmatch` loads none)
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, log=print, **options) -> dict:
+    """Train (`fixmatch train`): a TrainConfig and/or its fields as keywords (keywords win; a `recipe`
+    fills what neither sets). Returns the run's summary (also in RUN/summary.json; RUN is
+    summary["out"]). With a baseline (baseline="supervised", or the digits demo's default) the baseline
+    trains first on the same labels, and the summary holds its summary under "baseline".
+    `resume=RUN` continues that run from its last checkpoint; the keywords then change only what may
+    change (steps, the time budget, the speed switches...)."""
+    # deferred: torch (`import fixmatch` loads none)
+    from fixmatch.training.resolve import resolve
+    from fixmatch.training.train import compare
+    from fixmatch.training.train import resume as resume_run
+    from fixmatch.training.train import train as train_run
 
-    unknown = set(options) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise UserError(f"unknown training options: {', '.join(sorted(unknown))} (see `fixmatch train --help`)")
-    return train_run(resolve(dataclasses.replace(config or TrainConfig(), **options)), log=log)
+    check_known(options)
+    if resume is not None:
+        if config is not None:
+            raise UserError("resume continues a run with its own saved config: give options as keywords, not a config")
+        return resume_run(resume, options, log=log)
+    cfg = resolve(from_dict(options, base=config))
+    if cfg.baseline in ("none", cfg.algorithm):
+        return train_run(cfg, log=log)
+    baseline, main = compare(cfg, log=log)
+    return {**main, "baseline": baseline}
 
 
 class Model:

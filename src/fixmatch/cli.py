@@ -10,9 +10,11 @@ import dataclasses
 import json
 import sys
 import typing
+from pathlib import Path
 
-from fixmatch.api import evaluate
-from fixmatch.config import TrainConfig, from_dict, load_yaml, resolve
+from fixmatch import api
+from fixmatch.commands import program
+from fixmatch.config import TrainConfig, load_yaml
 from fixmatch.errors import UserError
 from fixmatch.inference.model_files import model_inputs
 from fixmatch.inference.predict import run as run_predict
@@ -39,26 +41,54 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    # deferred: torch
-    from fixmatch.training import distributed
-    from fixmatch.training.train import compare, final_report, resume, train
+    from fixmatch.training import distributed  # deferred: torch
 
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
+    if args.config and not args.resume:  # the YAML file under the flags, so a recipe fills only what neither sets
+        options = {**load_yaml(args.config), **options}
     clean = False
     try:
         with stop_on_sigterm():  # a scheduler's or kill's SIGTERM: say where the checkpoint is, exit 143
-            overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
-            if args.resume:
-                print(final_report([resume(args.resume, overrides)]))
-            else:  # the YAML file and the flags as one dict, so that a recipe fills only what neither sets
-                cfg = resolve(from_dict({**(load_yaml(args.config) if args.config else {}), **overrides}))
-                if cfg.baseline not in ("none", cfg.algorithm):
-                    compare(cfg)  # the baseline, then the algorithm; prints both
-                else:
-                    print(final_report([train(cfg)]))
+            summary = api.train(resume=args.resume, **options)
+            print(final_report(summary))
         clean = True
     finally:
         distributed.shutdown(clean)  # under torchrun: leave the process group explicitly
     return 0
+
+
+def final_report(summary: dict) -> str:
+    """What `fixmatch train` prints at its end: the table (the baseline's row first), where the runs
+    are, what to try next."""
+    results = [summary["baseline"], summary] if "baseline" in summary else [summary]
+    return format_table(results) + "\n" + next_steps([Path(r["out"]) for r in results])
+
+
+def next_steps(runs: list[Path]) -> str:
+    """Where the runs are and what to try next, as commands that work as printed in a fresh shell."""
+    last, fixmatch = runs[-1], program("fixmatch")
+    logdir = runs[0].parent if len(runs) > 1 else last
+    tries = [
+        (f"{program('tensorboard')} --logdir {logdir}", "the curves" + (" of both runs" if len(runs) > 1 else "")),
+        (f"{fixmatch} evaluate --checkpoint {last}", "accuracy per class, confusion matrix"),
+        (f"{fixmatch} predict --checkpoint {last} IMAGE_OR_FOLDER", "label and probabilities per image"),
+        (f"{fixmatch} train --dataset folders --data-dir ROOT", "your own images (README: Your own images)"),
+        (f"{fixmatch} train --help", "every option"),
+    ]
+    width = max(len(command) for command, _ in tries)
+    where = " and ".join(str(r) for r in runs)
+    lines = [f"runs: {where} (metrics.jsonl, summary.json, checkpoints)", "next:"]
+    return "\n".join(lines + [f"  {command:<{width}}  # {why}" for command, why in tries])
+
+
+def format_table(results: list[dict]) -> str:
+    rows = [f"{'algorithm':<12} {'labels':>6} {'steps':>6} {'accuracy':>9} {'median':>7} {'seconds':>8}"]
+    for r in results:
+        rows.append(
+            f"{r['algorithm']:<12} {r['num_labels']:>6} {r['steps']:>6} {100 * r['accuracy']:>8.1f}% "
+            f"{100 * r['median_last20']:>6.1f}% {r['seconds']:>8.1f}"
+        )
+    return "\n".join(rows)
 
 
 def cmd_evaluate(args) -> int:
@@ -69,7 +99,7 @@ def cmd_evaluate(args) -> int:
     if args.threads < 1:
         raise UserError("--threads must be at least 1")
     torch.set_num_threads(args.threads)
-    report = evaluate(args.checkpoint or args.model, args.dataset, args.data_dir, args.fer_test)
+    report = api.evaluate(args.checkpoint or args.model, args.dataset, args.data_dir, args.fer_test)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 
@@ -114,8 +144,6 @@ def cmd_export(args) -> int:
 
 
 def read_card(path) -> dict:
-    from pathlib import Path
-
     if Path(path).exists() and not Path(path).is_file():  # a FIFO would wait for a writer forever
         raise UserError(f"--card-json {path} is not a regular file")
     try:

@@ -1,18 +1,20 @@
-"""Training configuration: one dataclass, filled from paper defaults, then the dataset's defaults,
-then a YAML file, then command-line flags. `resolve` validates everything before any work starts."""
+"""Every training option, its default and its one description: the options every run has here, each
+algorithm's own in its file (fixmatch.algorithms.options reads them), merged into one TrainConfig
+that the YAML file, the flags and `fixmatch train --help` are made from. Unset options are filled
+(paper defaults, then the dataset's) and every value checked by fixmatch.training.resolve."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from fixmatch.algorithms.options import ALGORITHM_NAMES, ALGORITHM_OPTIONS
 from fixmatch.errors import UserError
-from fixmatch.imaging.framing import MAX_INPUT_SIDE
 from fixmatch.outputs import write_text_atomic
 
 # The official FixMatch recipe (google-research/fixmatch). Fields left None in TrainConfig take
@@ -30,7 +32,6 @@ PAPER_DEFAULTS = dict(
     flip=True,
     ema_warmup=False,
     bn_momentum=0.001,
-    freematch_clip_thresh=False,  # USB's FreeMatch configs: True for SVHN only
 )
 
 # Named presets: `--recipe NAME` sets these options unless the YAML file or a flag sets them too.
@@ -64,7 +65,9 @@ def opt(default, help: str):
 
 
 @dataclass
-class TrainConfig:
+class CommonConfig:
+    """The options of every run (the algorithms' own options join them in TrainConfig)."""
+
     # what to train on
     dataset: str = opt("digits", "dataset name (see `fixmatch datasets`)")
     data_dir: str | None = opt(None, "folder holding the dataset files (default: $FIXMATCH_DATA or ./data)")
@@ -90,7 +93,9 @@ class TrainConfig:
     recipe: str | None = opt(
         None, "a named preset of the options below that flags and the YAML file still override: fast (RESULTS.md)"
     )
-    algorithm: str | None = opt(None, "fixmatch, flexmatch, freematch, softmatch or supervised (labeled loss only)")
+    algorithm: str | None = opt(
+        None, f"{', '.join(ALGORITHM_NAMES)} (supervised: the labeled loss only; default: the dataset's, else fixmatch)"
+    )
     baseline: str | None = opt(
         None,
         "first train this algorithm on the same labels (e.g. supervised), then print both runs side by side "
@@ -113,20 +118,6 @@ class TrainConfig:
     curriculum_min_mu: int = opt(1, "unlabeled ratio at the start of the curriculum batch size")
     labeled_strong: bool = opt(
         False, "Fast FixMatch's strong labeled augmentation: the labeled batch gets the strong view (official off)"
-    )
-    threshold: float = opt(0.95, "pseudo-label confidence threshold tau (official 0.95)")
-    lambda_u: float = opt(1.0, "weight of the unlabeled loss (official 1)")
-    # FlexMatch, FreeMatch and SoftMatch (defaults: their authors' USB configs; see the README)
-    flexmatch_warmup: bool = opt(
-        True, "FlexMatch: learning effects divided by the largest count, never-selected images included (reference on)"
-    )
-    ema_p: float = opt(0.999, "FreeMatch and SoftMatch: momentum of their EMAs of the predictions (reference 0.999)")
-    lambda_e: float = opt(0.001, "FreeMatch: weight of the self-adaptive fairness loss (reference 0.001)")
-    freematch_clip_thresh: bool | None = opt(
-        None, "FreeMatch: clip the global threshold at 0.95 (reference: on for SVHN, off elsewhere)"
-    )
-    softmatch_n_sigma: float = opt(
-        2.0, "SoftMatch: width of the truncated Gaussian, in standard deviations (reference 2)"
     )
     lr: float | None = opt(None, "base learning rate (official 0.03)")
     momentum: float = opt(0.9, "SGD momentum (official 0.9)")
@@ -187,6 +178,26 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def algorithm_fields() -> list[tuple[str, Any, Any]]:
+    """The algorithms' options as TrainConfig fields; the help says which algorithms read each."""
+    return [
+        (name, spec.type, opt(spec.default, f"{spec.help} [{', '.join(spec.owners)}]"))
+        for name, spec in ALGORITHM_OPTIONS.items()
+    ]
+
+
+if typing.TYPE_CHECKING:  # what the type checker sees of the merged class made below
+
+    class TrainConfig(CommonConfig):
+        def __init__(self, **options: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...  # an algorithm's option
+
+else:
+    TrainConfig = dataclasses.make_dataclass("TrainConfig", algorithm_fields(), bases=(CommonConfig,))
+    TrainConfig.__module__ = __name__  # pickled configs (checkpoints hold dicts, but tests pickle runs) find it
+    TrainConfig.__doc__ = "Every option of a run: the common ones, then each algorithm's."
+
+
 @dataclass(kw_only=True)
 class RunConfig(TrainConfig):
     """A TrainConfig after `resolve`: the fields the defaults fill have their final types."""
@@ -202,19 +213,22 @@ class RunConfig(TrainConfig):
     ema_warmup: bool
     bn_momentum: float
     flip: bool
-    freematch_clip_thresh: bool
     eval_every: int
 
 
 FIELD_NAMES = {f.name for f in fields(TrainConfig)}
 
 
+def check_known(options) -> None:
+    unknown = set(options) - FIELD_NAMES
+    if unknown:
+        raise UserError(f"unknown training options: {', '.join(sorted(unknown))} (see `fixmatch train --help`)")
+
+
 def from_dict(d: dict, base: TrainConfig | None = None) -> TrainConfig:
     """A config from explicit settings (YAML, flags): a `recipe` among them fills in the options
     they leave unset."""
-    unknown = set(d) - FIELD_NAMES
-    if unknown:
-        raise UserError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    check_known(d)
     recipe = d.get("recipe")
     if recipe is not None:
         if recipe not in RECIPES:
@@ -237,146 +251,3 @@ def load_yaml(path) -> dict:
 
 def save_yaml(cfg: TrainConfig, path) -> None:
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def resolve(cfg: TrainConfig) -> RunConfig:
-    """Fill unset fields (paper defaults, overridden by the dataset's), then validate."""
-    from fixmatch.data import get_spec  # deferred: torch; the CLI's --help is built from this module
-
-    spec = get_spec(cfg.dataset)
-    values = cfg.to_dict()
-    if values["algorithm"] == "both":  # the name of the comparison before --baseline existed
-        values.update(algorithm="fixmatch", baseline="supervised")
-    if values["baseline"] is None and values["algorithm"] is not None:
-        values["baseline"] = "none"  # a dataset's default baseline is for its demo: a chosen algorithm runs alone
-    for key, paper_value in PAPER_DEFAULTS.items():
-        if values[key] is None:
-            values[key] = spec.defaults.get(key, paper_value)
-    if values["lr_schedule_steps"] is None:
-        values["lr_schedule_steps"] = values["steps"]
-    check_types(values)
-    run = RunConfig(**values)
-    validate(run)
-    return run
-
-
-def check_types(values: dict) -> None:
-    """Each value has its field's type (a YAML file can hold anything): one clear error otherwise."""
-    hints = typing.get_type_hints(TrainConfig)
-    for key, value in values.items():
-        allowed = typing.get_args(hints[key]) or (hints[key],)
-        if value is None and type(None) in allowed:
-            continue
-        ok = any(
-            isinstance(value, t) and not (t in (int, float) and isinstance(value, bool))
-            for t in allowed
-            if t is not type(None)
-        )
-        ok = ok or (float in allowed and isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            names = " or ".join(t.__name__ for t in allowed if t is not type(None))
-            raise UserError(f"{key} must be {names}, got {value!r}")
-
-
-def validate(cfg: RunConfig) -> None:
-    """Every value checked before any work starts; the first problem is one UserError."""
-    # deferred: the registries load torch; the CLI's --help is built from this module
-    from fixmatch.algorithms import ALGORITHMS
-    from fixmatch.algorithms.curriculum import CURRICULA
-    from fixmatch.augment.randaugment import POLICIES
-    from fixmatch.models import MODELS
-
-    def need(ok: bool, msg: str):
-        if not ok:
-            raise UserError(msg)
-
-    need(cfg.algorithm in ALGORITHMS, f"unknown algorithm {cfg.algorithm!r}; choose from {', '.join(ALGORITHMS)}")
-    need(
-        cfg.baseline in (*ALGORITHMS, "none"),
-        f"unknown baseline {cfg.baseline!r}; choose from {', '.join([*ALGORITHMS, 'none'])}",
-    )
-    need(cfg.model in MODELS, f"unknown model {cfg.model!r}; available: {', '.join(sorted(MODELS))}")
-    for key in (
-        "steps",
-        "batch_size",
-        "eval_every",
-        "eval_batch_size",
-        "num_labels",
-        "median_of",
-        "lr_schedule_steps",
-        "threads",
-    ):
-        value = getattr(cfg, key)
-        if key == "num_labels" and value is None:  # a dataset whose default is "every labeled image"
-            continue
-        need(isinstance(value, int) and value > 0, f"{key} must be a positive integer, got {value!r}")
-    need(isinstance(cfg.mu, int) and cfg.mu >= 0, f"mu must be a non-negative integer, got {cfg.mu!r}")
-    need(
-        cfg.mu > 0 or cfg.algorithm == "supervised",
-        "mu=0 leaves FixMatch no unlabeled images; give mu >= 1, or --algorithm supervised for the labeled loss alone",
-    )
-    need(
-        cfg.recipe is None or cfg.recipe in RECIPES,
-        f"unknown recipe {cfg.recipe!r}; choose from {', '.join(RECIPES)}",
-    )
-    need(
-        cfg.unlabeled_batch_curriculum in CURRICULA,
-        f"unknown unlabeled_batch_curriculum {cfg.unlabeled_batch_curriculum!r}; choose from {', '.join(CURRICULA)}",
-    )
-    need(
-        isinstance(cfg.curriculum_min_mu, int) and 1 <= cfg.curriculum_min_mu <= max(cfg.mu, 1),
-        f"curriculum_min_mu must be an integer from 1 to mu ({cfg.mu}), got {cfg.curriculum_min_mu!r}",
-    )
-    need(
-        not (cfg.labeled_strong and cfg.strong_augment == "cta"),
-        "labeled_strong works with RandAugment only: CTAugment probes the labeled images' weak views",
-    )
-    need(
-        cfg.lr_schedule_steps * 8 >= cfg.steps * 7,
-        "lr_schedule_steps must be at least 7/8 of steps (beyond that the official cosine turns negative)",
-    )
-    need(0 < cfg.threshold <= 1, f"threshold (tau) must lie in (0, 1], got {cfg.threshold}")
-    need(cfg.lambda_u >= 0, f"lambda_u must be >= 0, got {cfg.lambda_u}")
-    need(cfg.lambda_e >= 0, f"lambda_e must be >= 0, got {cfg.lambda_e}")
-    need(0 <= cfg.ema_p < 1, f"ema_p must lie in [0, 1), got {cfg.ema_p}")
-    need(cfg.softmatch_n_sigma > 0, f"softmatch_n_sigma must be > 0, got {cfg.softmatch_n_sigma}")
-    need(cfg.lr > 0 and math.isfinite(cfg.lr), f"lr must be a positive number, got {cfg.lr}")
-    need(0 <= cfg.momentum < 1, f"momentum must lie in [0, 1), got {cfg.momentum}")
-    need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
-    need(0 < cfg.bn_momentum <= 1, f"bn_momentum must lie in (0, 1], got {cfg.bn_momentum}")
-    need(0 <= cfg.ema_decay < 1, f"ema_decay must lie in [0, 1), got {cfg.ema_decay}")
-    need(0 <= cfg.fold <= 9, f"fold must be 0..9 (official splits 0..5; STL-10's folds 0..9), got {cfg.fold}")
-    need(
-        cfg.input_scaling in INPUT_SCALINGS,
-        f"input_scaling must be one of {', '.join(INPUT_SCALINGS)}, got {cfg.input_scaling!r}",
-    )
-    need(
-        cfg.time_budget is None or (cfg.time_budget > 0 and math.isfinite(cfg.time_budget)),
-        f"time_budget must be a positive number of minutes, got {cfg.time_budget}",
-    )
-    need(cfg.val_per_class >= 0, f"val_per_class must be >= 0, got {cfg.val_per_class}")
-    need(
-        cfg.image_size is None or 8 <= cfg.image_size <= MAX_INPUT_SIDE,
-        f"image_size must be 8 to {MAX_INPUT_SIDE} (what predict and serve accept), got {cfg.image_size}",
-    )
-    need(cfg.channels in (None, 1, 3), f"channels must be 1 or 3, got {cfg.channels}")
-    need(
-        cfg.randaugment in POLICIES,
-        f"unknown randaugment policy {cfg.randaugment!r}; choose from {', '.join(POLICIES)}",
-    )
-    need(
-        cfg.strong_augment in STRONG_AUGMENTS,
-        f"unknown strong augmentation {cfg.strong_augment!r}; choose from {', '.join(STRONG_AUGMENTS)}",
-    )
-    need(cfg.fer_test in ("private", "public"), f"fer_test must be private or public, got {cfg.fer_test!r}")
-    need(
-        cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
-        f"device must be auto, cpu or cuda[:N], got {cfg.device!r}",
-    )
-    need(cfg.dist_timeout > 0, f"dist_timeout must be a positive number of minutes, got {cfg.dist_timeout}")
-    for key in SPEED_SWITCHES:
-        need(getattr(cfg, key) in TOGGLES, f"{key} must be one of {', '.join(TOGGLES)}, got {getattr(cfg, key)!r}")
-    need(
-        not (cfg.augment_stream == "on" and cfg.strong_augment == "cta"),
-        "augment_stream works with RandAugment only: CTAugment's next views depend on this step's rate update",
-    )

@@ -1,4 +1,6 @@
-"""What every algorithm is: called with the logits of one step, it returns (loss, stats).
+"""What every algorithm is: called with the logits of one step, it returns (loss, stats); its
+options are the `Options` dataclass in its file (fixmatch.algorithms.options reads them), and
+@register puts it in ALGORITHMS under its class's name in lower case.
 
 A stateful algorithm (FlexMatch, FreeMatch, SoftMatch) keeps its state as tensors on the training
 device, updated in place without reading them back to the host (so the compiled and CUDA-graph paths
@@ -30,10 +32,13 @@ class AlgorithmSetup:
 
 
 class Algorithm:
-    # (logits_x, y_x[, logits_uw, logits_us][, idx_u=]) -> (loss, stats)
+    """Called as (logits_x, y_x) when it uses no unlabeled images, else as (logits_x, y_x, logits_uw,
+    logits_us, idx_u=the pool index of each unlabeled image). Its stats: scalars the engine averages
+    between evaluations and logs under their names, and per image `pseudo_labels` and `mask` (a 0/1
+    mask or weights), which the engine scores against the labels the algorithm never sees."""
+
     __call__: Callable[..., tuple[torch.Tensor, dict]]
     uses_unlabeled = True
-    uses_indices = False  # True: called with idx_u=, the pool indices of the unlabeled images
 
     @classmethod
     def from_config(cls, cfg, setup: AlgorithmSetup) -> Algorithm:
@@ -44,6 +49,19 @@ class Algorithm:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+
+def register(cls: type[Algorithm]) -> type[Algorithm]:
+    """Add an algorithm under its class's name in lower case (FlexMatch -> flexmatch); a name taken
+    twice is a mistake, not a replacement."""
+    name = cls.__name__.lower()
+    if name in ALGORITHMS:
+        raise ValueError(f"two algorithms are named {name!r}: {ALGORITHMS[name].__module__} and {cls.__module__}")
+    ALGORITHMS[name] = cls
+    return cls
 
 
 class TensorState(Algorithm):

@@ -11,15 +11,27 @@ learning effects recomputed, unless every image remembers the same value (the re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from fixmatch.algorithms.base import AlgorithmSetup, TensorState, no_gather
-from fixmatch.algorithms.consistency import masked_ce, step_stats
+from fixmatch.algorithms.base import AlgorithmSetup, TensorState, no_gather, register
+from fixmatch.algorithms.fixmatch import masked_ce, step_stats
+from fixmatch.algorithms.options import opt
 
 
+@dataclass
+class Options:
+    threshold: float = opt(0.95, "pseudo-label confidence threshold tau (reference 0.95)", within="(0, 1]")
+    lambda_u: float = opt(1.0, "weight of the unlabeled loss (reference 1)", within="[0, inf)")
+    flexmatch_warmup: bool = opt(
+        True, "learning effects divided by the largest count, never-selected images included (reference on)"
+    )
+
+
+@register
 class FlexMatch(TensorState):
-    uses_indices = True
     STATE = ("selected_label", "classwise_acc")
 
     def __init__(
@@ -51,7 +63,7 @@ class FlexMatch(TensorState):
             setup.gather,
         )
 
-    def __call__(self, logits_x, y_x, logits_uw, logits_us, *, idx_u: torch.Tensor):
+    def __call__(self, logits_x, y_x, logits_uw, logits_us, idx_u: torch.Tensor):
         loss_x = F.cross_entropy(logits_x, y_x)
         probs = logits_uw.detach().softmax(dim=-1)
         max_probs, pseudo = probs.max(dim=-1)

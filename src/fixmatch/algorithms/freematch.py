@@ -10,13 +10,26 @@ normalised by their histogram; it is 0 when no image is masked in."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from fixmatch.algorithms.base import AlgorithmSetup, TensorState, no_gather
-from fixmatch.algorithms.consistency import masked_ce, step_stats
+from fixmatch.algorithms.base import AlgorithmSetup, TensorState, no_gather, register
+from fixmatch.algorithms.fixmatch import masked_ce, step_stats
+from fixmatch.algorithms.options import opt
 
 CLIP_MAX = 0.95  # USB's clip_thresh bound on the global threshold (its SVHN configs)
+
+
+@dataclass
+class Options:
+    lambda_u: float = opt(1.0, "weight of the unlabeled loss (reference 1)", within="[0, inf)")
+    ema_p: float = opt(0.999, "momentum of the EMAs of the predictions (reference 0.999)", within="[0, 1)")
+    lambda_e: float = opt(0.001, "weight of the self-adaptive fairness loss (reference 0.001)", within="[0, inf)")
+    freematch_clip_thresh: bool | None = opt(
+        None, "clip the global threshold at 0.95 (reference: on for SVHN, off elsewhere)", fallback=False
+    )
 
 
 def inverse_or_zero(x: torch.Tensor) -> torch.Tensor:
@@ -43,6 +56,7 @@ def fairness_loss(mask: torch.Tensor, logits_us: torch.Tensor, p_model: torch.Te
     return torch.where(n > 0, loss, torch.zeros_like(loss))
 
 
+@register
 class FreeMatch(TensorState):
     STATE = ("p_model", "label_hist", "time_p")
 
@@ -79,7 +93,7 @@ class FreeMatch(TensorState):
             setup.gather,
         )
 
-    def __call__(self, logits_x, y_x, logits_uw, logits_us):
+    def __call__(self, logits_x, y_x, logits_uw, logits_us, idx_u=None):
         loss_x = F.cross_entropy(logits_x, y_x)
         probs = logits_uw.detach().softmax(dim=-1)
         self.update(self.gather(probs))
@@ -90,7 +104,7 @@ class FreeMatch(TensorState):
         loss_u = masked_ce(logits_us, pseudo, mask)
         loss_e = fairness_loss(mask, logits_us, self.p_model, self.label_hist)
         loss = loss_x + self.lambda_u * loss_u + self.lambda_e * loss_e
-        return loss, step_stats(loss_x, loss_u, pseudo, mask)
+        return loss, {**step_stats(loss_x, loss_u, pseudo, mask), "loss_e": loss_e.detach()}
 
     @torch.no_grad()
     def update(self, probs: torch.Tensor) -> None:

@@ -11,13 +11,26 @@ argmax of the weak view's logits, not of the aligned probabilities (as the refer
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from fixmatch.algorithms.base import AlgorithmSetup, TensorState, no_gather
-from fixmatch.algorithms.consistency import masked_ce, step_stats
+from fixmatch.algorithms.base import AlgorithmSetup, TensorState, no_gather, register
+from fixmatch.algorithms.fixmatch import masked_ce, step_stats
+from fixmatch.algorithms.options import opt
 
 
+@dataclass
+class Options:
+    lambda_u: float = opt(1.0, "weight of the unlabeled loss (reference 1)", within="[0, inf)")
+    ema_p: float = opt(0.999, "momentum of the EMAs of the predictions (reference 0.999)", within="[0, 1)")
+    softmatch_n_sigma: float = opt(
+        2.0, "width of the truncated Gaussian, in standard deviations (reference 2)", within="(0, inf)"
+    )
+
+
+@register
 class SoftMatch(TensorState):
     STATE = ("p_model", "p_model_seen", "prob_max_mu_t", "prob_max_var_t")
 
@@ -41,7 +54,7 @@ class SoftMatch(TensorState):
     def from_config(cls, cfg, setup: AlgorithmSetup) -> SoftMatch:
         return cls(setup.num_classes, cfg.lambda_u, cfg.ema_p, cfg.softmatch_n_sigma, setup.device, setup.gather)
 
-    def __call__(self, logits_x, y_x, logits_uw, logits_us):
+    def __call__(self, logits_x, y_x, logits_uw, logits_us, idx_u=None):
         loss_x = F.cross_entropy(logits_x, y_x)
         probs = self.align(logits_uw.detach().softmax(dim=-1))
         self.update_gaussian(self.gather(probs))

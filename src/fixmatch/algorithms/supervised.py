@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fixmatch.algorithms.base import Algorithm
+from fixmatch.algorithms.base import Algorithm, register
 
 
+@register
 class Supervised(Algorithm):
     uses_unlabeled = False
 

@@ -11,9 +11,10 @@ import time
 
 import torch
 
-from fixmatch.config import SPEED_SWITCHES, TrainConfig, resolve
+from fixmatch.config import SPEED_SWITCHES, TrainConfig
 from fixmatch.data import ImageDataset, load_dataset
 from fixmatch.training.devices import pick_device, sync
+from fixmatch.training.resolve import resolve
 from fixmatch.training.train import make_trainer
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fixmatch.algorithms import AlgorithmSetup, build_algorithm
-from fixmatch.algorithms.curriculum import unlabeled_batch, unlabeled_batch_sizes
+from fixmatch.algorithms.base import AlgorithmSetup
+from fixmatch.algorithms.registry import build_algorithm
 from fixmatch.augment.ctaugment import CTAugment
 from fixmatch.augment.randaugment import strong_augment
 from fixmatch.augment.weak import weak_augment
@@ -22,12 +22,11 @@ from fixmatch.training.augment_graph import capture_augment
 from fixmatch.training.augment_stream import AugmentStream
 from fixmatch.training.batch import Batch, CTAProbe, Schedule
 from fixmatch.training.checkpoint import save_atomic
+from fixmatch.training.curriculum import unlabeled_batch, unlabeled_batch_sizes
 from fixmatch.training.ema import EMA
 from fixmatch.training.fast import Speedups, compile_fn
 from fixmatch.training.metrics import confusion_matrix, predict_logits, report_from_confusion
 from fixmatch.training.optim import cosine_lr, make_optimizer
-
-STAT_KEYS = ("loss", "loss_x", "loss_u", "mask_rate", "pseudo_correct", "pseudo_count")
 
 
 class Trainer:
@@ -63,7 +62,6 @@ class Trainer:
         self.algorithm = build_algorithm(
             cfg, AlgorithmSetup(data.num_classes, len(self.x_unl), device, distributed.gatherer(dist))
         )
-        self.passes_indices = self.algorithm.uses_indices  # FlexMatch: called with each image's pool index
         self.x_test, self.y_test, self.num_classes = data.x_test, data.y_test, data.num_classes
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
@@ -88,7 +86,7 @@ class Trainer:
         self.schedule = Schedule(cfg.steps, cfg.lr_schedule_steps)
         self.step_num = 0
         self.history: list[dict] = []
-        self.sums = self._zero_sums()
+        self.sums: dict = {}
 
     # ---- one step -------------------------------------------------------------------------------
     def draw(self, step: int) -> Batch:
@@ -97,7 +95,7 @@ class Trainer:
         li = self.lab_sampler.next()
         ui = None
         if self.unl_sampler is not None:
-            # the curriculum's unlabeled batch grows over the run (fixmatch.algorithms.curriculum)
+            # the curriculum's unlabeled batch grows over the run (fixmatch.training.curriculum)
             size = unlabeled_batch(self.cfg, step, self.schedule.steps) if self.curriculum else None
             ui = self.unl_sampler.next(size)  # None: the sampler's own mu * B
         batch = self.augment(li, ui)
@@ -139,8 +137,7 @@ class Trainer:
             loss, stats = self.algorithm(logits[:n], y_l)
         else:
             logits_uw, logits_us = logits[n:].chunk(2)
-            by_index = {"idx_u": idx_u} if self.passes_indices else {}
-            loss, stats = self.algorithm(logits[:n], y_l, logits_uw, logits_us, **by_index)
+            loss, stats = self.algorithm(logits[:n], y_l, logits_uw, logits_us, idx_u=idx_u)
             stats = score_pseudo_labels(stats, self.y_unl[idx_u])
         return loss, stats
 
@@ -162,15 +159,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.step_num)
         self.step_num += 1
-        self.sums["loss"] += loss.detach()
-        for k, v in stats.items():
-            self.sums[k] += v
-        self.sums["steps"] += 1
+        # whatever scalars the algorithm returns are summed on the device, averaged and logged at evaluations
+        for k, v in {"loss": loss.detach(), **stats, "steps": 1}.items():
+            self.sums[k] = self.sums.get(k, 0) + v
 
     # ---- evaluation and bookkeeping ---------------------------------------------------------------
-    def _zero_sums(self) -> dict:
-        return {k: torch.zeros((), device=self.device) for k in (*STAT_KEYS, "steps")}
-
     def evaluate(self, model: nn.Module | None = None, images=None, labels=None) -> dict:
         model = model or self.ema.model
         images = self.x_test if images is None else images
@@ -186,25 +179,22 @@ class Trainer:
         # Under torchrun: same BN running statistics and global training statistics on every rank.
         distributed.average_buffers(self.model, self.dist)
         distributed.average_buffers(self.ema.model, self.dist)
-        s = {k: float(v) for k, v in distributed.mean_over_ranks(self.sums, self.dist).items()}
-        n = max(s.pop("steps"), 1.0)
+        sums = {k: torch.as_tensor(v, dtype=torch.float32, device=self.device) for k, v in self.sums.items()}
+        s = {k: float(v) for k, v in distributed.mean_over_ranks(sums, self.dist).items()}
+        n = max(s.pop("steps", 0.0), 1.0)
+        correct, count = s.pop("pseudo_correct", 0.0), s.pop("pseudo_count", 0.0)
         rec = {
             "step": self.step_num,
             "accuracy": self.evaluate()["accuracy"],  # EMA model: the reported figure
             "raw_accuracy": self.evaluate(self.model)["accuracy"],
-            "loss": s["loss"] / n,
-            "loss_x": s["loss_x"] / n,
             "lr": cosine_lr(self.cfg.lr, self.step_num, self.schedule.lr_steps),
             "seconds": round(seconds, 2),
+            **{k: v / n for k, v in s.items()},  # loss, loss_x and the algorithm's own: loss_u, mask_rate, ...
         }
         if self.unl_sampler is not None:
-            rec.update(
-                loss_u=s["loss_u"] / n,
-                mask_rate=s["mask_rate"] / n,
-                pseudo_label_accuracy=(s["pseudo_correct"] / s["pseudo_count"]) if s["pseudo_count"] else None,
-            )
+            rec["pseudo_label_accuracy"] = correct / count if count else None
         self.history.append(rec)
-        self.sums = self._zero_sums()
+        self.sums = {}
         return rec
 
     def sync(self) -> None:

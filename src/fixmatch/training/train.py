@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fixmatch.algorithms.curriculum import curriculum_work
-from fixmatch.commands import program
-from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, resolve, save_yaml, validate
+from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, save_yaml
 from fixmatch.data import get_spec, load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.errors import UserError
@@ -23,9 +21,11 @@ from fixmatch.models.layers import DEFAULT_WIRING
 from fixmatch.outputs import write_text_atomic
 from fixmatch.training import distributed, run_data
 from fixmatch.training.checkpoint import load_checkpoint
+from fixmatch.training.curriculum import curriculum_work
 from fixmatch.training.engine import Trainer
 from fixmatch.training.fast import resolve_speedups
 from fixmatch.training.loop import run_loop, write_metrics
+from fixmatch.training.resolve import resolve, validate
 from fixmatch.training.schedule_planner import StepPlanner
 
 
@@ -261,9 +261,9 @@ def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
     return train(cfg, resume_ckpt=ckpt, log=log)
 
 
-def compare(cfg: TrainConfig, log=print) -> list[dict]:
+def compare(cfg: TrainConfig, log=print) -> tuple[dict, dict]:
     """--baseline: the baseline (the demo: supervised), then the algorithm, on the same data and
-    labels, then one table. A time budget is split evenly: equal wall clock each, the budget in all."""
+    labels; their two summaries. A time budget is split evenly: equal wall clock each, the budget in all."""
     resolved = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
     base = Path(resolved.out) if resolved.out else default_out(resolved)
     budget = resolved.time_budget / 2 if resolved.time_budget else None
@@ -278,38 +278,5 @@ def compare(cfg: TrainConfig, log=print) -> list[dict]:
     data = load_data(resolved)  # both runs share the data and, through --fold, the labels
     if budget:
         log(f"--time-budget {resolved.time_budget:g} min is split: {budget:g} min for each of the two runs")
-    results = [train(run, log=log, data=data) for run in runs]
-    log(final_report(results))
-    return results
-
-
-def final_report(results: list[dict]) -> str:
-    """What every training command prints at its end: the table, where the runs are, what to try next."""
-    return format_table(results) + "\n" + next_steps([Path(r["out"]) for r in results])
-
-
-def next_steps(runs: list[Path]) -> str:
-    """Where the runs are and what to try next, as commands that work as printed in a fresh shell."""
-    last, fixmatch = runs[-1], program("fixmatch")
-    logdir = runs[0].parent if len(runs) > 1 else last
-    tries = [
-        (f"{program('tensorboard')} --logdir {logdir}", "the curves" + (" of both runs" if len(runs) > 1 else "")),
-        (f"{fixmatch} evaluate --checkpoint {last}", "accuracy per class, confusion matrix"),
-        (f"{fixmatch} predict --checkpoint {last} IMAGE_OR_FOLDER", "label and probabilities per image"),
-        (f"{fixmatch} train --dataset folders --data-dir ROOT", "your own images (README: Your own images)"),
-        (f"{fixmatch} train --help", "every option"),
-    ]
-    width = max(len(command) for command, _ in tries)
-    where = " and ".join(str(r) for r in runs)
-    lines = [f"runs: {where} (metrics.jsonl, summary.json, checkpoints)", "next:"]
-    return "\n".join(lines + [f"  {command:<{width}}  # {why}" for command, why in tries])
-
-
-def format_table(results: list[dict]) -> str:
-    rows = [f"{'algorithm':<12} {'labels':>6} {'steps':>6} {'accuracy':>9} {'median':>7} {'seconds':>8}"]
-    for r in results:
-        rows.append(
-            f"{r['algorithm']:<12} {r['num_labels']:>6} {r['steps']:>6} {100 * r['accuracy']:>8.1f}% "
-            f"{100 * r['median_last20']:>6.1f}% {r['seconds']:>8.1f}"
-        )
-    return "\n".join(rows)
+    baseline, main = (train(run, log=log, data=data) for run in runs)
+    return baseline, main

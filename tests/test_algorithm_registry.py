@@ -108,3 +108,26 @@ def test_the_engine_logs_whatever_statistics_an_algorithm_returns():
         trainer.step()
     rec = trainer.record_evaluation(0.0)
     assert rec["new_statistic"] == 2.0 and "loss_e" in rec and rec["loss_u"] >= 0
+
+
+def test_models_and_datasets_are_named_after_their_builders_and_a_second_one_is_refused():
+    from fixmatch.data import DATASETS
+    from fixmatch.data import register as register_dataset
+    from fixmatch.models import MODELS
+    from fixmatch.models.registry import register as register_model
+
+    assert all(fn.__name__ == name for name, fn in MODELS.items())
+    assert all(spec.loader.__name__ == f"load_{name}" for name, spec in DATASETS.items())
+
+    def wrn28_2(num_classes, in_channels=3, wiring="official"):
+        raise AssertionError("never built")
+
+    def load_cifar10(data_dir=None, **_):
+        raise AssertionError("never loaded")
+
+    with pytest.raises(ValueError, match="two models are named 'wrn28_2'"):
+        register_model(wrn28_2)
+    with pytest.raises(ValueError, match="two datasets are named 'cifar10'"):
+        register_dataset("another CIFAR-10")(load_cifar10)
+    assert MODELS["wrn28_2"].__module__ == "fixmatch.models.wideresnet"
+    assert DATASETS["cifar10"].loader.__module__ == "fixmatch.data.cifar"

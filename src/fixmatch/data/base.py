@@ -96,10 +96,14 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register(name: str, description: str, defaults: dict | None = None, files: str = "", framing: str = "resize"):
-    """Decorator: add a loader to the dataset registry under `name`."""
+def register(description: str, defaults: dict | None = None, files: str = "", framing: str = "resize"):
+    """Decorator: add a loader `load_<name>` to the dataset registry as <name>; a name taken twice is
+    a mistake, not a replacement."""
 
     def wrap(fn):
+        name = fn.__name__.removeprefix("load_")
+        if name in DATASETS:
+            raise ValueError(f"two datasets are named {name!r}: {DATASETS[name].loader.__module__} and {fn.__module__}")
         DATASETS[name] = DatasetSpec(name, fn, description, defaults or {}, files, framing)
         return fn
 

@@ -206,7 +206,6 @@ def load_cifar(layout: Layout, data_dir, download: bool):
 
 
 @register(
-    "cifar10",
     "CIFAR-10, 32x32 RGB, 10 classes, 50,000 train / 10,000 test",
     defaults={},  # the paper recipe (config.PAPER_DEFAULTS) as it is
     files="cifar-10-batches-py/ or cifar-10-python.tar.gz (--download), or cifar10_device.npz.xz + cifar10_rest.npz.xz",
@@ -216,7 +215,6 @@ def load_cifar10(data_dir=None, download=False, **_):
 
 
 @register(
-    "cifar100",
     "CIFAR-100 (fine labels), 32x32 RGB, 100 classes, 50,000 train / 10,000 test",
     defaults=dict(model="wrn28_8", num_labels=10000, weight_decay=1e-3),  # the paper's CIFAR-100 settings
     files="cifar-100-python/ or cifar-100-python.tar.gz (--download)",

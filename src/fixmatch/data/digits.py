@@ -12,7 +12,6 @@ SPLIT_SEED = 0  # fixed: the test split never changes between runs
 
 
 @register(
-    "digits",
     "scikit-learn load_digits, 8x8 grey, 10 classes (embedded, no download)",
     # A short CPU schedule: EMA warm-up and a faster BatchNorm momentum, since the official 0.999
     # averages (EMA and BN) still remember the random initialisation after only 1000 steps.

@@ -118,7 +118,6 @@ def read_offline(path: Path, test_usage: str) -> tuple:
 
 
 @register(
-    "fer2013",
     "FER2013 facial expressions, 48x48 grey, 7 classes, 28,709 train / 3,589 test (private or public)",
     defaults=dict(model="wrn37_2", num_labels=28709),  # every Training image labeled
     files="fer2013.csv (Kaggle), or train/<class>/ + test/<class>/ (Kaggle image folders), or fer2013.npz.xz",

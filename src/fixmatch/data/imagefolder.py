@@ -69,7 +69,6 @@ def read_images(paths: list[Path], mode: str, size: tuple[int, int] | None = Non
 
 
 @register(
-    "imagefolder",
     "image files in root/train/<class>/ and root/test/<class>/ (all one size)",
     defaults={},
     files="train/<class>/*.png|jpg and test/<class>/*.png|jpg",

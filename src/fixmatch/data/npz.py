@@ -65,7 +65,6 @@ def find_npz(data_dir) -> Path:
 
 
 @register(
-    "npz",
     "any .npz with x_train, y_train, x_test, y_test (NHWC or NHW uint8), optional class_names",
     defaults={},
     files="the .npz file itself (or a folder holding exactly one)",

@@ -146,7 +146,6 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @register(
-    "stl10",
     "STL-10, 96x96 RGB, 10 classes, 5,000 labeled train (10 predefined folds of 1,000) + 100,000 unlabeled "
     "(some outside the 10 classes) / 8,000 test",
     # The paper's STL-10 row: 1,000 labels (an official fold), WRN-37-2 (WRN-var), the CIFAR recipe.

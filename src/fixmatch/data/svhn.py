@@ -37,7 +37,6 @@ def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register(
-    "svhn",
     "SVHN cropped digits, 32x32 RGB, 10 classes, 73,257 train (+531,131 with svhn_extra) / 26,032 test",
     # digits have a handedness: no flip (official); USB's FreeMatch SVHN configs clip its threshold
     defaults=dict(num_labels=1000, flip=False, freematch_clip_thresh=True),

@@ -198,7 +198,6 @@ def hold_out(y: np.ndarray, per_class: int) -> np.ndarray:
 
 
 @register(
-    "folders",
     "your own images: labeled/<class>/, unlabeled/** (no labels), optional test/<class>/; any sizes, "
     "RGB or grey, decoded once and cached",
     # A CPU-sized short schedule for a folder of some hundreds of images (no paper recipe applies):

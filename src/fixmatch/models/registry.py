@@ -13,12 +13,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {}
 OFFICIAL_BN_MOMENTUM = 0.001  # TF decay 0.999
 
 
-def register(name: str):
-    def wrap(fn):
-        MODELS[name] = fn
-        return fn
-
-    return wrap
+def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: add a network builder to the registry under its function's name; a name taken twice
+    is a mistake, not a replacement."""
+    if fn.__name__ in MODELS:
+        raise ValueError(f"two models are named {fn.__name__!r}: {MODELS[fn.__name__].__module__} and {fn.__module__}")
+    MODELS[fn.__name__] = fn
+    return fn
 
 
 def build_model(

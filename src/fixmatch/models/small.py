@@ -31,13 +31,13 @@ class SmallCNN(nn.Module):
         return self.fc(self.body(x).mean(dim=(2, 3)))
 
 
-@register("cnn_small")
+@register
 def cnn_small(num_classes: int, in_channels: int = 3, wiring: str = "official") -> SmallCNN:
     """~35k parameters: the digits demo network (works at 8x8)."""
     return SmallCNN(num_classes, in_channels, [16, 32, 32], WIRINGS[wiring])
 
 
-@register("cnn_medium")
+@register
 def cnn_medium(num_classes: int, in_channels: int = 3, wiring: str = "official") -> SmallCNN:
     """A few hundred thousand parameters: CPU-feasible runs on 32-48 px images."""
     return SmallCNN(num_classes, in_channels, [32, 64, 128, 128], WIRINGS[wiring])

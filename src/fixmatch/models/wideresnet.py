@@ -71,24 +71,24 @@ def wrn(depth: int, widen: int, num_classes: int, in_channels: int, wiring: str)
     return WideResNet(num_classes, in_channels, widths, (depth - 4) // 6, WIRINGS[wiring])
 
 
-@register("wrn28_2")
+@register
 def wrn28_2(num_classes: int, in_channels: int = 3, wiring: str = "official") -> WideResNet:
     return wrn(28, 2, num_classes, in_channels, wiring)
 
 
-@register("wrn28_8")
+@register
 def wrn28_8(num_classes: int, in_channels: int = 3, wiring: str = "official") -> WideResNet:
     return wrn(28, 8, num_classes, in_channels, wiring)
 
 
-@register("wrn37_2")
+@register
 def wrn37_2(num_classes: int, in_channels: int = 3, wiring: str = "official") -> WideResNet:
     """WRN-var-37-2: four groups of 4 blocks, widths 32..256, for 48-96 px inputs.
     37 = stem + 4 groups x 4 blocks x 2 convs + 4 shortcut convs."""
     return WideResNet(num_classes, in_channels, [32, 64, 128, 256], 4, WIRINGS[wiring])
 
 
-@register("wrn10_1")
+@register
 def wrn10_1(num_classes: int, in_channels: int = 3, wiring: str = "official") -> WideResNet:
     """A tiny WRN (one block per group) for CPU tests and quick runs."""
     return wrn(10, 1, num_classes, in_channels, wiring)

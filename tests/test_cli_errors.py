@@ -16,6 +16,7 @@ from serve_fixtures import encode
 
 from fixmatch.cli import main
 from fixmatch.errors import UserError
+from fixmatch.training.checkpoint import save_atomic
 
 
 class CreatesAFile:
@@ -66,7 +67,7 @@ def test_checkpoint_whose_metadata_does_not_match_its_weights(fer_model, tmp_pat
     wrong = {**ckpt, "meta": {**ckpt["meta"], "num_classes": 5, "class_names": list("abcde")}}
     torch.save(wrong, tmp_path / "wrong.pt")
     no_ema = {k: v for k, v in ckpt.items() if k not in ("ema", "tensors_sha256")}  # written so, not damaged
-    torch.save(no_ema, tmp_path / "no_ema.pt")
+    save_atomic(no_ema, tmp_path / "no_ema.pt")
     image = tmp_path / "x.png"
     image.write_bytes(encode(np.zeros((48, 48), np.uint8), "PNG"))
     for name, words in (("wrong.pt", "does not match its weights"), ("no_ema.pt", "no 'ema' entry")):
@@ -271,8 +272,8 @@ def crafted_models(digits_files, digits_model, tmp_path):
         torch.save({**ckpt, "meta": meta}, tmp_path / name)
         made[tmp_path / name] = words
     nan_weights = {k: v.float().fill_(float("nan")) if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
-    unchecked = {k: v for k, v in ckpt.items() if k != "tensors_sha256"}  # as if written without a checksum
-    torch.save({**unchecked, "ema": nan_weights}, tmp_path / "nan_weights.pt")
+    unchecked = {k: v for k, v in ckpt.items() if k != "tensors_sha256"}
+    save_atomic({**unchecked, "ema": nan_weights}, tmp_path / "nan_weights.pt")  # sealed with its NaNs
     made[tmp_path / "nan_weights.pt"] = "weights are not finite numbers"
     return made
 
@@ -372,6 +373,25 @@ def test_a_model_file_damaged_on_disk_is_refused(digits_files, digits_model, tmp
         assert "is damaged" in out.err and out.out == "", (path.name, out.err)
         with pytest.raises(UserError, match="is damaged"):
             check_model(str(path))
+
+
+def test_a_checkpoint_without_its_checksum_is_refused_until_the_user_reseals_it(digits_files, tmp_path, capsys):
+    """Deleting the checksum must not let altered weights load: the file is refused, with the one
+    command that seals a copy of a file the user trusts; the sealed copy then loads."""
+    run, image = digits_files
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    altered = {k: v for k, v in ckpt.items() if k != "tensors_sha256"}
+    altered["ema"] = {k: v + 1 if v.is_floating_point() else v for k, v in altered["ema"].items()}
+    torch.save(altered, tmp_path / "old.pt")
+    assert main(["predict", "--checkpoint", str(tmp_path / "old.pt"), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "carries no checksum" in err and f"--checkpoint {tmp_path / 'old.pt'} --reseal" in err, err
+    sealed = tmp_path / "sealed.pt"
+    assert main(["export", "--checkpoint", str(tmp_path / "old.pt"), "--reseal", str(sealed)]) == 0
+    assert main(["export", "--checkpoint", str(tmp_path / "old.pt"), "--reseal", str(tmp_path / "old.pt")]) == 2
+    assert main(["predict", "--checkpoint", str(sealed), str(image)]) == 0
+    capsys.readouterr()
+    assert torch.equal(torch.load(sealed, weights_only=True)["ema"]["fc.weight"], altered["ema"]["fc.weight"])
 
 
 def run_cli(argv, **kw) -> subprocess.CompletedProcess:

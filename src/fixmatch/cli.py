@@ -123,12 +123,19 @@ def cmd_datasets(args) -> int:
 def cmd_export(args) -> int:
     from fixmatch.inference.loading import load_model, write_safetensors  # deferred: torch
 
-    if not (args.onnx or args.safetensors):
-        raise UserError("give --onnx PATH and/or --safetensors PATH")
+    if not (args.onnx or args.safetensors or args.reseal):
+        raise UserError("give --onnx PATH and/or --safetensors PATH (or --reseal PATH)")
     refuse_clobbering(
-        [("--onnx", args.onnx), ("--safetensors", args.safetensors)],
+        [("--onnx", args.onnx), ("--safetensors", args.safetensors), ("--reseal", args.reseal)],
         [*model_inputs(args.checkpoint), ("the --card-json file", args.card_json)],
     )
+    if args.reseal:
+        from fixmatch.training.checkpoint import load_checkpoint, save_atomic  # deferred: torch
+
+        save_atomic(load_checkpoint(args.checkpoint, unsealed=True), args.reseal)
+        print(f"wrote {args.reseal} (a copy of {args.checkpoint} with the checksum of its tensors)")
+        if not (args.onnx or args.safetensors):
+            return 0
     card = read_card(args.card_json) if args.card_json else None
     loaded = load_model(args.checkpoint)
     extra = {"card": card} if card else None
@@ -239,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--onnx", metavar="PATH")
     x.add_argument("--safetensors", metavar="PATH")
     x.add_argument("--card-json", metavar="PATH", help="model-card figures to embed (JSON)")
+    x.add_argument(
+        "--reseal",
+        metavar="PATH",
+        help="write a copy of a checkpoint saved without a checksum (an older fixmatch) with the checksum "
+        "of its tensors, so it loads; only for a file you trust",
+    )
     x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="time the real training step (or just the augmentation)")

@@ -1,2 +1,2 @@
-"""Image files and pixels, shared by the data loaders, inference and the server: how an image is
-framed to a square (framing.py)."""
+"""Image files and pixels, shared by the data loaders, inference and the server: the one decoding
+policy every image read goes through (decoding.py) and how an image is framed to a square (framing.py)."""

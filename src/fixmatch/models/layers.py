@@ -27,8 +27,9 @@ class Wiring:
 
 WIRINGS = {
     "official": Wiring(bn_eps=1e-3, tf_same_padding=True, shortcut_from_activation="first"),
-    # fixmatch 0.1 (the FER2013 model released on 2026-11-26): every 1x1 shortcut conv read the
-    # activated input, BatchNorm eps 1e-5, PyTorch's symmetric padding. Kept only to load such files.
+    # The wiring of the released FER2013 model, trained before the official one: every 1x1 shortcut
+    # conv reads the activated input, BatchNorm eps 1e-5, PyTorch's symmetric padding. It goes when
+    # that model is retrained (docs/faithfulness.md, "The released model's wiring").
     "fixmatch-0.1": Wiring(bn_eps=1e-5, tf_same_padding=False, shortcut_from_activation="all"),
 }
 DEFAULT_WIRING = "official"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from fixmatch.commands import program
 from fixmatch.errors import UserError
 from fixmatch.outputs import write_atomic
 
@@ -53,7 +54,9 @@ def save_atomic(obj, path) -> None:
     write_atomic(path, lambda f: f.write(data.getbuffer()))
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
+def load_checkpoint(path, map_location="cpu", unsealed: bool = False) -> dict:
+    """A checkpoint whose tensors match the checksum written with them. `unsealed=True` (only `fixmatch
+    export --reseal`) also takes one written without a checksum, for the user to seal a copy of it."""
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
@@ -73,7 +76,13 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e)[:200]}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
         raise UserError(f"{path} is not a fixmatch checkpoint (no 'model' and 'meta' entries)")
-    if DIGEST_KEY in ckpt and ckpt[DIGEST_KEY] != content_digest(ckpt):  # files from before it: no check
+    if DIGEST_KEY not in ckpt and not unsealed:
+        raise UserError(
+            f"{path} carries no checksum of its tensors, so damage to it could not be detected. If it "
+            "is yours and you trust it, write a sealed copy: "
+            f"{program('fixmatch')} export --checkpoint {path} --reseal SEALED.pt"
+        )
+    if DIGEST_KEY in ckpt and ckpt[DIGEST_KEY] != content_digest(ckpt):
         raise UserError(
             f"{path} is damaged: its tensors do not match the checksum written with them "
             "(the file was altered or corrupted on disk); use another checkpoint (best.pt, a copy)"

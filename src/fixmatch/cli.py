@@ -20,7 +20,7 @@ from fixmatch.inference.model_files import model_inputs
 from fixmatch.inference.predict import run as run_predict
 from fixmatch.outputs import refuse_clobbering
 from fixmatch.serve import CLIENT_CONNECTIONS, run_server
-from fixmatch.training.bench_options import add_bench_arguments
+from fixmatch.training.bench_options import add_bench_arguments, bench_options
 from fixmatch.training.stopping import quiet_broken_pipe, stop_message, stop_on_sigterm
 
 EXIT_USER_ERROR = 2
@@ -105,7 +105,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    return run_predict(args)
+    return run_predict(args.images, args.checkpoint or args.model, csv=args.csv, threads=args.threads)
 
 
 def cmd_datasets(args) -> int:
@@ -167,7 +167,7 @@ def read_card(path) -> dict:
 def cmd_bench(args) -> int:
     from fixmatch.training.bench import run_bench  # deferred: torch
 
-    return run_bench(args)
+    return run_bench(bench_options(args))
 
 
 def cmd_cta_stats(args) -> int:

@@ -101,30 +101,31 @@ def write_csv(rows: list[dict], class_names: list[str], out) -> None:
         )
 
 
-def run(args) -> int:
-    if args.threads < 1:
+def run(images: list[str], source: str, csv: str | None = None, threads: int = 1) -> int:
+    """`fixmatch predict`: label the image files and folders in `images` with the model at `source`;
+    JSON on stdout, or a CSV file."""
+    if threads < 1:
         raise UserError("--threads must be at least 1")
-    paths = collect(args.images)
+    paths = collect(images)
     if not paths:
-        raise UserError(f"no images found in {', '.join(args.images)} ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    source = args.checkpoint or args.model
-    refuse_clobbering([("--csv", args.csv)], [*model_inputs(source), *(("an input image", p) for p in paths)])
+        raise UserError(f"no images found in {', '.join(images)} ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    refuse_clobbering([("--csv", csv)], [*model_inputs(source), *(("an input image", p) for p in paths)])
     predictor = load(source)
     if hasattr(predictor, "loaded"):  # the torch backend (an ONNX model runs without torch)
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
     rows = predict_paths(predictor, paths)
-    if args.csv:
+    if csv:
         text = io.StringIO()
         write_csv(rows, predictor.meta["class_names"], text)
-        write_text_atomic(args.csv, text.getvalue())
+        write_text_atomic(csv, text.getvalue())
     else:
-        single = len(rows) == 1 and not Path(args.images[0]).is_dir()
+        single = len(rows) == 1 and not Path(images[0]).is_dir()
         print(json.dumps(rows[0] if single else rows))
     errors = sum("error" in r for r in rows)
-    if args.csv:
-        print(f"wrote {len(rows)} rows to {printable(args.csv)} ({errors} unreadable)", file=sys.stderr)
+    if csv:
+        print(f"wrote {len(rows)} rows to {printable(csv)} ({errors} unreadable)", file=sys.stderr)
     if errors == len(rows):
         raise UserError(
             f"none of the {len(rows)} images could be read" + (f": {rows[0]['error']}" if len(rows) == 1 else "")

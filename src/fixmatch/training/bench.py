@@ -13,6 +13,7 @@ import torch
 
 from fixmatch.config import SPEED_SWITCHES, TrainConfig
 from fixmatch.data import ImageDataset, load_dataset
+from fixmatch.training.bench_options import BenchOptions
 from fixmatch.training.devices import pick_device, sync
 from fixmatch.training.resolve import resolve
 from fixmatch.training.train import make_trainer
@@ -31,7 +32,7 @@ def cached_dataset(name: str, data_dir) -> ImageDataset:
     return load_dataset(name, data_dir)
 
 
-def build_trainer(args, data: ImageDataset | None = None):
+def build_trainer(args: BenchOptions, data: ImageDataset | None = None):
     data = data or (
         cached_dataset(args.dataset, args.data_dir)
         if args.dataset
@@ -86,7 +87,7 @@ def summarize(ms: list[float]) -> dict:
     return {"median": round(statistics.median(ms), 3), "min": round(min(ms), 3), "max": round(max(ms), 3)}
 
 
-def measure(args, trainer=None) -> dict:
+def measure(args: BenchOptions, trainer=None) -> dict:
     """Time args' configuration (or an already built and warmed-up trainer of it)."""
     trainer, data, device = (trainer, None, trainer.device) if trainer else build_trainer(args)
     uses_unl = trainer.unl_sampler is not None
@@ -148,10 +149,10 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
-def run_bench(args) -> int:
-    r = measure(args)
+def run_bench(options: BenchOptions) -> int:
+    r = measure(options)
     print(format_result(r))
-    if args.json:
+    if options.json:
         print(json.dumps(r))
     return 0
 

@@ -1,52 +1,71 @@
-"""The options of `fixmatch bench` (no torch here: `fixmatch --help` must start quickly)."""
+"""The options of `fixmatch bench`, one typed dataclass whose fields make the flags (no torch here:
+`fixmatch --help` must start quickly). The speed switches are the training options themselves."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import typing
+from dataclasses import dataclass, fields
 
-from fixmatch.config import SPEED_SWITCHES, STRONG_AUGMENTS, TOGGLES, TrainConfig
+from fixmatch.config import SPEED_SWITCHES, STRONG_AUGMENTS, TOGGLES, TrainConfig, opt
+
+TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+@dataclass
+class BenchOptions:
+    model: str = opt("wrn28_2", "network (see `fixmatch train --help`)")
+    dataset: str | None = opt(None, "time on real data from this dataset (default: synthetic)")
+    data_dir: str | None = opt(None, "folder holding the dataset files")
+    image_size: int = opt(32, "synthetic data: side in pixels")
+    channels: int = opt(3, "synthetic data: 1 or 3")
+    num_classes: int = opt(10, "synthetic data: classes")
+    batch_size: int = opt(64, "labeled images per step, B")
+    mu: int = opt(7, "unlabeled images per labeled one")
+    algorithm: str = opt("fixmatch", "fixmatch or supervised")
+    randaugment: str = opt("official", "strong augmentation policy")
+    strong_augment: str = opt("ra", "RandAugment (ra) or CTAugment (cta)")
+    warmup: int = opt(10, "untimed steps first (compilation happens here)")
+    steps: int = opt(30, "timed steps")
+    device: str = opt("auto", "auto, cpu or cuda")
+    threads: int = opt(1, "CPU threads for torch")
+    fast: str = TRAIN_FIELDS["fast"]  # type: ignore[assignment]
+    amp: str = TRAIN_FIELDS["amp"]  # type: ignore[assignment]
+    channels_last: str = TRAIN_FIELDS["channels_last"]  # type: ignore[assignment]
+    compile: str = TRAIN_FIELDS["compile"]  # type: ignore[assignment]
+    fused_optimizer: str = TRAIN_FIELDS["fused_optimizer"]  # type: ignore[assignment]
+    cuda_graph: str = TRAIN_FIELDS["cuda_graph"]  # type: ignore[assignment]
+    max_autotune: str = TRAIN_FIELDS["max_autotune"]  # type: ignore[assignment]
+    augment_stream: str = TRAIN_FIELDS["augment_stream"]  # type: ignore[assignment]
+    augment_only: bool = opt(False, "time only producing one step's augmented, normalized batch on the device")
+    json: bool = opt(False, "print one JSON object as the last line")
+
+
+CHOICES = {
+    "algorithm": ("fixmatch", "supervised"),
+    "strong_augment": STRONG_AUGMENTS,
+    **dict.fromkeys(SPEED_SWITCHES, TOGGLES),
+}
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="wrn28_2")
-    p.add_argument("--dataset", default=None, help="time on real data from this dataset (default: synthetic)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--image-size", type=int, default=32, help="synthetic data: side in pixels")
-    p.add_argument("--channels", type=int, default=3, help="synthetic data: 1 or 3")
-    p.add_argument("--num-classes", type=int, default=10, help="synthetic data: classes")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--mu", type=int, default=7)
-    p.add_argument("--algorithm", default="fixmatch", choices=["fixmatch", "supervised"])
-    p.add_argument("--randaugment", default="official")
-    p.add_argument("--strong-augment", default="ra", choices=STRONG_AUGMENTS, help="RandAugment or CTAugment")
-    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
-    p.add_argument("--steps", type=int, default=30, help="timed steps")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1)
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for name in SPEED_SWITCHES:  # the training options themselves: same defaults, same help
+    hints = typing.get_type_hints(BenchOptions)
+    for f in fields(BenchOptions):
+        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+        if kind is bool:
+            p.add_argument(flag, action="store_true", dest=f.name, help=f.metadata["help"])
+            continue
+        base = next(t for t in typing.get_args(kind) or (kind,) if t is not type(None))
         p.add_argument(
-            "--" + name.replace("_", "-"),
-            default=fields[name].default,
-            choices=TOGGLES,
-            help=fields[name].metadata["help"],
+            flag, dest=f.name, type=base, default=f.default, choices=CHOICES.get(f.name), help=f.metadata["help"]
         )
-    p.add_argument(
-        "--augment-only",
-        action="store_true",
-        help="time only producing one step's augmented, normalized batch on the device",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def bench_args(**overrides) -> argparse.Namespace:
-    """The bench defaults as a Namespace, with overrides (for scripts and tests)."""
-    p = argparse.ArgumentParser()
-    add_bench_arguments(p)
-    args = p.parse_args([])
-    for k, v in overrides.items():
-        if not hasattr(args, k):
-            raise TypeError(f"unknown bench option {k!r}")
-        setattr(args, k, v)
-    return args
+def bench_options(args: argparse.Namespace) -> BenchOptions:
+    return BenchOptions(**{f.name: getattr(args, f.name) for f in fields(BenchOptions)})
+
+
+def bench_args(**overrides) -> BenchOptions:
+    """The bench defaults, with overrides (for scripts and tests); an unknown name is a TypeError."""
+    return dataclasses.replace(BenchOptions(), **overrides)

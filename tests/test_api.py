@@ -30,6 +30,20 @@ def test_train_returns_the_summary_of_the_run_it_wrote(run):
     assert json.loads((fixmatch.api.Path(run["out"]) / "summary.json").read_text())["accuracy"] == run["accuracy"]
 
 
+def test_train_resumes_a_run_like_the_cli(run, tmp_path):
+    """fixmatch.train(resume=RUN, steps=N) continues RUN (a copy here) to N steps, as `train --resume`."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run["out"], copy)
+    longer = fixmatch.train(resume=copy, steps=12, log=lambda *_: None)
+    assert (longer["steps"], longer["out"], longer["algorithm"]) == (12, str(copy), "fixmatch")
+    steps = [json.loads(line)["step"] for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [4, 8, 12]  # the run's own history, continued
+    with pytest.raises(UserError, match="not a config"):
+        fixmatch.train(fixmatch.TrainConfig(), resume=copy)
+
+
 def test_a_path_a_pil_image_and_an_array_of_one_picture_get_one_answer(run, tmp_path):
     model = fixmatch.load(run["out"])
     assert model.class_names == [str(i) for i in range(10)]

@@ -89,3 +89,18 @@ def test_bad_input_is_one_clear_error(run):
 def test_importing_the_package_loads_no_torch():
     code = "import sys, fixmatch; fixmatch.load; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_the_cli_prints_what_the_api_returns_for_datasets_and_bench(capsys):
+    names = [name for name, _, _ in fixmatch.api.datasets()]
+    assert {"digits", "cifar10", "folders", "fer2013"} <= set(names)
+    assert main(["datasets"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"\n{name} " in "\n" + listed for name in names)
+    tiny = dict(model="wrn10_1", image_size=8, channels=1, batch_size=4, mu=1, warmup=1, steps=2, device="cpu")
+    result = fixmatch.api.bench(**tiny)
+    assert result["images_per_step"] == 4 * (1 + 2 * 1) and result["ms_per_step"]["median"] > 0
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in tiny.items()]
+    assert main(["bench", *flags, "--json"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert json.loads(printed[-1])["images_per_step"] == 12 and printed[0].startswith("device")

@@ -19,6 +19,7 @@ LAYERS = [
     {"training"},  # the run, the step, the loop and their parts
     {"inference"},  # trained models: loading, framing, predict, evaluate, export
     {"serve"},  # HTTP only
+    {"workflows"},  # what each command does on the torch side (the API imports it on first use)
     {"api"},  # the Python API
     {"cli"},  # the command line (a thin layer on the API where they overlap)
     {"__main__", "__init__"},  # `python -m fixmatch`, and the package's top-level names

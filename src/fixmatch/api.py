@@ -13,17 +13,27 @@ fixmatch.errors.UserError with the message the CLI prints.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from fixmatch.config import TrainConfig, check_known, from_dict
+from fixmatch.config import TrainConfig, check_known
 from fixmatch.errors import UserError
-from fixmatch.inference.model_files import ZOO
+from fixmatch.inference.model_files import model_inputs
 from fixmatch.inference.predict import load as load_predictor
 from fixmatch.inference.preprocess import open_file, prepare
+from fixmatch.outputs import refuse_clobbering
+from fixmatch.training.bench_options import BenchOptions
+
+
+def torch_side():
+    """The torch side of the API (fixmatch.workflows), imported on first use."""
+    from fixmatch import workflows  # deferred: torch (`import fixmatch` and `fixmatch --help` load none)
+
+    return workflows
 
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, log=print, **options) -> dict:
@@ -33,22 +43,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     trains first on the same labels, and the summary holds its summary under "baseline".
     `resume=RUN` continues that run from its last checkpoint; the keywords then change only what may
     change (steps, the time budget, the speed switches...)."""
-    # deferred: torch (`import fixmatch` loads none)
-    from fixmatch.training.resolve import resolve
-    from fixmatch.training.train import compare
-    from fixmatch.training.train import resume as resume_run
-    from fixmatch.training.train import train as train_run
-
     check_known(options)
-    if resume is not None:
-        if config is not None:
-            raise UserError("resume continues a run with its own saved config: give options as keywords, not a config")
-        return resume_run(resume, options, log=log)
-    cfg = resolve(from_dict(options, base=config))
-    if cfg.baseline in ("none", cfg.algorithm):
-        return train_run(cfg, log=log)
-    baseline, main = compare(cfg, log=log)
-    return {**main, "baseline": baseline}
+    return torch_side().train(options, config, resume, log)
 
 
 class Model:
@@ -101,33 +97,37 @@ def load(source: str | Path) -> Model:
     return Model(load_predictor(str(source)), str(source))
 
 
-def evaluate(model: Model | str | Path, dataset: str | None = None, data_dir=None, fer_test: str | None = None) -> dict:
+def evaluate(
+    model: Model | str | Path, dataset: str | None = None, data_dir=None, fer_test: str | None = None, threads=None
+) -> dict:
     """Accuracy, per-class accuracy and confusion matrix on a dataset's test split (`fixmatch
-    evaluate`); a run's own dataset and data folder by default."""
-    # deferred: torch (`import fixmatch` loads none)
-    from fixmatch.inference.evaluate import evaluate_on_dataset
-    from fixmatch.inference.loading import load_model
-
+    evaluate`); a run's own dataset and data folder by default. `threads`: torch's CPU threads."""
     source = model.source if isinstance(model, Model) else str(model)
-    loaded = load_model(source)
-    run_config = saved_run_config(source)
-    dataset = dataset or run_config.get("dataset") or loaded.meta.get("dataset")
-    if not dataset:
-        raise UserError(
-            "give --dataset (dataset= in Python): this model file does not say which dataset it was trained on"
-        )
-    same = run_config.get("dataset") == dataset
-    data_dir = data_dir or (run_config.get("data_dir") if same else None)
-    fer_test = fer_test or (run_config.get("fer_test") if same else None) or "private"
-    return evaluate_on_dataset(loaded, dataset, data_dir, fer_test, run_config=run_config)
+    workflows = torch_side()
+    if threads is not None:
+        workflows.set_threads(threads)
+    return workflows.evaluate(source, dataset, data_dir, fer_test)
 
 
-def saved_run_config(source: str) -> dict:
-    """The training config saved in a checkpoint or run directory ({} for exported and zoo models)."""
-    from fixmatch.training.checkpoint import load_checkpoint  # deferred: torch (`import fixmatch` loads none)
+def export(checkpoint: str | Path, *, onnx=None, safetensors=None, reseal=None, card: dict | None = None) -> list[str]:
+    """`fixmatch export`: the checkpoint as ONNX and/or safetensors (with `card` figures embedded), or a
+    checksummed copy of a checkpoint written without one (`reseal`); the paths written."""
+    outputs = [("--onnx", onnx), ("--safetensors", safetensors), ("--reseal", reseal)]
+    refuse_clobbering(outputs, [*model_inputs(str(checkpoint))])
+    return torch_side().export(str(checkpoint), onnx, safetensors, reseal, card)
 
-    path = Path(source)
-    if source in ZOO or path.suffix in (".safetensors", ".onnx"):
-        return {}
-    config = load_checkpoint(path)["meta"].get("config")
-    return config if isinstance(config, dict) else {}
+
+def bench(options: BenchOptions | None = None, **overrides) -> dict:
+    """`fixmatch bench`: time the real training step (or only its augmentation); BenchOptions' fields
+    as keywords."""
+    return torch_side().bench(dataclasses.replace(options or BenchOptions(), **overrides))
+
+
+def datasets() -> list[tuple[str, str, str]]:
+    """(name, description, the files it needs) of every dataset fixmatch knows."""
+    return torch_side().datasets()
+
+
+def cta_stats(run_dir: str | Path) -> tuple[dict, str]:
+    """A CTAugment run's bin rates and probabilities (its cta.json), and the official stats() text."""
+    return torch_side().cta_stats(str(run_dir))

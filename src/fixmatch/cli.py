@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -41,8 +42,6 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    from fixmatch.training import distributed  # deferred: torch
-
     options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
     if args.config and not args.resume:  # the YAML file under the flags, so a recipe fills only what neither sets
         options = {**load_yaml(args.config), **options}
@@ -53,7 +52,8 @@ def cmd_train(args) -> int:
             print(final_report(summary))
         clean = True
     finally:
-        distributed.shutdown(clean)  # under torchrun: leave the process group explicitly
+        if "torch" in sys.modules:  # under torchrun: leave the process group (none if the run never began)
+            api.torch_side().shutdown(clean)
     return 0
 
 
@@ -92,16 +92,35 @@ def format_table(results: list[dict]) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    import torch
-
-    from fixmatch.inference.evaluate import format_report  # deferred: torch
-
     if args.threads < 1:
         raise UserError("--threads must be at least 1")
-    torch.set_num_threads(args.threads)
-    report = api.evaluate(args.checkpoint or args.model, args.dataset, args.data_dir, args.fer_test)
+    report = api.evaluate(args.checkpoint or args.model, args.dataset, args.data_dir, args.fer_test, args.threads)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
+
+
+def format_report(report: dict) -> str:
+    """An evaluation as a table: accuracy per class by name, then the confusion matrix."""
+    names = report["class_names"]
+    width = max(8, *(len(n) for n in names))
+    confusion = report["confusion_matrix"]
+    lines = [
+        f"{report['dataset']} ({report['test_split']}): {report['num_test']:,} images, "
+        f"accuracy {100 * report['accuracy']:.2f}%",
+        "",
+        f"{'class':<{width}} {'images':>7} {'accuracy':>9}",
+    ]
+    for name, row, acc in zip(names, confusion, report["per_class_accuracy"]):
+        lines.append(f"{name:<{width}} {sum(row):>7,} {100 * acc:>8.1f}%")
+    cell = max(6, *(len(str(v)) for row in confusion for v in row)) + 1
+    short = [n[: cell - 1] for n in names]
+    lines += [
+        "",
+        "confusion matrix (rows: true class, columns: predicted)",
+        " " * width + "".join(f"{n:>{cell}}" for n in short),
+    ]
+    lines += [f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row) for name, row in zip(names, confusion)]
+    return "\n".join(lines)
 
 
 def cmd_predict(args) -> int:
@@ -109,44 +128,25 @@ def cmd_predict(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    import os
-
-    from fixmatch.data import DATASETS  # deferred: torch
-
     root = os.environ.get("FIXMATCH_DATA", "./data")
     print(f"default data folder: {root} (set FIXMATCH_DATA or pass --data-dir)")
-    for name, spec in sorted(DATASETS.items()):
-        print(f"{name:<12} {spec.description}\n{'':<12} needs: {spec.files or 'see --help'}")
+    for name, description, files in api.datasets():
+        print(f"{name:<12} {description}\n{'':<12} needs: {files or 'see --help'}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from fixmatch.inference.loading import load_model, write_safetensors  # deferred: torch
-
     if not (args.onnx or args.safetensors or args.reseal):
         raise UserError("give --onnx PATH and/or --safetensors PATH (or --reseal PATH)")
-    refuse_clobbering(
+    refuse_clobbering(  # the card too: an output never replaces any input
         [("--onnx", args.onnx), ("--safetensors", args.safetensors), ("--reseal", args.reseal)],
         [*model_inputs(args.checkpoint), ("the --card-json file", args.card_json)],
     )
-    if args.reseal:
-        from fixmatch.training.checkpoint import load_checkpoint, save_atomic  # deferred: torch
-
-        save_atomic(load_checkpoint(args.checkpoint, unsealed=True), args.reseal)
-        print(f"wrote {args.reseal} (a copy of {args.checkpoint} with the checksum of its tensors)")
-        if not (args.onnx or args.safetensors):
-            return 0
     card = read_card(args.card_json) if args.card_json else None
-    loaded = load_model(args.checkpoint)
-    extra = {"card": card} if card else None
-    if args.safetensors:
-        write_safetensors(loaded, args.safetensors, extra)
-        print(f"wrote {args.safetensors}")
-    if args.onnx:
-        from fixmatch.inference.onnx_export import export_onnx  # deferred: torch, onnx
-
-        export_onnx(loaded, args.onnx, extra)
-        print(f"wrote {args.onnx}")
+    written = api.export(args.checkpoint, onnx=args.onnx, safetensors=args.safetensors, reseal=args.reseal, card=card)
+    for path in written:
+        note = f" (a copy of {args.checkpoint} with the checksum of its tensors)" if path == args.reseal else ""
+        print(f"wrote {path}{note}")
     return 0
 
 
@@ -165,20 +165,37 @@ def read_card(path) -> dict:
 
 
 def cmd_bench(args) -> int:
-    from fixmatch.training.bench import run_bench  # deferred: torch
+    result = api.bench(bench_options(args))
+    print(format_bench(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
 
-    return run_bench(bench_options(args))
+
+def format_bench(r: dict) -> str:
+    ms = r["ms_per_step"]
+    lines = [
+        f"device          {r['device']}  (torch {r['torch']})",
+        f"what            {'augmentation only' if r['augment_only'] else 'full training step'}: "
+        f"{r['model']} {r['image_shape']} B={r['batch_size']} mu={r['mu']} {r['algorithm']} [{r['speedups']}]",
+        f"ms per step     median {ms['median']:.2f}  min {ms['min']:.2f}  max {ms['max']:.2f}",
+        f"images/second   {r['images_per_second']:,.0f}  ({r['images_per_step']} images per step)",
+    ]
+    if "augment_ms" in r:
+        lines.append(f"augment / model {r['augment_ms']:.2f} ms / {r['model_ms']:.2f} ms")
+    lines.append(
+        f"peak memory     {r['peak_memory_mb']:.0f} MB ({'device' if 'cpu' not in r['device'] else 'host RSS'})"
+    )
+    return "\n".join(lines)
 
 
 def cmd_cta_stats(args) -> int:
-    from fixmatch.augment.ctaugment import read_stats, stats_text  # deferred: torch
-
-    state = read_stats(args.run_dir)
+    state, text = api.cta_stats(args.run_dir)
     print(
         json.dumps(state)
         if args.json
         else f"step {state['step']}  (p of each bin: rate + (1 - decay), "
-        f"scaled by the max, 0 below threshold {state['threshold']})\n{stats_text(state)}"
+        f"scaled by the max, 0 below threshold {state['threshold']})\n{text}"
     )
     return 0
 

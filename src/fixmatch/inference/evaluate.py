@@ -49,27 +49,3 @@ def evaluate_on_dataset(
         **classification_report(logits, data.y_test, data.num_classes),
         "class_names": data.class_names,
     }
-
-
-def format_report(report: dict) -> str:
-    """evaluate_on_dataset's result as a table: accuracy per class by name, then the confusion matrix."""
-    names = report["class_names"]
-    width = max(8, *(len(n) for n in names))
-    confusion = report["confusion_matrix"]
-    lines = [
-        f"{report['dataset']} ({report['test_split']}): {report['num_test']:,} images, "
-        f"accuracy {100 * report['accuracy']:.2f}%",
-        "",
-        f"{'class':<{width}} {'images':>7} {'accuracy':>9}",
-    ]
-    for name, row, acc in zip(names, confusion, report["per_class_accuracy"]):
-        lines.append(f"{name:<{width}} {sum(row):>7,} {100 * acc:>8.1f}%")
-    cell = max(6, *(len(str(v)) for row in confusion for v in row)) + 1
-    short = [n[: cell - 1] for n in names]
-    lines += [
-        "",
-        "confusion matrix (rows: true class, columns: predicted)",
-        " " * width + "".join(f"{n:>{cell}}" for n in short),
-    ]
-    lines += [f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row) for name, row in zip(names, confusion)]
-    return "\n".join(lines)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import platform
 import resource
 import statistics
@@ -130,31 +129,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def format_result(r: dict) -> str:
-    ms = r["ms_per_step"]
-    lines = [
-        f"device          {r['device']}  (torch {r['torch']})",
-        f"what            {'augmentation only' if r['augment_only'] else 'full training step'}: "
-        f"{r['model']} {r['image_shape']} B={r['batch_size']} mu={r['mu']} {r['algorithm']} [{r['speedups']}]",
-        f"ms per step     median {ms['median']:.2f}  min {ms['min']:.2f}  max {ms['max']:.2f}",
-        f"images/second   {r['images_per_second']:,.0f}  ({r['images_per_step']} images per step)",
-    ]
-    if "augment_ms" in r:
-        lines.append(f"augment / model {r['augment_ms']:.2f} ms / {r['model_ms']:.2f} ms")
-    lines.append(
-        f"peak memory     {r['peak_memory_mb']:.0f} MB ({'device' if 'cpu' not in r['device'] else 'host RSS'})"
-    )
-    return "\n".join(lines)
-
-
-def run_bench(options: BenchOptions) -> int:
-    r = measure(options)
-    print(format_result(r))
-    if options.json:
-        print(json.dumps(r))
-    return 0
 
 
 def flat_params(model) -> torch.Tensor:

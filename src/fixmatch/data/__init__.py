@@ -1,7 +1,7 @@
 """Dataset registry. Each module registers its loader; `load_dataset` looks it up by name."""
 
-# Importing a module registers its datasets (base must come first: they import the registry from it).
-from fixmatch.data import cifar, digits, fer2013, imagefolder, npz, stl10, svhn, user_folders  # noqa: E402,F401,I001
+# Importing a module registers its datasets (each takes the registry from base.py).
+from fixmatch.data import cifar, digits, fer2013, imagefolder, npz, stl10, svhn, user_folders  # noqa: F401
 from fixmatch.data.base import DATASETS, DatasetSpec, ImageDataset, from_numpy, register
 from fixmatch.errors import UserError
 

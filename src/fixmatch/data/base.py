@@ -90,7 +90,7 @@ class DatasetSpec:
     description: str
     defaults: dict = field(default_factory=dict)  # TrainConfig fields this dataset overrides
     files: str = ""  # what `fixmatch datasets` says must be in data_dir
-    framing: str = "resize"  # how predict/serve frame a photo for its models (serve.preprocess.FRAMINGS)
+    framing: str = "resize"  # how predict/serve frame a photo for its models (inference.preprocess.FRAMINGS)
 
 
 DATASETS: dict[str, DatasetSpec] = {}

@@ -17,6 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fixmatch.algorithms.adamatch import AdaMatch
+from fixmatch.algorithms.dash import Dash
 from fixmatch.algorithms.fixmatch import FixMatch
 from fixmatch.algorithms.flexmatch import FlexMatch
 from fixmatch.algorithms.freematch import FreeMatch
@@ -32,9 +34,18 @@ def ce_loss(logits, targets, reduction="none"):
     return F.nll_loss(log_pred, targets, reduction=reduction)
 
 
+def ce_loss_any(logits, targets, reduction="none"):
+    """semilearn/core/criterions/cross_entropy.py:11-31, both branches: soft targets :21-28."""
+    if logits.shape == targets.shape:
+        log_pred = F.log_softmax(logits, dim=-1)
+        nll_loss = torch.sum(-targets * log_pred, dim=1)
+        return nll_loss if reduction == "none" else nll_loss.mean()
+    return ce_loss(logits, targets, reduction)
+
+
 def consistency_loss(logits, targets, mask):
     """semilearn/core/criterions/consistency.py:14-40, name='ce': ce_loss(none) * mask, mean."""
-    loss = ce_loss(logits, targets, reduction="none")
+    loss = ce_loss_any(logits, targets, reduction="none")
     loss = loss * mask
     return loss.mean()
 
@@ -196,6 +207,106 @@ class RefSoftMatch:
         return sup_loss + self.lambda_u * unsup_loss, mask
 
 
+class RefDistAlignEMA:
+    """semilearn/algorithms/hooks/dist_align.py:10-72 (DistAlignEMAHook), world_size 1."""
+
+    def __init__(self, num_classes, momentum=0.999, p_target_type="uniform"):
+        self.m = momentum
+        self.update_p_target = p_target_type == "model"  # :57-72: uniform start either way
+        self.p_target = torch.ones((num_classes,)) / num_classes
+        self.p_model = None  # :23
+
+    @torch.no_grad()
+    def dist_align(self, probs_x_ulb, probs_x_lb=None):  # :26-33
+        self.update_p(probs_x_ulb, probs_x_lb)
+        probs_x_ulb_aligned = probs_x_ulb * (self.p_target + 1e-6) / (self.p_model + 1e-6)
+        return probs_x_ulb_aligned / probs_x_ulb_aligned.sum(dim=-1, keepdim=True)
+
+    @torch.no_grad()
+    def update_p(self, probs_x_ulb, probs_x_lb):  # :37-55
+        probs_x_ulb = probs_x_ulb.detach()
+        if self.p_model is None:
+            self.p_model = torch.mean(probs_x_ulb, dim=0)
+        else:
+            self.p_model = self.p_model * self.m + torch.mean(probs_x_ulb, dim=0) * (1 - self.m)
+        if self.update_p_target:
+            self.p_target = self.p_target * self.m + torch.mean(probs_x_lb, dim=0) * (1 - self.m)
+
+
+class RefAdaMatch:
+    """semilearn/algorithms/adamatch/adamatch.py:41-109 and its AdaMatchThresholdingHook (utils.py:13-33)."""
+
+    def __init__(self, num_classes, p_cutoff=0.95, ema_p=0.999, hard_label=True, lambda_u=1.0):
+        self.p_cutoff, self.use_hard_label, self.lambda_u = p_cutoff, hard_label, lambda_u
+        self.dist = RefDistAlignEMA(num_classes, momentum=ema_p, p_target_type="model")  # :50-52
+
+    @torch.no_grad()
+    def masking(self, probs_x_lb, probs_x_ulb):  # utils.py:29-33 (softmax_x_lb/ulb=False, adamatch.py:94)
+        max_probs, _ = probs_x_lb.max(dim=-1)
+        p_cutoff = max_probs.mean() * self.p_cutoff
+        max_probs, _ = probs_x_ulb.max(dim=-1)
+        return max_probs.ge(p_cutoff).to(max_probs.dtype)
+
+    def train_step(self, logits_x_lb, y_lb, logits_x_ulb_w, logits_x_ulb_s):  # adamatch.py:83-109
+        sup_loss = ce_loss(logits_x_lb, y_lb, reduction="mean")
+        probs_x_lb = torch.softmax(logits_x_lb.detach(), dim=-1)  # :87-88 (compute_prob)
+        probs_x_ulb_w = torch.softmax(logits_x_ulb_w.detach(), dim=-1)
+        probs_x_ulb_w = self.dist.dist_align(probs_x_ulb_w, probs_x_lb)  # :91
+        mask = self.masking(probs_x_lb, probs_x_ulb_w)  # :94
+        # :97-101 -> hooks/pseudo_label.py:37-52 with softmax=False: the aligned probs, T unused
+        pseudo_label = torch.argmax(probs_x_ulb_w, dim=-1) if self.use_hard_label else probs_x_ulb_w.detach()
+        unsup_loss = consistency_loss(logits_x_ulb_s, pseudo_label, mask)  # :104-107
+        return sup_loss + self.lambda_u * unsup_loss, mask
+
+
+class RefDash:
+    """semilearn/algorithms/dash/dash.py:48-53, :157-204 and DashThresholdingHook (utils.py:14-51).
+    The one change: the warm-up (dash.py:60-154, supervised steps, then rho_init = the evaluation
+    set's loss and `it` reset to 0) is here `warmup` steps of the labeled loss alone inside the run,
+    rho_init the labeled loss of the first step after them (ours; docs/ssl-algorithms.md)."""
+
+    def __init__(self, warmup, num_iter_per_epoch, T=0.5, gamma=1.27, C=1.0001, rho_min=0.05, lambda_u=1.0):
+        self.warmup, self.num_iter_per_epoch, self.T, self.lambda_u = warmup, num_iter_per_epoch, T, lambda_u
+        self.gamma, self.C, self.rho_min = gamma, C, rho_min  # utils.py:14-21
+        self.rho_update_cnt, self.rho_init, self.rho = 0, None, None
+        self.use_hard_label = False  # dash.py:52
+        self.step = 0
+
+    @torch.no_grad()
+    def update(self, it):  # utils.py:23-38
+        if it % (10 * self.num_iter_per_epoch) == 0:
+            self.rho = self.C * (self.gamma**-self.rho_update_cnt) * self.rho_init
+            self.rho = max(self.rho, self.rho_min)
+            self.rho_update_cnt += 1
+        self.use_hard_label = self.rho == self.rho_min
+
+    @torch.no_grad()
+    def masking(self, logits_x_ulb, it):  # utils.py:40-51
+        self.update(it)
+        if self.use_hard_label:
+            pseudo_label = torch.argmax(logits_x_ulb, dim=-1).detach()
+        else:
+            pseudo_label = torch.softmax(logits_x_ulb.detach() / self.T, dim=-1)
+        loss_w = ce_loss_any(logits_x_ulb, pseudo_label, reduction="none")
+        return loss_w.le(self.rho).to(logits_x_ulb.dtype)
+
+    def train_step(self, logits_x_lb, y_lb, logits_x_ulb_w, logits_x_ulb_s):  # dash.py:182-197
+        sup_loss = ce_loss(logits_x_lb, y_lb, reduction="mean")
+        it, self.step = self.step - self.warmup, self.step + 1
+        if it < 0:  # dash.py:117-123: the labeled loss alone
+            return sup_loss, torch.zeros(logits_x_ulb_w.shape[0])
+        if it == 0:
+            self.rho_init = sup_loss.item()  # ours, where dash.py:146-147 evaluates
+        mask = self.masking(logits_x_ulb_w, it)  # :184
+        # :187-190 -> hooks/pseudo_label.py:37-48 (softmax=True: softmax(logits / T))
+        if self.use_hard_label:
+            pseudo_label = torch.argmax(logits_x_ulb_w.detach(), dim=-1)
+        else:
+            pseudo_label = torch.softmax(logits_x_ulb_w.detach() / self.T, dim=-1)
+        unsup_loss = consistency_loss(logits_x_ulb_s, pseudo_label, mask)  # :192-195
+        return sup_loss + self.lambda_u * unsup_loss, mask
+
+
 # ---------------------------------------------------------------- the same inputs, many steps
 C, B, U, POOL, STEPS, FLAT = 6, 4, 24, 40, 300, 5
 
@@ -224,7 +335,8 @@ def run_both(ours, ref, with_idx: bool, skew=0.0, seed=0):
         loss, stats = ours(logits_x, y_x, weak, strong, **kw)
         ref_loss, ref_mask = ref.train_step(logits_x, y_x, weak, strong_ref, *([idx] if with_idx else []))
         loss.backward()
-        ref_loss.backward()
+        if ref_loss.requires_grad:  # Dash's warm-up: the labeled loss alone, no graph to the strong view
+            ref_loss.backward()
         yield step, (loss, stats["mask"], strong.grad), (ref_loss, ref_mask, strong_ref.grad)
 
 
@@ -303,14 +415,54 @@ def test_softmatch_equals_the_reference_step_by_step():
     assert weighted > 20  # the Gaussian side of the weights was exercised, not only the flat top
 
 
+@pytest.mark.parametrize("hard_label", [True, False])
+def test_adamatch_equals_the_reference_step_by_step(hard_label):
+    ours = AdaMatch(C, threshold=0.95, ema_p=0.9, hard_label=hard_label)
+    ref = RefAdaMatch(C, p_cutoff=0.95, ema_p=0.9, hard_label=hard_label)
+    partial = 0
+    for step, (loss, mask, grad), (r_loss, r_mask, r_grad) in run_both(ours, ref, with_idx=False, skew=0.5):
+        assert torch.equal(mask, r_mask), step
+        assert torch.equal(ours.p_model, ref.dist.p_model), step
+        assert torch.equal(ours.p_target, ref.dist.p_target), step
+        # soft targets too: F.cross_entropy computes the reference's sum(-t * log p) in the same order
+        assert torch.equal(loss, r_loss) and torch.equal(grad, r_grad), step
+        partial += bool(0 < mask.mean() < 1)
+    assert partial > 20  # the relative threshold split batches, not only all-in or all-out
+    assert not torch.allclose(ours.p_target, torch.full((C,), 1 / C))  # the target followed the labeled batches
+
+
+def test_dash_equals_the_reference_step_by_step():
+    warmup, every = 7, 10
+    ours = Dash(lambda_u=1.0, warmup_steps=warmup, decay_every=every)
+    ref = RefDash(warmup, num_iter_per_epoch=1)  # rho every 10 epochs of 1 step
+    soft = hard = 0
+    for step, (loss, mask, grad), (r_loss, r_mask, r_grad) in run_both(ours, ref, with_idx=False, skew=0.3):
+        assert torch.equal(mask, r_mask), step
+        if step < warmup:
+            assert torch.equal(loss, r_loss) and r_grad is None and not grad.any(), step
+            continue
+        assert float(ours.rho) == ref.rho and float(ours.rho_init) == ref.rho_init, step
+        assert int(ours.rho_update_cnt) == ref.rho_update_cnt, step
+        assert bool(ours.rho == ours.rho_min) == ref.use_hard_label, step
+        # the one-hot target of the hard phase gives nll_loss's value and gradient bit for bit
+        assert torch.equal(loss, r_loss) and torch.equal(grad, r_grad), step
+        partial = bool(0 < mask.mean() < 1)
+        hard += partial and ref.use_hard_label
+        soft += partial and not ref.use_hard_label
+    assert int(ours.it) == STEPS
+    assert soft > 10 and hard > 10  # the loss threshold split batches with soft and with hard labels
+
+
 @pytest.mark.parametrize(
     "make",
     [
+        lambda: AdaMatch(C, ema_p=0.9),
+        lambda: Dash(warmup_steps=20, decay_every=7),
         lambda: FlexMatch(C, POOL, threshold=0.9),
         lambda: FreeMatch(C, lambda_e=0.5),
         lambda: SoftMatch(C, ema_p=0.9),
     ],
-    ids=["flexmatch", "freematch", "softmatch"],
+    ids=["adamatch", "dash", "flexmatch", "freematch", "softmatch"],
 )
 def test_state_round_trips_and_continues_exactly(make):
     """A state_dict taken mid-run and loaded into a fresh instance continues the same steps bit for bit."""

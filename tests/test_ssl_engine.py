@@ -1,4 +1,4 @@
-"""FlexMatch, FreeMatch and SoftMatch inside the engine: the indices FlexMatch is given are those of
+"""FlexMatch, FreeMatch, SoftMatch, AdaMatch and Dash inside the engine: the indices FlexMatch is given are those of
 the images drawn, their state is in the checkpoint and a killed run resumes exactly, and their
 options default to the reference configs."""
 
@@ -12,7 +12,7 @@ from fixmatch.config import TrainConfig
 from fixmatch.errors import UserError
 from fixmatch.training.resolve import resolve
 
-STATEFUL = ("flexmatch", "freematch", "softmatch")
+STATEFUL = ("adamatch", "dash", "flexmatch", "freematch", "softmatch")
 
 
 def trainer_for(algorithm: str, **kw):
@@ -72,6 +72,19 @@ def test_options_default_to_the_reference_configs():
     assert (flex.threshold, flex.flexmatch_warmup) == (0.95, True)
     soft = resolve(TrainConfig(dataset="cifar10", algorithm="softmatch"))
     assert (soft.softmatch_n_sigma, soft.ema_p) == (2.0, 0.999)
+    ada = resolve(TrainConfig(dataset="cifar10", algorithm="adamatch"))  # config/classic_cv/adamatch/*.yaml
+    assert (ada.threshold, ada.ema_p, ada.lambda_u, ada.adamatch_hard_label) == (0.95, 0.999, 1.0, True)
+    dash = resolve(TrainConfig(dataset="cifar10", algorithm="dash"))  # config/classic_cv/dash/*.yaml
+    assert (dash.dash_gamma, dash.dash_c, dash.dash_rho_min, dash.dash_temperature) == (1.27, 1.0001, 0.05, 0.5)
+    # USB's 2^20-step run: 2048 warm-up steps, rho every 10 of its 1024 epochs; a shorter run in proportion
+    usb = trainer_for("dash", steps=2**20, eval_every=2**20, lr_schedule_steps=2**20).algorithm
+    assert (usb.warmup_steps, usb.decay_every) == (2048, 10240)
+    assert (usb.gamma, usb.c, usb.rho_min, usb.t, usb.lambda_u) == (1.27, 1.0001, 0.05, 0.5, 1.0)
+    short = trainer_for("dash", steps=5000, eval_every=100).algorithm
+    assert (short.warmup_steps, short.decay_every) == (9, 40)
+    mine = trainer_for("dash", dash_warmup_steps=3, dash_decay_every=5, dash_temperature=0.25).algorithm
+    assert (mine.warmup_steps, mine.decay_every, mine.t) == (3, 5, 0.25)
+    assert trainer_for("adamatch", adamatch_hard_label=False, ema_p=0.9).algorithm.hard_label is False
     freematch = trainer_for("freematch").algorithm
     assert (freematch.lambda_e, freematch.m, freematch.clip_thresh) == (0.001, 0.999, False)
     assert trainer_for("freematch", freematch_clip_thresh=True).algorithm.clip_thresh is True

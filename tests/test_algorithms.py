@@ -122,9 +122,11 @@ def entropy_loss(mask, logits_s, prob_model, label_hist):  # freematch/freematch
 class RefFreeMatch:
     """semilearn/algorithms/freematch/utils.py (FreeMatchThresholingHook) and freematch.py:94-118."""
 
-    def __init__(self, num_classes, momentum=0.999, lambda_u=1.0, lambda_e=0.001, clip_thresh=False):
+    def __init__(
+        self, num_classes, momentum=0.999, lambda_u=1.0, lambda_e=0.001, clip_thresh=False, use_quantile=False
+    ):
         self.m, self.lambda_u, self.lambda_e, self.clip_thresh = momentum, lambda_u, lambda_e, clip_thresh
-        self.use_quantile = False  # the USB configs (config/classic_cv/freematch/*.yaml)
+        self.use_quantile = use_quantile  # False in the USB configs (config/classic_cv/freematch/*.yaml)
         self.p_model = torch.ones((num_classes)) / num_classes  # utils.py:19-21
         self.label_hist = torch.ones((num_classes)) / num_classes
         self.time_p = self.p_model.mean()
@@ -164,44 +166,60 @@ class RefFreeMatch:
 
 
 class RefSoftMatch:
-    """semilearn/algorithms/softmatch/softmatch.py:81-106, its DistAlignEMAHook (hooks/dist_align.py:10-72,
-    p_target_type='uniform') and SoftMatchWeightingHook (softmatch/utils.py:12-77, per_class=False)."""
+    """semilearn/algorithms/softmatch/softmatch.py:38-53 and :81-106, its DistAlignEMAHook (hooks/dist_align.py,
+    RefDistAlignEMA below) and SoftMatchWeightingHook (softmatch/utils.py:12-77). One line cannot run
+    as written: utils.py:28 reads `self.args.num_classes`, and a hook has no `args` (AttributeError
+    whenever per_class=True); restated with the num_classes the hook was given."""
 
-    def __init__(self, num_classes, momentum=0.999, n_sigma=2, lambda_u=1.0):
-        self.m, self.n_sigma, self.lambda_u = momentum, n_sigma, lambda_u
-        self.p_target = torch.ones((num_classes,)) / num_classes  # dist_align.py:62-63
-        self.p_model = None  # dist_align.py:23
-        self.prob_max_mu_t = torch.tensor(1.0 / num_classes)  # utils.py:25-26
-        self.prob_max_var_t = torch.tensor(1.0)
-
-    @torch.no_grad()
-    def dist_align(self, probs_x_ulb):  # dist_align.py:26-33 and update_p :37-55
-        probs_x_ulb = probs_x_ulb.detach()
-        if self.p_model is None:
-            self.p_model = torch.mean(probs_x_ulb, dim=0)
+    def __init__(self, num_classes, momentum=0.999, n_sigma=2, lambda_u=1.0, dist_uniform=True, per_class=False):
+        self.m, self.n_sigma, self.lambda_u, self.per_class = momentum, n_sigma, lambda_u, per_class
+        self.num_classes = num_classes
+        # softmatch.py:50: p_target_type='uniform' if dist_uniform else 'model'
+        self.dist = RefDistAlignEMA(num_classes, momentum, "uniform" if dist_uniform else "model")
+        if not self.per_class:  # utils.py:24-29
+            self.prob_max_mu_t = torch.tensor(1.0 / num_classes)
+            self.prob_max_var_t = torch.tensor(1.0)
         else:
-            self.p_model = self.p_model * self.m + torch.mean(probs_x_ulb, dim=0) * (1 - self.m)
-        probs_x_ulb_aligned = probs_x_ulb * (self.p_target + 1e-6) / (self.p_model + 1e-6)
-        probs_x_ulb_aligned = probs_x_ulb_aligned / probs_x_ulb_aligned.sum(dim=-1, keepdim=True)
-        return probs_x_ulb_aligned
+            self.prob_max_mu_t = torch.ones((num_classes)) / num_classes  # :28, `self.args.num_classes`
+            self.prob_max_var_t = torch.ones((num_classes))
 
     @torch.no_grad()
-    def masking(self, probs_x_ulb):  # utils.py:32-40 (update) and :54-77, softmax_x_ulb=False
+    def update(self, probs_x_ulb):  # utils.py:32-51, world_size 1 (:33-34 not reached)
         max_probs, max_idx = probs_x_ulb.max(dim=-1)
-        prob_max_mu_t = torch.mean(max_probs)
-        prob_max_var_t = torch.var(max_probs, unbiased=True)
-        self.prob_max_mu_t = self.m * self.prob_max_mu_t + (1 - self.m) * prob_max_mu_t.item()
-        self.prob_max_var_t = self.m * self.prob_max_var_t + (1 - self.m) * prob_max_var_t.item()
+        if not self.per_class:
+            prob_max_mu_t = torch.mean(max_probs)
+            prob_max_var_t = torch.var(max_probs, unbiased=True)
+            self.prob_max_mu_t = self.m * self.prob_max_mu_t + (1 - self.m) * prob_max_mu_t.item()
+            self.prob_max_var_t = self.m * self.prob_max_var_t + (1 - self.m) * prob_max_var_t.item()
+        else:
+            prob_max_mu_t = torch.zeros_like(self.prob_max_mu_t)
+            prob_max_var_t = torch.ones_like(self.prob_max_var_t)
+            for i in range(self.num_classes):
+                prob = max_probs[max_idx == i]
+                if len(prob) > 1:
+                    prob_max_mu_t[i] = torch.mean(prob)
+                    prob_max_var_t[i] = torch.var(prob, unbiased=True)
+            self.prob_max_mu_t = self.m * self.prob_max_mu_t + (1 - self.m) * prob_max_mu_t
+            self.prob_max_var_t = self.m * self.prob_max_var_t + (1 - self.m) * prob_max_var_t
+
+    @torch.no_grad()
+    def masking(self, probs_x_ulb):  # utils.py:53-77, softmax_x_ulb=False
+        self.update(probs_x_ulb)
         max_probs, max_idx = probs_x_ulb.max(dim=-1)
-        mu = self.prob_max_mu_t
-        var = self.prob_max_var_t
+        if not self.per_class:
+            mu = self.prob_max_mu_t
+            var = self.prob_max_var_t
+        else:
+            mu = self.prob_max_mu_t[max_idx]
+            var = self.prob_max_var_t[max_idx]
         return torch.exp(-((torch.clamp(max_probs - mu, max=0.0) ** 2) / (2 * var / (self.n_sigma**2))))
 
     def train_step(self, logits_x_lb, y_lb, logits_x_ulb_w, logits_x_ulb_s):  # softmatch.py:81-106
         sup_loss = ce_loss(logits_x_lb, y_lb, reduction="mean")
+        probs_x_lb = torch.softmax(logits_x_lb.detach(), dim=-1)  # :83-84
         probs_x_ulb_w = torch.softmax(logits_x_ulb_w.detach(), dim=-1)
-        probs_x_ulb_w = self.dist_align(probs_x_ulb_w)
-        mask = self.masking(probs_x_ulb_w)
+        probs_x_ulb_w = self.dist.dist_align(probs_x_ulb_w, probs_x_lb)  # :87
+        mask = self.masking(probs_x_ulb_w)  # :90
         pseudo_label = torch.argmax(logits_x_ulb_w.detach(), dim=-1)  # :93-98: from the logits, not aligned
         unsup_loss = consistency_loss(logits_x_ulb_s, pseudo_label, mask)
         return sup_loss + self.lambda_u * unsup_loss, mask
@@ -370,9 +388,11 @@ def test_flexmatch_keeps_its_learning_effects_when_every_image_holds_one_class()
     assert ours.classwise_acc.tolist() == [0.5, 0.5, 0.0]  # from step 1 (2 unused, one 0, one 1), not [0, 1, 0]
 
 
-def test_freematch_equals_the_reference_step_by_step():
+@pytest.mark.parametrize("use_quantile", [False, True])
+def test_freematch_equals_the_reference_step_by_step(use_quantile):
     # a visible fairness term, and EMAs that follow the sharpening logits within the run
-    ours, ref = FreeMatch(C, lambda_e=0.5, ema_p=0.9), RefFreeMatch(C, momentum=0.9, lambda_e=0.5)
+    ours = FreeMatch(C, lambda_e=0.5, ema_p=0.9, use_quantile=use_quantile)
+    ref = RefFreeMatch(C, momentum=0.9, lambda_e=0.5, use_quantile=use_quantile)
     none_in = partial = 0
     for step, (loss, mask, grad), (r_loss, r_mask, r_grad) in run_both(ours, ref, with_idx=False, skew=0.3):
         assert torch.equal(mask, r_mask), step
@@ -408,11 +428,40 @@ def test_softmatch_equals_the_reference_step_by_step():
     for step, (loss, weight, grad), (r_loss, r_weight, r_grad) in run_both(ours, ref, with_idx=False, skew=0.5):
         assert torch.equal(weight, r_weight), step
         assert torch.equal(loss, r_loss) and torch.equal(grad, r_grad), step
-        assert torch.equal(ours.p_model, ref.p_model), step
+        assert torch.equal(ours.p_model, ref.dist.p_model), step
+        assert torch.equal(ours.p_target, ref.dist.p_target), step
         assert torch.equal(ours.prob_max_mu_t, ref.prob_max_mu_t), step
         assert torch.equal(ours.prob_max_var_t, ref.prob_max_var_t), step
         weighted += bool(weight.min() < 0.5)
     assert weighted > 20  # the Gaussian side of the weights was exercised, not only the flat top
+
+
+def test_softmatch_aligned_to_the_labeled_predictions_equals_the_reference():
+    """dist_uniform=False: USB's p_target_type='model', an EMA of the labeled batch's probabilities."""
+    ours = SoftMatch(C, ema_p=0.9, dist_uniform=False)
+    ref = RefSoftMatch(C, momentum=0.9, dist_uniform=False)
+    for step, (loss, weight, grad), (r_loss, r_weight, r_grad) in run_both(ours, ref, with_idx=False, skew=0.5):
+        assert torch.equal(weight, r_weight) and torch.equal(loss, r_loss) and torch.equal(grad, r_grad), step
+        assert torch.equal(ours.p_target, ref.dist.p_target), step
+    assert not torch.allclose(ours.p_target, torch.full((C,), 1 / C))  # the target moved
+
+
+def test_softmatch_per_class_gaussians_equal_the_reference():
+    """per_class=True: one mean and variance per pseudo-label class, from per-class sums on the device
+    where the reference loops over boolean selections: the same up to float32 summation order."""
+    ours, ref = SoftMatch(C, ema_p=0.9, per_class=True), RefSoftMatch(C, momentum=0.9, per_class=True)
+    tol = dict(rtol=U * 2**-23, atol=U * 2**-23)
+    weighted = 0
+    for step, (loss, weight, grad), (r_loss, r_weight, r_grad) in run_both(ours, ref, with_idx=False, skew=0.5):
+        assert ours.prob_max_mu_t.shape == (C,), step
+        for a, b in ((weight, r_weight), (loss, r_loss), (grad, r_grad)):
+            torch.testing.assert_close(a, b, **tol, msg=f"step {step}")
+        torch.testing.assert_close(ours.prob_max_mu_t, ref.prob_max_mu_t, **tol, msg=f"step {step}")
+        torch.testing.assert_close(ours.prob_max_var_t, ref.prob_max_var_t, **tol, msg=f"step {step}")
+        weighted += bool(weight.min() < 0.5)
+    assert weighted > 20
+    # classes of one image or none kept (0, 1) in the EMA: the means moved apart per class
+    assert ours.prob_max_mu_t.max() - ours.prob_max_mu_t.min() > 0.05
 
 
 @pytest.mark.parametrize("hard_label", [True, False])
@@ -461,8 +510,9 @@ def test_dash_equals_the_reference_step_by_step():
         lambda: FlexMatch(C, POOL, threshold=0.9),
         lambda: FreeMatch(C, lambda_e=0.5),
         lambda: SoftMatch(C, ema_p=0.9),
+        lambda: SoftMatch(C, ema_p=0.9, dist_uniform=False, per_class=True),
     ],
-    ids=["adamatch", "dash", "flexmatch", "freematch", "softmatch"],
+    ids=["adamatch", "dash", "flexmatch", "freematch", "softmatch", "softmatch_model_per_class"],
 )
 def test_state_round_trips_and_continues_exactly(make):
     """A state_dict taken mid-run and loaded into a fresh instance continues the same steps bit for bit."""

@@ -72,6 +72,8 @@ def test_options_default_to_the_reference_configs():
     assert (flex.threshold, flex.flexmatch_warmup) == (0.95, True)
     soft = resolve(TrainConfig(dataset="cifar10", algorithm="softmatch"))
     assert (soft.softmatch_n_sigma, soft.ema_p) == (2.0, 0.999)
+    assert (soft.softmatch_dist_uniform, soft.softmatch_per_class) == (True, False)  # softmatch/*.yaml
+    assert resolve(TrainConfig(dataset="cifar10", algorithm="freematch")).freematch_use_quantile is False
     ada = resolve(TrainConfig(dataset="cifar10", algorithm="adamatch"))  # config/classic_cv/adamatch/*.yaml
     assert (ada.threshold, ada.ema_p, ada.lambda_u, ada.adamatch_hard_label) == (0.95, 0.999, 1.0, True)
     dash = resolve(TrainConfig(dataset="cifar10", algorithm="dash"))  # config/classic_cv/dash/*.yaml
@@ -89,6 +91,10 @@ def test_options_default_to_the_reference_configs():
     assert (freematch.lambda_e, freematch.m, freematch.clip_thresh) == (0.001, 0.999, False)
     assert trainer_for("freematch", freematch_clip_thresh=True).algorithm.clip_thresh is True
     assert trainer_for("softmatch", softmatch_n_sigma=3.0, ema_p=0.9).algorithm.n_sigma == 3.0
+    softmatch = trainer_for("softmatch", softmatch_dist_uniform=False, softmatch_per_class=True).algorithm
+    assert (softmatch.align.from_labeled, softmatch.per_class) == (True, True)
+    assert trainer_for("softmatch").algorithm.align.from_labeled is False
+    assert trainer_for("freematch", freematch_use_quantile=True).algorithm.use_quantile is True
     assert trainer_for("flexmatch", flexmatch_warmup=False).algorithm.warmup is False
 
 

@@ -1,10 +1,8 @@
 """AdaMatch (Berthelot et al. 2021, arXiv 2106.04732) in its semi-supervised form, as in USB
 (semilearn/algorithms/adamatch with hooks/dist_align.py's DistAlignEMAHook, p_target_type='model').
 
-Distribution alignment: the weak view's probabilities are multiplied by (p_target + 1e-6) /
-(p_model + 1e-6) and renormalised; p_model is an EMA (momentum `--ema-p`) of the unlabeled batch's
-mean probabilities (the first batch's mean on the first step), p_target an EMA of the labeled
-batch's, from uniform. Relative confidence threshold: an image is masked in when its aligned
+Distribution alignment (fixmatch.algorithms.dist_align, momentum `--ema-p`) towards an EMA of the
+labeled batch's predictions. Relative confidence threshold: an image is masked in when its aligned
 confidence reaches tau (`--threshold`) times the labeled batch's mean confidence. The pseudo-label
 is the argmax of the aligned probabilities (or, with `--no-adamatch-hard-label`, the aligned
 probabilities themselves; USB passes them on unsharpened, so its `T` plays no part)."""
@@ -17,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from fixmatch.algorithms.base import AlgorithmSetup, TensorState, no_gather, register
+from fixmatch.algorithms.dist_align import DistAlignEMA
 from fixmatch.algorithms.fixmatch import masked_ce, step_stats
 from fixmatch.algorithms.options import opt
 
@@ -45,16 +44,11 @@ class AdaMatch(TensorState):
         device: torch.device | str = "cpu",
         gather=no_gather,
     ):
-        self.threshold, self.lambda_u, self.m, self.hard_label, self.gather = (
-            threshold,
-            lambda_u,
-            ema_p,
-            hard_label,
-            gather,
-        )
-        self.p_model = torch.zeros(num_classes, device=device)  # the reference's None until the first batch
-        self.p_model_seen = torch.zeros((), dtype=torch.bool, device=device)
-        self.p_target = torch.ones(num_classes, device=device) / num_classes
+        self.threshold, self.lambda_u, self.m, self.hard_label = threshold, lambda_u, ema_p, hard_label
+        self.align = DistAlignEMA(num_classes, ema_p, from_labeled=True, device=device, gather=gather)
+        # its tensors, updated in place, are the state
+        a = self.align
+        self.p_model, self.p_model_seen, self.p_target = a.p_model, a.p_model_seen, a.p_target
 
     @classmethod
     def from_config(cls, cfg, setup: AlgorithmSetup) -> AdaMatch:
@@ -78,14 +72,3 @@ class AdaMatch(TensorState):
         mask = max_probs.ge(cutoff).to(max_probs.dtype)
         loss_u = masked_ce(logits_us, pseudo if self.hard_label else probs_u, mask)
         return loss_x + self.lambda_u * loss_u, step_stats(loss_x, loss_u, pseudo, mask)
-
-    @torch.no_grad()
-    def align(self, probs_u: torch.Tensor, probs_x: torch.Tensor) -> torch.Tensor:
-        """Update p_model, then p_target (from every rank's batch), then align with both."""
-        mean_u = self.gather(probs_u).mean(dim=0)
-        ema = self.p_model * self.m + mean_u * (1 - self.m)
-        self.p_model.copy_(torch.where(self.p_model_seen, ema, mean_u))
-        self.p_model_seen.fill_(True)
-        self.p_target.copy_(self.p_target * self.m + self.gather(probs_x).mean(dim=0) * (1 - self.m))
-        aligned = probs_u * (self.p_target + 1e-6) / (self.p_model + 1e-6)
-        return aligned / aligned.sum(dim=-1, keepdim=True)

@@ -84,9 +84,12 @@ def test_options_default_to_the_reference_configs():
     assert (usb.gamma, usb.c, usb.rho_min, usb.t, usb.lambda_u) == (1.27, 1.0001, 0.05, 0.5, 1.0)
     short = trainer_for("dash", steps=5000, eval_every=100).algorithm
     assert (short.warmup_steps, short.decay_every) == (9, 40)
-    mine = trainer_for("dash", dash_warmup_steps=3, dash_decay_every=5, dash_temperature=0.25).algorithm
-    assert (mine.warmup_steps, mine.decay_every, mine.t) == (3, 5, 0.25)
-    assert trainer_for("adamatch", adamatch_hard_label=False, ema_p=0.9).algorithm.hard_label is False
+    options = dict(dash_warmup_steps=3, dash_decay_every=5, dash_temperature=0.25, dash_gamma=2.0, dash_c=1.5)
+    mine = trainer_for("dash", **options, dash_rho_min=0.1, lambda_u=2.0).algorithm
+    assert (mine.warmup_steps, mine.decay_every, mine.t, mine.gamma, mine.c) == (3, 5, 0.25, 2.0, 1.5)
+    assert (mine.rho_min, mine.lambda_u) == (0.1, 2.0)
+    ada = trainer_for("adamatch", adamatch_hard_label=False, ema_p=0.9, threshold=0.7, lambda_u=2.0).algorithm
+    assert (ada.hard_label, ada.align.m, ada.threshold, ada.lambda_u) == (False, 0.9, 0.7, 2.0)
     freematch = trainer_for("freematch").algorithm
     assert (freematch.lambda_e, freematch.m, freematch.clip_thresh) == (0.001, 0.999, False)
     assert trainer_for("freematch", freematch_clip_thresh=True).algorithm.clip_thresh is True

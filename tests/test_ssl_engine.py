@@ -114,6 +114,13 @@ def test_bad_options_are_one_clear_error(field, value, msg):
         resolve(TrainConfig(algorithm="softmatch", **{field: value}))
 
 
+def test_a_dash_warmup_as_long_as_the_run_is_refused():
+    """It would train the labeled loss alone, silently: one clear error instead."""
+    with pytest.raises(UserError, match=r"dash_warmup_steps \(24\) must be below steps \(24\)"):
+        trainer_for("dash", dash_warmup_steps=24)
+    assert trainer_for("dash", dash_warmup_steps=23).algorithm.warmup_steps == 23
+
+
 def test_the_fast_recipe_fills_what_the_flags_leave_unset(tmp_path, capsys):
     from fixmatch.cli import main
     from fixmatch.config import RECIPES, from_dict

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from fixmatch.algorithms.base import AlgorithmSetup, TensorState, no_gather, register
 from fixmatch.algorithms.fixmatch import masked_ce, step_stats
 from fixmatch.algorithms.options import opt
+from fixmatch.errors import UserError
 
 USB_STEPS, USB_WARMUP, USB_EPOCHS = 2**20, 2048, 1024  # its classic_cv run, warm-up and epochs
 DECAY_EPOCHS = 10  # USB decays rho every 10 of its epochs (dash/utils.py)
@@ -81,13 +82,16 @@ class Dash(TensorState):
     @classmethod
     def from_config(cls, cfg, setup: AlgorithmSetup) -> Dash:
         warmup, every = reference_schedule(cfg.steps)
+        warmup = warmup if cfg.dash_warmup_steps is None else cfg.dash_warmup_steps
+        if warmup >= cfg.steps:  # the whole run would be supervised: say so rather than train it
+            raise UserError(f"dash_warmup_steps ({warmup}) must be below steps ({cfg.steps})")
         return cls(
             cfg.lambda_u,
             cfg.dash_gamma,
             cfg.dash_c,
             cfg.dash_rho_min,
             cfg.dash_temperature,
-            warmup if cfg.dash_warmup_steps is None else cfg.dash_warmup_steps,
+            warmup,
             every if cfg.dash_decay_every is None else cfg.dash_decay_every,
             setup.device,
             setup.gather,

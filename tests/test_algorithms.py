@@ -502,6 +502,18 @@ def test_dash_equals_the_reference_step_by_step():
     assert soft > 10 and hard > 10  # the loss threshold split batches with soft and with hard labels
 
 
+def test_dash_masks_in_a_loss_equal_to_rho():
+    """utils.py:50: loss_w.le(rho), inclusive. rho_min set to the labeled loss makes rho = rho_min (hard
+    labels) and an unlabeled image identical to the labeled one has exactly that loss."""
+    row, y = torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([0])
+    loss = F.cross_entropy(row, y)
+    dash = Dash(warmup_steps=0, c=1.0, rho_min=float(loss))
+    weak = torch.cat([row, row + torch.tensor([[0.0, 0.3, 0.0]])])  # the second less sure: above rho
+    _, stats = dash(row, y, weak, weak.clone(), idx_u=torch.arange(2))
+    assert float(dash.rho) == dash.rho_min  # the hard phase
+    assert stats["mask"].tolist() == [1.0, 0.0]
+
+
 @pytest.mark.parametrize(
     "make",
     [

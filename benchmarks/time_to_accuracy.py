@@ -28,6 +28,8 @@ CONFIGS = {  # name -> flags of `fixmatch train --dataset digits`
     "flexmatch": ["--algorithm", "flexmatch"],
     "freematch": ["--algorithm", "freematch"],
     "softmatch": ["--algorithm", "softmatch"],
+    "adamatch": ["--algorithm", "adamatch"],
+    "dash": ["--algorithm", "dash"],
     # the paper's Fast FixMatch: FlexMatch + curriculum batch size + strong labeled augmentation
     "fastfixmatch": ["--algorithm", "flexmatch", "--unlabeled-batch-curriculum", "linear", "--labeled-strong"],
     # the same without the strong labeled augmentation

@@ -210,15 +210,27 @@ def test_a_failing_rank_fails_the_job_quickly_with_the_rank_named(tmp_path, how)
 @pytest.mark.slow  # torchrun launches
 @pytest.mark.parametrize(
     "algorithm,extra",
-    [("flexmatch", {"threshold": 0.3}), ("freematch", {"lambda_e": 0.0}), ("softmatch", {})],
+    [
+        ("flexmatch", {"threshold": 0.3}),
+        ("freematch", {"lambda_e": 0.0}),
+        ("softmatch", {}),
+        ("softmatch", {"softmatch_dist_uniform": False}),
+        ("dash", {"dash_warmup_steps": 2, "dash_decay_every": 2}),
+        ("adamatch", {}),
+    ],
 )
 def test_two_ranks_keep_a_stateful_algorithm_as_one_rank_with_the_global_batch(tmp_path, algorithm, extra):
     """Each rank gathers what its algorithm learns from (predictions, pool indices) from every rank:
     the state is that of one process with the global batch, identical on both ranks, and (BN-free
     model, losses that are means over images) so is the training. FreeMatch's fairness loss is a
-    per-rank loss in the reference too (its weight is 0 here, so the runs must agree)."""
+    per-rank loss in the reference too (its weight is 0 here, so the runs must agree), and so is
+    AdaMatch's relative threshold (at tau 0.1 it lets every image in, so the runs must agree)."""
     ref = train(cfg(tmp_path / "ref", algorithm=algorithm, **extra), **QUIET)
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**extra, "threshold": extra.get("threshold", 0.1)}.items()]
+    options = {**extra, "threshold": extra.get("threshold", 0.1)}
+    flags = [
+        f"--{'' if v else 'no-'}{k.replace('_', '-')}" if isinstance(v, bool) else f"--{k.replace('_', '-')}={v}"
+        for k, v in options.items()
+    ]
     p = torchrun(
         tmp_path,
         "--algorithm",

@@ -1,4 +1,4 @@
-"""FlexMatch, FreeMatch and SoftMatch inside the engine: the indices FlexMatch is given are those of
+"""FlexMatch, FreeMatch, SoftMatch, AdaMatch and Dash inside the engine: the indices FlexMatch is given are those of
 the images drawn, their state is in the checkpoint and a killed run resumes exactly, and their
 options default to the reference configs."""
 
@@ -12,7 +12,7 @@ from fixmatch.config import TrainConfig
 from fixmatch.errors import UserError
 from fixmatch.training.resolve import resolve
 
-STATEFUL = ("flexmatch", "freematch", "softmatch")
+STATEFUL = ("adamatch", "dash", "flexmatch", "freematch", "softmatch")
 
 
 def trainer_for(algorithm: str, **kw):
@@ -72,10 +72,32 @@ def test_options_default_to_the_reference_configs():
     assert (flex.threshold, flex.flexmatch_warmup) == (0.95, True)
     soft = resolve(TrainConfig(dataset="cifar10", algorithm="softmatch"))
     assert (soft.softmatch_n_sigma, soft.ema_p) == (2.0, 0.999)
+    assert (soft.softmatch_dist_uniform, soft.softmatch_per_class) == (True, False)  # softmatch/*.yaml
+    assert resolve(TrainConfig(dataset="cifar10", algorithm="freematch")).freematch_use_quantile is False
+    ada = resolve(TrainConfig(dataset="cifar10", algorithm="adamatch"))  # config/classic_cv/adamatch/*.yaml
+    assert (ada.threshold, ada.ema_p, ada.lambda_u, ada.adamatch_hard_label) == (0.95, 0.999, 1.0, True)
+    dash = resolve(TrainConfig(dataset="cifar10", algorithm="dash"))  # config/classic_cv/dash/*.yaml
+    assert (dash.dash_gamma, dash.dash_c, dash.dash_rho_min, dash.dash_temperature) == (1.27, 1.0001, 0.05, 0.5)
+    # USB's 2^20-step run: 2048 warm-up steps, rho every 10 of its 1024 epochs; a shorter run in proportion
+    usb = trainer_for("dash", steps=2**20, eval_every=2**20, lr_schedule_steps=2**20).algorithm
+    assert (usb.warmup_steps, usb.decay_every) == (2048, 10240)
+    assert (usb.gamma, usb.c, usb.rho_min, usb.t, usb.lambda_u) == (1.27, 1.0001, 0.05, 0.5, 1.0)
+    short = trainer_for("dash", steps=5000, eval_every=100).algorithm
+    assert (short.warmup_steps, short.decay_every) == (9, 40)
+    options = dict(dash_warmup_steps=3, dash_decay_every=5, dash_temperature=0.25, dash_gamma=2.0, dash_c=1.5)
+    mine = trainer_for("dash", **options, dash_rho_min=0.1, lambda_u=2.0).algorithm
+    assert (mine.warmup_steps, mine.decay_every, mine.t, mine.gamma, mine.c) == (3, 5, 0.25, 2.0, 1.5)
+    assert (mine.rho_min, mine.lambda_u) == (0.1, 2.0)
+    ada = trainer_for("adamatch", adamatch_hard_label=False, ema_p=0.9, threshold=0.7, lambda_u=2.0).algorithm
+    assert (ada.hard_label, ada.align.m, ada.threshold, ada.lambda_u) == (False, 0.9, 0.7, 2.0)
     freematch = trainer_for("freematch").algorithm
     assert (freematch.lambda_e, freematch.m, freematch.clip_thresh) == (0.001, 0.999, False)
     assert trainer_for("freematch", freematch_clip_thresh=True).algorithm.clip_thresh is True
     assert trainer_for("softmatch", softmatch_n_sigma=3.0, ema_p=0.9).algorithm.n_sigma == 3.0
+    softmatch = trainer_for("softmatch", softmatch_dist_uniform=False, softmatch_per_class=True).algorithm
+    assert (softmatch.align.from_labeled, softmatch.per_class) == (True, True)
+    assert trainer_for("softmatch").algorithm.align.from_labeled is False
+    assert trainer_for("freematch", freematch_use_quantile=True).algorithm.use_quantile is True
     assert trainer_for("flexmatch", flexmatch_warmup=False).algorithm.warmup is False
 
 
@@ -90,6 +112,13 @@ def test_options_default_to_the_reference_configs():
 def test_bad_options_are_one_clear_error(field, value, msg):
     with pytest.raises(UserError, match=msg):
         resolve(TrainConfig(algorithm="softmatch", **{field: value}))
+
+
+def test_a_dash_warmup_as_long_as_the_run_is_refused():
+    """It would train the labeled loss alone, silently: one clear error instead."""
+    with pytest.raises(UserError, match=r"dash_warmup_steps \(24\) must be below steps \(24\)"):
+        trainer_for("dash", dash_warmup_steps=24)
+    assert trainer_for("dash", dash_warmup_steps=23).algorithm.warmup_steps == 23
 
 
 def test_the_fast_recipe_fills_what_the_flags_leave_unset(tmp_path, capsys):

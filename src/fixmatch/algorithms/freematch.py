@@ -2,11 +2,12 @@
 fairness loss, as in the authors' reference code (USB, semilearn/algorithms/freematch).
 
 Three EMAs (momentum `--ema-p`) of the weak view's predictions on the unlabeled batch: the mean
-confidence time_p (the global threshold), the mean class probabilities p_model (local thresholds:
-time_p * p_model[c] / max p_model) and the histogram of predicted classes label_hist. Each step first
-updates them with this batch, then masks with them. The fairness loss (weight `--lambda-e`) compares
-the EMAs, normalised by label_hist, with the strong view's mean prediction over the masked images,
-normalised by their histogram; it is 0 when no image is masked in."""
+confidence time_p (the global threshold; with `--freematch-use-quantile` its 0.8 quantile), the mean
+class probabilities p_model (local thresholds: time_p * p_model[c] / max p_model) and the histogram
+of predicted classes label_hist. Each step first updates them with this batch, then masks with them.
+The fairness loss (weight `--lambda-e`) compares the EMAs, normalised by label_hist, with the strong
+view's mean prediction over the masked images, normalised by their histogram; it is 0 when no image
+is masked in."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from fixmatch.algorithms.fixmatch import masked_ce, step_stats
 from fixmatch.algorithms.options import opt
 
 CLIP_MAX = 0.95  # USB's clip_thresh bound on the global threshold (its SVHN configs)
+QUANTILE = 0.8  # USB's use_quantile: the batch's confidence level (freematch/utils.py)
 
 
 @dataclass
@@ -29,6 +31,9 @@ class Options:
     lambda_e: float = opt(0.001, "weight of the self-adaptive fairness loss (reference 0.001)", within="[0, inf)")
     freematch_clip_thresh: bool | None = opt(
         None, "clip the global threshold at 0.95 (reference: on for SVHN, off elsewhere)", fallback=False
+    )
+    freematch_use_quantile: bool = opt(
+        False, "global threshold from the 0.8 quantile of the batch's confidences, not their mean (reference off)"
     )
 
 
@@ -67,6 +72,7 @@ class FreeMatch(TensorState):
         lambda_e: float = 0.001,
         ema_p: float = 0.999,
         clip_thresh: bool = False,
+        use_quantile: bool = False,
         device: torch.device | str = "cpu",
         gather=no_gather,
     ):
@@ -77,6 +83,7 @@ class FreeMatch(TensorState):
             clip_thresh,
             gather,
         )
+        self.use_quantile = use_quantile
         self.p_model = torch.ones(num_classes, device=device) / num_classes
         self.label_hist = torch.ones(num_classes, device=device) / num_classes
         self.time_p = self.p_model.mean()
@@ -89,6 +96,7 @@ class FreeMatch(TensorState):
             cfg.lambda_e,
             cfg.ema_p,
             cfg.freematch_clip_thresh,
+            cfg.freematch_use_quantile,
             setup.device,
             setup.gather,
         )
@@ -110,7 +118,8 @@ class FreeMatch(TensorState):
     def update(self, probs: torch.Tensor) -> None:
         m = self.m
         max_probs, max_idx = probs.max(dim=-1, keepdim=True)
-        time_p = self.time_p * m + (1 - m) * max_probs.mean()
+        level = torch.quantile(max_probs, QUANTILE) if self.use_quantile else max_probs.mean()
+        time_p = self.time_p * m + (1 - m) * level
         if self.clip_thresh:
             time_p = torch.clip(time_p, 0.0, CLIP_MAX)
         self.time_p.copy_(time_p)

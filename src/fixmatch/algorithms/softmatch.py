@@ -2,12 +2,15 @@
 distribution alignment, as in the authors' reference code (USB, semilearn/algorithms/softmatch and
 hooks/dist_align.py's DistAlignEMAHook with a uniform target).
 
-Uniform alignment: the weak view's probabilities are multiplied by (1/C + 1e-6) / (p_model + 1e-6)
-and renormalised, p_model an EMA (momentum `--ema-p`) of the batch's mean probabilities (the first
-batch's mean on the first step). The weight of an image is exp(-(min(conf - mu, 0))^2 / (2 var /
-n_sigma^2)), conf its aligned confidence, mu and var EMAs of the batch's mean and unbiased variance of
-the aligned confidences (from 1/C and 1), each step updated before weighting. The pseudo-label is the
-argmax of the weak view's logits, not of the aligned probabilities (as the reference)."""
+Uniform alignment (fixmatch.algorithms.dist_align): the weak view's probabilities are multiplied by
+(1/C + 1e-6) / (p_model + 1e-6) and renormalised, p_model an EMA (momentum `--ema-p`) of the batch's
+mean probabilities (the first batch's mean on the first step); `--no-softmatch-dist-uniform` aligns
+to an EMA of the labeled batch's predictions instead (USB's dist_uniform=False). The weight of an
+image is exp(-(min(conf - mu, 0))^2 / (2 var / n_sigma^2)), conf its aligned confidence, mu and var
+EMAs of the batch's mean and unbiased variance of the aligned confidences (from 1/C and 1), each
+step updated before weighting; with `--softmatch-per-class` one mean and variance per pseudo-label
+class (USB's per_class). The pseudo-label is the argmax of the weak view's logits, not of the
+aligned probabilities (as the reference)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from fixmatch.algorithms.base import AlgorithmSetup, TensorState, no_gather, register
+from fixmatch.algorithms.dist_align import DistAlignEMA
 from fixmatch.algorithms.fixmatch import masked_ce, step_stats
 from fixmatch.algorithms.options import opt
 
@@ -28,11 +32,17 @@ class Options:
     softmatch_n_sigma: float = opt(
         2.0, "width of the truncated Gaussian, in standard deviations (reference 2)", within="(0, inf)"
     )
+    softmatch_dist_uniform: bool = opt(
+        True, "align to the uniform distribution, else to an EMA of the labeled predictions (reference on)"
+    )
+    softmatch_per_class: bool = opt(
+        False, "one Gaussian per pseudo-label class instead of one for every image (reference off)"
+    )
 
 
 @register
 class SoftMatch(TensorState):
-    STATE = ("p_model", "p_model_seen", "prob_max_mu_t", "prob_max_var_t")
+    STATE = ("p_model", "p_model_seen", "p_target", "prob_max_mu_t", "prob_max_var_t")
 
     def __init__(
         self,
@@ -40,45 +50,69 @@ class SoftMatch(TensorState):
         lambda_u: float = 1.0,
         ema_p: float = 0.999,
         n_sigma: float = 2.0,
+        dist_uniform: bool = True,
+        per_class: bool = False,
         device: torch.device | str = "cpu",
         gather=no_gather,
     ):
-        self.lambda_u, self.m, self.n_sigma, self.gather = lambda_u, ema_p, n_sigma, gather
-        self.p_target = torch.ones(num_classes, device=device) / num_classes
-        self.p_model = torch.zeros(num_classes, device=device)  # the reference's None until the first batch
-        self.p_model_seen = torch.zeros((), dtype=torch.bool, device=device)
-        self.prob_max_mu_t = torch.tensor(1.0 / num_classes, device=device)
-        self.prob_max_var_t = torch.tensor(1.0, device=device)
+        self.lambda_u, self.m, self.n_sigma, self.per_class, self.gather = lambda_u, ema_p, n_sigma, per_class, gather
+        self.align = DistAlignEMA(num_classes, ema_p, from_labeled=not dist_uniform, device=device, gather=gather)
+        # its tensors, updated in place, are the state
+        a = self.align
+        self.p_model, self.p_model_seen, self.p_target = a.p_model, a.p_model_seen, a.p_target
+        shape = (num_classes,) if per_class else ()  # softmatch/utils.py:24-29
+        self.prob_max_mu_t = torch.full(shape, 1.0 / num_classes, device=device)
+        self.prob_max_var_t = torch.ones(shape, device=device)
 
     @classmethod
     def from_config(cls, cfg, setup: AlgorithmSetup) -> SoftMatch:
-        return cls(setup.num_classes, cfg.lambda_u, cfg.ema_p, cfg.softmatch_n_sigma, setup.device, setup.gather)
+        return cls(
+            setup.num_classes,
+            cfg.lambda_u,
+            cfg.ema_p,
+            cfg.softmatch_n_sigma,
+            cfg.softmatch_dist_uniform,
+            cfg.softmatch_per_class,
+            setup.device,
+            setup.gather,
+        )
 
     def __call__(self, logits_x, y_x, logits_uw, logits_us, idx_u=None):
         loss_x = F.cross_entropy(logits_x, y_x)
-        probs = self.align(logits_uw.detach().softmax(dim=-1))
+        probs = self.align(logits_uw.detach().softmax(dim=-1), logits_x.detach().softmax(dim=-1))
         self.update_gaussian(self.gather(probs))
-        max_probs = probs.max(dim=-1).values
-        gap = torch.clamp(max_probs - self.prob_max_mu_t, max=0.0)
-        weight = torch.exp(-(gap**2) / (2 * self.prob_max_var_t / (self.n_sigma**2)))
+        max_probs, max_idx = probs.max(dim=-1)
+        mu, var = self.prob_max_mu_t, self.prob_max_var_t
+        if self.per_class:
+            mu, var = mu[max_idx], var[max_idx]
+        gap = torch.clamp(max_probs - mu, max=0.0)
+        weight = torch.exp(-(gap**2) / (2 * var / (self.n_sigma**2)))
         pseudo = logits_uw.detach().argmax(dim=-1)
         loss_u = masked_ce(logits_us, pseudo, weight)
         return loss_x + self.lambda_u * loss_u, step_stats(loss_x, loss_u, pseudo, weight)
 
     @torch.no_grad()
-    def align(self, probs: torch.Tensor) -> torch.Tensor:
-        batch_mean = self.gather(probs).mean(dim=0)
-        ema = self.p_model * self.m + batch_mean * (1 - self.m)
-        self.p_model.copy_(torch.where(self.p_model_seen, ema, batch_mean))
-        self.p_model_seen.fill_(True)
-        aligned = probs * (self.p_target + 1e-6) / (self.p_model + 1e-6)
-        return aligned / aligned.sum(dim=-1, keepdim=True)
-
-    @torch.no_grad()
     def update_gaussian(self, probs: torch.Tensor) -> None:
+        if self.per_class:
+            return self.update_per_class(*probs.max(dim=-1))
         max_probs = probs.max(dim=-1).values
         # The reference adds (1 - m) * x.item(): a double product, rounded once to float32. The same
         # in float64 on the device, without reading x back to the host.
         mu, var = torch.mean(max_probs), torch.var(max_probs, unbiased=True)
         self.prob_max_mu_t.copy_(self.m * self.prob_max_mu_t + ((1 - self.m) * mu.double()).float())
         self.prob_max_var_t.copy_(self.m * self.prob_max_var_t + ((1 - self.m) * var.double()).float())
+
+    @torch.no_grad()
+    def update_per_class(self, max_probs: torch.Tensor, max_idx: torch.Tensor) -> None:
+        """softmatch/utils.py:41-50: each class's mean and unbiased variance over the images predicted
+        as it, (0, 1) for a class with fewer than two, then float32 EMAs. Per-class sums (index_add_)
+        instead of the reference's loop over boolean selections: no host reads."""
+        zeros = torch.zeros_like(self.prob_max_mu_t)
+        count = zeros.index_add(0, max_idx, torch.ones_like(max_probs))
+        mean = zeros.index_add(0, max_idx, max_probs) / count.clamp_min(1)
+        square = zeros.index_add(0, max_idx, (max_probs - mean[max_idx]) ** 2)
+        several = count > 1
+        mu = torch.where(several, mean, zeros)
+        var = torch.where(several, square / (count - 1).clamp_min(1), torch.ones_like(zeros))
+        self.prob_max_mu_t.copy_(self.m * self.prob_max_mu_t + (1 - self.m) * mu)
+        self.prob_max_var_t.copy_(self.m * self.prob_max_var_t + (1 - self.m) * var)

@@ -114,14 +114,20 @@ def test_op_matches_pil_exactly(images, dataset, name):
 
 def test_one_op_table_serves_both_policies():
     """RandAugment and CTAugment draw from the one vocabulary of the op table, which holds nothing else;
-    a policy naming an op the table lacks is refused with the table's names."""
+    a policy naming an op the table lacks (or one twice), or giving fewer arguments than its ops read,
+    is refused."""
     from fixmatch.augment.ctaugment import CTA_OP_NAMES
     from fixmatch.augment.kernels import OP_NAMES, apply
 
     assert set(RA_OP_NAMES) | set(CTA_OP_NAMES) == set(OP_NAMES)
     x, op = torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.long)
-    with pytest.raises(ValueError, match="not in the op table: \\['twirl'\\].*identity, autocontrast"):
-        apply(x, op, torch.zeros(2, 1, dtype=torch.float64), ("rotate", "twirl"), fill=0)
+    one = torch.zeros(2, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="not in the op table or named twice: \\['twirl'\\].*identity, autocontrast"):
+        apply(x, op, one, ("rotate", "twirl"), fill=0)
+    with pytest.raises(ValueError, match="named twice: \\('rotate', 'rotate'\\)"):
+        apply(x, op, one, ("rotate", "rotate"), fill=0)
+    with pytest.raises(ValueError, match="args must be \\(N, k >= 3\\)"):
+        apply(x, op, one, ("rotate", "cutout"), fill=0)  # cutout reads (side, cy, cx)
 
 
 def test_ops_accept_float32_magnitudes(images):

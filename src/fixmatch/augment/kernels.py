@@ -57,14 +57,12 @@ CUTOUT_FILL = 127  # official FixMatch cutout grey (RandAugment and CTAugment al
 
 def is_op(op: Tensor, names: tuple[str, ...], which: str | frozenset) -> Tensor:
     """(N,) bool: op[k], an index into the vocabulary ``names``, is ``which`` (a name or a set of them).
-    Comparisons with Python ints: no host-to-device copy (CUDA-graph safe)."""
-    ids = [names.index(w) for w in ((which,) if isinstance(which, str) else sorted(which)) if w in names]
-    if not ids:
-        return torch.zeros_like(op, dtype=torch.bool)
-    mask = op == ids[0]
-    for i in ids[1:]:
-        mask = mask | (op == i)
-    return mask
+    Python ints only, no host-to-device copy (CUDA-graph safe); a set is one bit test of 1 << op
+    against its members' bits (three kernels however many members)."""
+    ids = [names.index(w) for w in ((which,) if isinstance(which, str) else which) if w in names]
+    if len(ids) == 1:
+        return op == ids[0]
+    return ((1 << op) & sum(1 << i for i in ids)) != 0
 
 
 def bshape(v: Tensor) -> Tensor:
@@ -308,7 +306,7 @@ def _pixel(x: Tensor, op: Tensor, a: Tensor, names: tuple[str, ...], present: fr
 # --------------------------------------------------------------------------- one op per sample
 
 
-def apply_masked(
+def _apply_masked(
     x: Tensor, op: Tensor, args: Tensor, names: tuple[str, ...], fill: int, present: frozenset | None = None
 ) -> Tensor:
     """op[k] (an index into ``names``) with arguments args[k] on image k, the whole batch through every
@@ -328,23 +326,26 @@ def apply_masked(
 
 
 @functools.lru_cache(maxsize=8)
-def _groups(names: tuple[str, ...]) -> tuple[tuple[frozenset, ...], Tensor]:
-    """The CPU path's op groups of a vocabulary: one affine warp for all geometric ops, every other op on
-    its own, identity (left as it is) last; and each op's group, (len(names),)."""
+def _vocabulary(names: tuple[str, ...]) -> tuple[tuple[frozenset, ...], Tensor, int]:
+    """A policy's list of table ops, checked (each a table op, once): the CPU path's op groups (one
+    affine warp for all geometric ops, every other op on its own, identity, left as it is, last), each
+    op's group (len(names),), and how many argument columns its ops read."""
     unknown = [n for n in names if n not in OP_ARGS]
-    if unknown:
-        raise ValueError(f"ops not in the op table: {unknown}; the table has {', '.join(OP_NAMES)}")
+    if unknown or len(set(names)) < len(names):
+        raise ValueError(
+            f"ops not in the op table or named twice: {unknown or names}; the table: {', '.join(OP_NAMES)}"
+        )
     groups = (AFFINE & set(names), *(frozenset({n}) for n in names if n not in AFFINE and n != "identity"))
     groups = tuple(g for g in groups if g)
     group_of = [next((g for g, grp in enumerate(groups) if n in grp), len(groups)) for n in names]
-    return groups, torch.tensor(group_of)
+    return groups, torch.tensor(group_of), max(len(OP_ARGS[n]) for n in names)
 
 
-def apply_grouped(x: Tensor, op: Tensor, args: Tensor, names: tuple[str, ...], fill: int) -> Tensor:
-    """Same result as ``apply_masked``; each op group only on its own samples, computing only what it
+def _apply_grouped(x: Tensor, op: Tensor, args: Tensor, names: tuple[str, ...], fill: int) -> Tensor:
+    """Same result as ``_apply_masked``; each op group only on its own samples, computing only what it
     needs. The batch is sorted by group once, so every group is a slice; the group sizes are read on the
     host (free on the CPU only)."""
-    groups, group_of = _groups(names)
+    groups, group_of, _ = _vocabulary(names)
     gid = group_of.to(op.device)[op]
     order = torch.argsort(gid, stable=True)
     counts = torch.bincount(gid, minlength=len(groups) + 1).tolist()
@@ -353,7 +354,7 @@ def apply_grouped(x: Tensor, op: Tensor, args: Tensor, names: tuple[str, ...], f
     for group, count in zip(groups, counts):  # the identity group comes last and is left as it is
         if count:
             part = slice(start, start + count)
-            xs[part] = apply_masked(xs[part], ops[part], a[part], names, fill, group)
+            xs[part] = _apply_masked(xs[part], ops[part], a[part], names, fill, group)
         start += count
     out = torch.empty_like(x)
     out[order] = xs
@@ -366,7 +367,9 @@ def apply(
     """One op per sample: op (N,) long indexes ``names`` (a policy's list of table ops), args (N, k)
     float64 its arguments in PIL units (``OP_ARGS``; columns an op does not use are ignored), ``fill``
     the geometric ops' grey. Grouped on CPU (less work), masked elsewhere (no host syncs)."""
-    _groups(names)  # checks the names (cached)
+    width = _vocabulary(names)[2]
+    if args.dim() != 2 or args.shape[1] < width:
+        raise ValueError(f"args must be (N, k >= {width}) for the ops {names}, got {tuple(args.shape)}")
     if grouped if grouped is not None else x.device.type == "cpu":
-        return apply_grouped(x, op, args, names, fill)
-    return apply_masked(x, op, args, names, fill)
+        return _apply_grouped(x, op, args, names, fill)
+    return _apply_masked(x, op, args, names, fill)

@@ -6,18 +6,18 @@ Agreement with PIL (Pillow 10-13), checked below on 32 CIFAR-10 (32x32x3) and 16
 =============  ==========  ============================================================
 op             agreement   PIL reference
 =============  ==========  ============================================================
-Identity       EXACT       the image itself
-AutoContrast   EXACT       ImageOps.autocontrast(img)
-Equalize       EXACT       ImageOps.equalize(img)
-Rotate         EXACT       img.rotate(deg, fillcolor=grey 128)  (NEAREST)
-ShearX/Y       EXACT       img.transform(size, AFFINE, (1, m, 0, 0, 1, 0), fillcolor=128)
-TranslateX/Y   EXACT       img.transform(size, AFFINE, (1, 0, px, 0, 1, 0), fillcolor=128)
-Solarize       EXACT       ImageOps.solarize(img, threshold)
-Posterize      EXACT       ImageOps.posterize(img, bits)
-Color          EXACT       ImageEnhance.Color(img).enhance(f)
-Contrast       EXACT       ImageEnhance.Contrast(img).enhance(f)
-Brightness     EXACT       ImageEnhance.Brightness(img).enhance(f)
-Sharpness      EXACT       ImageEnhance.Sharpness(img).enhance(f)
+identity       EXACT       the image itself
+autocontrast   EXACT       ImageOps.autocontrast(img)
+equalize       EXACT       ImageOps.equalize(img)
+rotate         EXACT       img.rotate(deg, fillcolor=grey 128)  (NEAREST)
+shear_x/y      EXACT       img.transform(size, AFFINE, (1, m, 0, 0, 1, 0), fillcolor=128)
+translate_x/y  EXACT       img.transform(size, AFFINE, (1, 0, px, 0, 1, 0), fillcolor=128)
+solarize       EXACT       ImageOps.solarize(img, threshold)
+posterize      EXACT       ImageOps.posterize(img, bits)
+color          EXACT       ImageEnhance.Color(img).enhance(f)
+contrast       EXACT       ImageEnhance.Contrast(img).enhance(f)
+brightness     EXACT       ImageEnhance.Brightness(img).enhance(f)
+sharpness      EXACT       ImageEnhance.Sharpness(img).enhance(f)
 =============  ==========  ============================================================
 
 Every comparison asserts bit-exact equality: no tolerance is used anywhere.

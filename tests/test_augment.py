@@ -6,18 +6,18 @@ Agreement with PIL (Pillow 10-13), checked below on 32 CIFAR-10 (32x32x3) and 16
 =============  ==========  ============================================================
 op             agreement   PIL reference
 =============  ==========  ============================================================
-Identity       EXACT       the image itself
-AutoContrast   EXACT       ImageOps.autocontrast(img)
-Equalize       EXACT       ImageOps.equalize(img)
-Rotate         EXACT       img.rotate(deg, fillcolor=grey 128)  (NEAREST)
-ShearX/Y       EXACT       img.transform(size, AFFINE, (1, m, 0, 0, 1, 0), fillcolor=128)
-TranslateX/Y   EXACT       img.transform(size, AFFINE, (1, 0, px, 0, 1, 0), fillcolor=128)
-Solarize       EXACT       ImageOps.solarize(img, threshold)
-Posterize      EXACT       ImageOps.posterize(img, bits)
-Color          EXACT       ImageEnhance.Color(img).enhance(f)
-Contrast       EXACT       ImageEnhance.Contrast(img).enhance(f)
-Brightness     EXACT       ImageEnhance.Brightness(img).enhance(f)
-Sharpness      EXACT       ImageEnhance.Sharpness(img).enhance(f)
+identity       EXACT       the image itself
+autocontrast   EXACT       ImageOps.autocontrast(img)
+equalize       EXACT       ImageOps.equalize(img)
+rotate         EXACT       img.rotate(deg, fillcolor=grey 128)  (NEAREST)
+shear_x/y      EXACT       img.transform(size, AFFINE, (1, m, 0, 0, 1, 0), fillcolor=128)
+translate_x/y  EXACT       img.transform(size, AFFINE, (1, 0, px, 0, 1, 0), fillcolor=128)
+solarize       EXACT       ImageOps.solarize(img, threshold)
+posterize      EXACT       ImageOps.posterize(img, bits)
+color          EXACT       ImageEnhance.Color(img).enhance(f)
+contrast       EXACT       ImageEnhance.Contrast(img).enhance(f)
+brightness     EXACT       ImageEnhance.Brightness(img).enhance(f)
+sharpness      EXACT       ImageEnhance.Sharpness(img).enhance(f)
 =============  ==========  ============================================================
 
 Every comparison asserts bit-exact equality: no tolerance is used anywhere.
@@ -25,29 +25,40 @@ Every comparison asserts bit-exact equality: no tolerance is used anywhere.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 from shared_data import SHARED, read_head
 
-from fixmatch.augment.randaugment import OPS, POLICIES, _apply, cutout, strong_augment
+from fixmatch.augment.randaugment import POLICIES, RA_OP_NAMES, _apply, cutout, strong_augment
 from fixmatch.augment.weak import weak_augment
 from fixmatch.config import TrainConfig
 from fixmatch.training.resolve import resolve
 
+
+def _one_op(name: str, images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """RandAugment's op ``name`` at ``magnitude`` (N,) (PIL units) on every image: one slot through the op table."""
+    op = torch.full((len(images),), RA_OP_NAMES.index(name))
+    return _apply(images, op, torch.as_tensor(magnitude).expand(len(images)))
+
+
+OPS = {name: functools.partial(_one_op, name) for name in RA_OP_NAMES}
+
 MAGNITUDES = {
-    "Identity": [0.0],
-    "AutoContrast": [0.0],
-    "Equalize": [0.0],
-    "Rotate": [-30, -27, -3, 3, 12.5, 27, 30, 90, 180],
-    "ShearX": [-0.3, -0.24, 0.03, 0.15, 0.27],
-    "ShearY": [-0.3, -0.24, 0.03, 0.15, 0.27],
-    "TranslateX": [-9, -2, 1, 5, 9, 2.7, -3.3],
-    "TranslateY": [-9, -2, 1, 5, 9, 2.7, -3.3],
-    "Solarize": [0, 26, 128, 100.5, 230, 256],
-    "Posterize": [1, 2, 3, 4, 7, 8],
-    **{name: [0, 0.1, 0.28, 0.5, 0.95, 1.0, 1.72, 1.9] for name in ("Color", "Contrast", "Brightness", "Sharpness")},
+    "identity": [0.0],
+    "autocontrast": [0.0],
+    "equalize": [0.0],
+    "rotate": [-30, -27, -3, 3, 12.5, 27, 30, 90, 180],
+    "shear_x": [-0.3, -0.24, 0.03, 0.15, 0.27],
+    "shear_y": [-0.3, -0.24, 0.03, 0.15, 0.27],
+    "translate_x": [-9, -2, 1, 5, 9, 2.7, -3.3],
+    "translate_y": [-9, -2, 1, 5, 9, 2.7, -3.3],
+    "solarize": [0, 26, 128, 100.5, 230, 256],
+    "posterize": [1, 2, 3, 4, 7, 8],
+    **{name: [0, 0.1, 0.28, 0.5, 0.95, 1.0, 1.72, 1.9] for name in ("color", "contrast", "brightness", "sharpness")},
 }
 
 
@@ -65,23 +76,23 @@ def _nchw(a: np.ndarray) -> torch.Tensor:
 
 def _pil_op(name: str, im: Image.Image, m: float) -> Image.Image:
     fill = 128 if im.mode == "L" else (128, 128, 128)
-    if name == "Identity":
+    if name == "identity":
         return im
-    if name in ("AutoContrast", "Equalize"):
+    if name in ("autocontrast", "equalize"):
         return getattr(ImageOps, name.lower())(im)
-    if name == "Rotate":
+    if name == "rotate":
         return im.rotate(m, fillcolor=fill)
-    if name == "Solarize":
+    if name == "solarize":
         return ImageOps.solarize(im, m)
-    if name == "Posterize":
+    if name == "posterize":
         return ImageOps.posterize(im, int(m))
-    if name in ("Color", "Contrast", "Brightness", "Sharpness"):
-        return getattr(ImageEnhance, name)(im).enhance(m)
+    if name in ("color", "contrast", "brightness", "sharpness"):
+        return getattr(ImageEnhance, name.capitalize())(im).enhance(m)
     coef = {
-        "ShearX": (1, m, 0, 0, 1, 0),
-        "ShearY": (1, 0, 0, m, 1, 0),
-        "TranslateX": (1, 0, m, 0, 1, 0),
-        "TranslateY": (1, 0, 0, 0, 1, m),
+        "shear_x": (1, m, 0, 0, 1, 0),
+        "shear_y": (1, 0, 0, m, 1, 0),
+        "translate_x": (1, 0, m, 0, 1, 0),
+        "translate_y": (1, 0, 0, 0, 1, m),
     }[name]
     return im.transform(im.size, Image.AFFINE, coef, fillcolor=fill)
 
@@ -99,6 +110,24 @@ def test_op_matches_pil_exactly(images, dataset, name):
         for k, a in enumerate(arr):
             ref = np.asarray(_pil_op(name, Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a), m))
             assert np.array_equal(got[k], ref.reshape(a.shape)), f"{name}({m}) image {k}"
+
+
+def test_one_op_table_serves_both_policies():
+    """RandAugment and CTAugment draw from the one vocabulary of the op table, which holds nothing else;
+    a policy naming an op the table lacks (or one twice), or giving fewer arguments than its ops read,
+    is refused."""
+    from fixmatch.augment.ctaugment import CTA_OP_NAMES
+    from fixmatch.augment.kernels import OP_NAMES, apply
+
+    assert set(RA_OP_NAMES) | set(CTA_OP_NAMES) == set(OP_NAMES)
+    x, op = torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.long)
+    one = torch.zeros(2, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="not in the op table or named twice: \\['twirl'\\].*identity, autocontrast"):
+        apply(x, op, one, ("rotate", "twirl"), fill=0)
+    with pytest.raises(ValueError, match="named twice: \\('rotate', 'rotate'\\)"):
+        apply(x, op, one, ("rotate", "rotate"), fill=0)
+    with pytest.raises(ValueError, match="args must be \\(N, k >= 3\\)"):
+        apply(x, op, one, ("rotate", "cutout"), fill=0)  # cutout reads (side, cy, cx)
 
 
 def test_ops_accept_float32_magnitudes(images):
@@ -275,8 +304,8 @@ def test_randaugment_rates_are_the_documented_ones(monkeypatch):
     x = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     augment.strong_augment(x, flip=True, generator=torch.Generator().manual_seed(1))
     assert len(calls) == 2
-    identity = augment.OP_NAMES.index("Identity")
-    rotate = augment.OP_NAMES.index("Rotate")
+    identity = augment.RA_OP_NAMES.index("identity")
+    rotate = augment.RA_OP_NAMES.index("rotate")
     for op, mag in calls:
         share = torch.bincount(op, minlength=14).float() / n
         assert abs(share[identity].item() - (0.5 + 0.5 / 14)) < 0.02

@@ -11,6 +11,7 @@ reference writes grey 127 there.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 
 import numpy as np
@@ -21,8 +22,33 @@ from shared_data import SHARED, read_head
 from tiny_runs import kill_then_resume, tiny_config, tiny_trainer
 from torch import Tensor
 
-from fixmatch.augment.ctaugment import CTAugment, proximity, stats_text
-from fixmatch.augment.ctaugment_ops import BINS, CTA_OP_NAMES, CTA_OPS, _apply_grouped, _apply_masked, apply_ops
+from fixmatch.augment.ctaugment import BINS, CTA_OP_NAMES, CTAugment, apply_ops, apply_slot, proximity, stats_text
+
+
+def _one_op(name: str, x: Tensor, *args: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """CTAugment's op ``name`` with its arguments (N,) in [0, 1] on every image: a one-op policy."""
+    assert len(args) == len(BINS[name]), f"{name} takes {len(BINS[name])} argument(s)"
+    full = torch.zeros(len(x), 1, 2, dtype=torch.float64)
+    for j, v in enumerate(args):
+        full[:, 0, j] = torch.as_tensor(v, dtype=torch.float64).expand(len(x))
+    return apply_ops(x, torch.full((len(x), 1), CTA_OP_NAMES.index(name)), full, generator, grouped=False)
+
+
+CTA_OPS = {name: functools.partial(_one_op, name) for name in CTA_OP_NAMES}
+
+
+def _apply_grouped(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor) -> Tensor:
+    return apply_slot(x, op, args, cy, cx, grouped=True)
+
+
+def _apply_masked(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor) -> Tensor:
+    return apply_slot(x, op, args, cy, cx, grouped=False)
+
+
+def _strong_view(cta: CTAugment, x: Tensor, *, flip: bool, generator: torch.Generator) -> Tensor:
+    """The unlabeled strong views alone: ``views`` with no labeled images to probe."""
+    return cta.views(x, x[:0], flip=flip, generator=generator)[0]
+
 
 METHODS = (
     Image.Resampling.LANCZOS,
@@ -254,18 +280,17 @@ def test_state_roundtrip_and_stats():
     rates = b.rates
     b.load_state_dict(a.state_dict())
     assert b.rates is rates and torch.equal(b.rates, a.rates)  # in place: a CUDA graph keeps reading it
-    text = a.stats()
+    text = stats_text(a.to_json())
     lines = text.splitlines()
     assert [ln.split()[0] for ln in lines] == sorted(CTA_OP_NAMES)
     rescale = next(ln for ln in lines if ln.startswith("rescale"))
     assert len(rescale.split(" / ")[0].split()) == 1 + 17 and len(rescale.split(" / ")[1].split()) == 6
-    assert stats_text(a.to_json()) == text
 
 
 def test_strong_view_is_deterministic_and_has_cutout(images):
     x = _nchw(images["cifar"][:1]).expand(64, -1, -1, -1).contiguous()
     cta = CTAugment()
-    runs = [cta.strong_view(x, flip=True, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
+    runs = [_strong_view(cta, x, flip=True, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
     assert len({bytes(o.numpy()) for o in runs[0]}) > 50
     grey = (runs[0] == 127).all(1, keepdim=True).float()
@@ -308,7 +333,7 @@ def test_cuda_equals_cpu_and_never_syncs(images):
     torch.cuda.set_sync_debug_mode("error")
     try:
         g = torch.Generator("cuda").manual_seed(0)
-        gpu.strong_view(x.cuda(), flip=True, generator=g)
+        _strong_view(gpu, x.cuda(), flip=True, generator=g)
         gpu.views(x.cuda(), x[:64].cuda(), flip=True, generator=g)
         gpu.update(ops.cuda(), args.cuda(), prox.cuda())
     finally:
@@ -407,7 +432,7 @@ def test_cuda_graph_captures_views_that_follow_the_rates(images):
     cta, g = CTAugment(device="cuda"), torch.Generator("cuda").manual_seed(0)
 
     def fn():
-        return (cta.strong_view(x, flip=True, generator=g), *cta.sample(len(x), g))
+        return (_strong_view(cta, x, flip=True, generator=g), *cta.sample(len(x), g))
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

@@ -19,10 +19,12 @@ assignment waits for the gradient step, and the probe forward (64 images, infere
 done long before, so it reads the EMA weights from before the step's update (formally a race). Here:
 the EMA model in eval mode, before the step's update.
 
-Every op equals the official ``OPS[name].f`` on a PIL image bit for bit (Pillow 10-13 arithmetic:
-16.16 fixed-point affine, float32 blends, float 3x3/5x5 kernels, 22-bit fixed-point resampling
-coefficients), per sample and batched; the rates live on the device and are updated there without
-a host sync, so a CUDA graph can capture the sampling (the rates tensor is updated in place).
+The ops are the op table's (kernels.py), shared with RandAugment; this module's magnitude map
+(``table_args``) turns a policy's arguments in [0, 1] into the table's, so every op equals the official
+``OPS[name].f`` on a PIL image bit for bit (Pillow 10-13 arithmetic: 16.16 fixed-point affine with black
+fill, float32 blends, float 3x3/5x5 kernels, 22-bit fixed-point resampling coefficients), per sample and
+batched; the rates live on the device and are updated there without a host sync, so a CUDA graph can
+capture the sampling (the rates tensor is updated in place).
 """
 
 from __future__ import annotations
@@ -34,22 +36,112 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from fixmatch.augment.ctaugment_ops import (  # noqa: F401  (CTA_OPS, BINS re-exported: the public names of CTAugment)
-    BINS,
-    CTA_OP_INDEX,
-    CTA_OP_NAMES,
-    CTA_OPS,
-    MAX_ARGS,
-    MAX_BINS,
-    NBINS,
-    apply_ops,
-    cutout_stage,
-)
+from fixmatch.augment.kernels import ENHANCE, IMAGE_OPS, apply, cutout_at, is_op
+from fixmatch.augment.pil_resample import RESCALE_METHODS
 from fixmatch.augment.weak import weak_augment
 from fixmatch.errors import UserError
 from fixmatch.outputs import write_text_atomic
 
-__all__ = ["BINS", "CTA_OPS", "CTA_OP_NAMES", "CTAugment", "proximity"]
+__all__ = ["BINS", "CTA_OP_NAMES", "CTAugment", "apply_ops", "proximity"]
+
+# The official registry in its registration order (random.choice draws from this list): each op's
+# arguments, split into this many bins. The names are the op table's (kernels.py).
+BINS: dict[str, tuple[int, ...]] = {
+    "autocontrast": (17,),
+    "blur": (17,),
+    "brightness": (17,),
+    "color": (17,),
+    "contrast": (17,),
+    "cutout": (17,),
+    "equalize": (17,),
+    "invert": (17,),
+    "identity": (),
+    "posterize": (8,),
+    "rescale": (17, 6),
+    "rotate": (17,),
+    "sharpness": (17,),
+    "shear_x": (17,),
+    "shear_y": (17,),
+    "smooth": (17,),
+    "solarize": (17,),
+    "translate_x": (17,),
+    "translate_y": (17,),
+}
+CTA_OP_NAMES: tuple[str, ...] = tuple(BINS)
+MAX_ARGS, MAX_BINS = 2, 17
+GEOM_FILL = 0  # the official geometric ops pass no fillcolor: black
+
+
+def _nbins_table() -> Tensor:
+    t = torch.zeros(len(CTA_OP_NAMES), MAX_ARGS, dtype=torch.long)
+    for i, bins in enumerate(BINS.values()):
+        t[i, : len(bins)] = torch.tensor(bins, dtype=torch.long)
+    return t
+
+
+NBINS = _nbins_table()  # (19, 2): bins per op and argument, 0 where the op has no such argument
+
+
+# --------------------------------------------------------------------------- the magnitude map
+
+
+def _cutout_side(a: Tensor, h: int, w: int) -> Tensor:
+    """cutout(level): size = 1 + int(level * min(W, H) * 0.499), rows [cy - size//2, cy + size//2):
+    an even side, size//2 * 2."""
+    size = 1 + torch.trunc(a * min(h, w) * 0.499)
+    return 2 * torch.div(size, 2, rounding_mode="floor")
+
+
+def table_args(op: Tensor, args: Tensor, cy: Tensor, cx: Tensor, h: int, w: int) -> Tensor:
+    """A slot's arguments in [0, 1] (N, 2) -> the op table's (N, 3) in PIL units, the official
+    ``OPS[name].f`` formulas: enhancers factor 0.1 + 1.9 a; autocontrast/blur/equalize/invert/smooth
+    ``Image.blend(x, op(x), a)``; posterize 1 + int(a * 7.999) bits; solarize threshold int(a * 255.999);
+    rotate ``int(round((2a-1)*45))`` degrees (numpy rounds half to even, as torch.round does); shear and
+    translate ``(2a-1)*0.3`` *in the affine matrix*, i.e. a translation of at most 0.3 pixel, which PIL's
+    nearest-neighbour lookup rounds away; rescale a crop of 0.25 a per side and method int(b * 5.99);
+    cutout (above) at the centre (cy, cx)."""
+    a, b = args[:, 0], args[:, 1]
+    signed = 2 * a - 1
+    first: dict[str | frozenset, Tensor] = {
+        "rotate": torch.round(signed * 45),
+        frozenset({"shear_x", "shear_y", "translate_x", "translate_y"}): signed * 0.3,
+        ENHANCE: 0.1 + 1.9 * a,
+        IMAGE_OPS: a,
+        "posterize": 1 + torch.trunc(a * 7.999),
+        "solarize": torch.trunc(a * 255.999),
+        "rescale": a * 0.25,
+        "cutout": _cutout_side(a, h, w),
+    }
+    arg0 = torch.zeros_like(a)
+    for which, v in first.items():
+        arg0 = torch.where(is_op(op, CTA_OP_NAMES, which), v, arg0)
+    method = torch.trunc(b * 5.99).clamp_(0, len(RESCALE_METHODS) - 1)
+    arg1 = torch.where(is_op(op, CTA_OP_NAMES, "rescale"), method, cy.to(a.dtype))
+    return torch.stack((arg0, arg1, cx.to(a.dtype)), 1)
+
+
+def apply_slot(x: Tensor, op: Tensor, args: Tensor, cy: Tensor, cx: Tensor, grouped: bool | None = None) -> Tensor:
+    """op[k] (an index into CTA_OP_NAMES) with arguments args[k] (2,) in [0, 1] on image k, a cutout op
+    centred at (cy[k], cx[k]), through the op table with black geometric fill."""
+    h, w = x.shape[2:]
+    table = table_args(op, args.to(torch.float64), cy, cx, h, w)
+    return apply(x, op, table, CTA_OP_NAMES, fill=GEOM_FILL, grouped=grouped)
+
+
+def apply_ops(
+    x: Tensor, ops: Tensor, args: Tensor, generator: torch.Generator | None = None, grouped: bool | None = None
+) -> Tensor:
+    """Apply a policy: ops (N, depth) long, args (N, depth, 2) float64, slot after slot, like the
+    official ``apply``. The cutout centres are drawn for every sample and slot (a fixed stream)."""
+    n, _, h, w = x.shape
+    for s in range(ops.shape[1]):
+        cx = torch.randint(0, w, (n,), device=x.device, generator=generator)
+        cy = torch.randint(0, h, (n,), device=x.device, generator=generator)
+        x = apply_slot(x, ops[:, s], args[:, s], cy, cx, grouped)
+    return x
+
+
+# --------------------------------------------------------------------------- the policy
 
 
 def proximity(probs: Tensor, labels: Tensor) -> Tensor:
@@ -96,13 +188,6 @@ class CTAugment:
         value = torch.minimum(value, last)  # guards u * total rounding up to total
         return ops, torch.where(nb > 0, (value + r) / nb.clamp(min=1), 0.0)
 
-    def strong_view(self, x: Tensor, *, flip: bool, generator: torch.Generator, grouped: bool | None = None) -> Tensor:
-        """The unlabeled strong view: an own weak flip/shift (the official TF pair augmentation),
-        then the CTA policy, then the cutout op at level 1."""
-        x = weak_augment(x, flip=flip, generator=generator)
-        ops, args = self.sample(x.shape[0], generator)
-        return self._final_cutout(apply_ops(x, ops, args, generator, grouped), generator)
-
     def views(
         self,
         unlabeled: Tensor,
@@ -112,8 +197,9 @@ class CTAugment:
         generator: torch.Generator,
         grouped: bool | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One step's CTA images: the unlabeled strong views (as ``strong_view``) and the probes of the
-        labeled weak views (policies drawn with probe=True: uniform arguments), all policies applied in
+        """One step's CTA images: the unlabeled strong views (an own weak flip/shift, the official TF pair
+        augmentation, then the CTA policy, then the cutout op at level 1) and the probes of the labeled
+        weak views (policies drawn with probe=True: uniform arguments), all policies applied in
         one batched pass (on the CPU the cost is per op group, not per image). Returns strong, probes,
         probe ops, probe args."""
         n = unlabeled.shape[0]
@@ -128,8 +214,8 @@ class CTAugment:
         n, _, h, w = x.shape
         cx = torch.randint(0, w, (n,), device=x.device, generator=generator)
         cy = torch.randint(0, h, (n,), device=x.device, generator=generator)
-        cut = torch.full((n,), CTA_OP_INDEX["cutout"], device=x.device)
-        return cutout_stage(x, cut, torch.ones(n, dtype=torch.float64, device=x.device), cy, cx)
+        side = _cutout_side(torch.ones(n, dtype=torch.float64, device=x.device), h, w)
+        return cutout_at(x, cy, cx, side.long())
 
     # ---- the update
     @torch.no_grad()
@@ -204,9 +290,6 @@ class CTAugment:
             for i, name in enumerate(CTA_OP_NAMES)
         }
         return {"depth": self.depth, "threshold": self.threshold, "decay": self.decay, "ops": ops}
-
-    def stats(self) -> str:
-        return stats_text(self.to_json())
 
     def write_json(self, path: Path, step: int) -> None:
         """The run directory's cta.json (read by ``fixmatch cta-stats``), replaced atomically."""

@@ -521,6 +521,7 @@ def child_compare(spec_path: str) -> None:
     import torch
 
     from fixmatch.config import TrainConfig, resolve
+    from fixmatch.cpus import thread_count
     from fixmatch.data import load_data
     from fixmatch.training.bench import flat_params, summarize, timed
     from fixmatch.training.devices import pick_device
@@ -548,7 +549,7 @@ def child_compare(spec_path: str) -> None:
     data, report, deltas = None, {"steps": steps, "paths": {}}, {}
     for name, switches in paths.items():
         cfg = resolve(TrainConfig(**{**base, **switches}))
-        torch.set_num_threads(cfg.threads)  # as train() does: one CPU thread unless told otherwise
+        torch.set_num_threads(thread_count(cfg.threads))  # as train() does
         data = data or load_data(cfg)
         device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)

@@ -13,6 +13,8 @@ import typing
 
 from fixmatch.api import evaluate
 from fixmatch.config import TrainConfig, from_dict, load_yaml, resolve
+from fixmatch.cpus import AUTO as AUTO_THREADS
+from fixmatch.cpus import THREADS_HELP, thread_count
 from fixmatch.errors import UserError
 from fixmatch.inference.model_files import model_inputs
 from fixmatch.inference.predict import run as run_predict
@@ -66,9 +68,7 @@ def cmd_evaluate(args) -> int:
 
     from fixmatch.inference.evaluate import format_report  # deferred: torch
 
-    if args.threads < 1:
-        raise UserError("--threads must be at least 1")
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(thread_count(args.threads))
     report = evaluate(args.checkpoint or args.model, args.dataset, args.data_dir, args.fer_test)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", help="default: the dataset the model was trained on")
     e.add_argument("--data-dir", help="default: the run's data folder (else $FIXMATCH_DATA or ./data)")
     e.add_argument("--fer-test", choices=["private", "public"], default=None, help="default: the run's, else private")
-    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--threads", default=AUTO_THREADS, help=THREADS_HELP)
     e.add_argument("--json", action="store_true", help="print the result as one JSON object")
     e.set_defaults(func=cmd_evaluate)
 
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write a CSV (path, label, confidence, face_found, error, one column per class) instead of printing JSON",
     )
-    pr.add_argument("--threads", type=int, default=1)
+    pr.add_argument("--threads", default=AUTO_THREADS, help=THREADS_HELP)
     pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("datasets", help="the datasets fixmatch knows and the files each needs")

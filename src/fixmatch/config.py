@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from fixmatch.cpus import AUTO as AUTO_THREADS
+from fixmatch.cpus import THREADS_HELP, is_thread_setting
 from fixmatch.errors import UserError
 from fixmatch.imaging.framing import MAX_INPUT_SIDE
 from fixmatch.outputs import write_text_atomic
@@ -160,7 +162,7 @@ class TrainConfig:
     progress: bool = opt(True, "show the progress bar (--no-progress prints one JSON line per evaluation)")
     # hardware and speed (each optimization a switch: auto = on for CUDA, off for CPU)
     device: str = opt("auto", "auto, cpu or cuda")
-    threads: int = opt(1, "CPU threads for torch (default 1: on a shared 2-core machine more threads are slower)")
+    threads: str | int = opt(AUTO_THREADS, THREADS_HELP)
     fast: str = opt("auto", "auto (speedups on CUDA only), on (all, CPU too) or off (plain eager fp32)")
     amp: str = opt("auto", "bf16 autocast; BatchNorm parameters and statistics stay fp32 (auto/on/off)")
     channels_last: str = opt("auto", "channels-last memory format (auto/on/off)")
@@ -304,12 +306,12 @@ def validate(cfg: RunConfig) -> None:
         "num_labels",
         "median_of",
         "lr_schedule_steps",
-        "threads",
     ):
         value = getattr(cfg, key)
         if key == "num_labels" and value is None:  # a dataset whose default is "every labeled image"
             continue
         need(isinstance(value, int) and value > 0, f"{key} must be a positive integer, got {value!r}")
+    need(is_thread_setting(cfg.threads), f"threads must be {AUTO_THREADS} or a positive integer, got {cfg.threads!r}")
     need(isinstance(cfg.mu, int) and cfg.mu >= 0, f"mu must be a non-negative integer, got {cfg.mu!r}")
     need(
         cfg.mu > 0 or cfg.algorithm == "supervised",

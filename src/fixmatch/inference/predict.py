@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fixmatch.cpus import thread_count
 from fixmatch.errors import UserError
 from fixmatch.imaging.decoding import failure_reason
 from fixmatch.inference import predictor as model
@@ -102,8 +103,7 @@ def write_csv(rows: list[dict], class_names: list[str], out) -> None:
 
 
 def run(args) -> int:
-    if args.threads < 1:
-        raise UserError("--threads must be at least 1")
+    threads = thread_count(args.threads)  # a bad value is an error before any work
     paths = collect(args.images)
     if not paths:
         raise UserError(f"no images found in {', '.join(args.images)} ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -113,7 +113,7 @@ def run(args) -> int:
     if hasattr(predictor, "loaded"):  # the torch backend (an ONNX model runs without torch)
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
     rows = predict_paths(predictor, paths)
     if args.csv:
         text = io.StringIO()

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 from fixmatch.config import SPEED_SWITCHES, STRONG_AUGMENTS, TOGGLES, TrainConfig
+from fixmatch.cpus import AUTO, THREADS_HELP
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
     p.add_argument("--steps", type=int, default=30, help="timed steps")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", default=AUTO, help=THREADS_HELP)
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for name in SPEED_SWITCHES:  # the training options themselves: same defaults, same help
         p.add_argument(

@@ -14,6 +14,7 @@ import torch
 from fixmatch.algorithms.curriculum import curriculum_work
 from fixmatch.commands import program
 from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, resolve, save_yaml, validate
+from fixmatch.cpus import thread_count
 from fixmatch.data import get_spec, load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.errors import UserError
@@ -73,7 +74,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
     TrainConfig is resolved here; a RunConfig already was (once: nothing resolves it again)."""
     t_start = time.perf_counter()  # a --time-budget counts from here: loading and compiling included
     cfg = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(thread_count(cfg.threads))
     dist, device = distributed.setup(cfg)  # under torchrun: joins the process group, device cuda:LOCAL_RANK
     # one download (or one decode cache of a user's folders) per node, which the other ranks then read
     with distributed.local_main_first(dist, enabled=cfg.download or cfg.dataset == "folders"):
@@ -285,20 +286,22 @@ def compare(cfg: TrainConfig, log=print) -> list[dict]:
 
 def final_report(results: list[dict]) -> str:
     """What every training command prints at its end: the table, where the runs are, what to try next."""
-    return format_table(results) + "\n" + next_steps([Path(r["out"]) for r in results])
+    return format_table(results) + "\n" + next_steps([Path(r["out"]) for r in results], results[-1].get("dataset"))
 
 
-def next_steps(runs: list[Path]) -> str:
-    """Where the runs are and what to try next, as commands that work as printed in a fresh shell."""
+def next_steps(runs: list[Path], dataset: str | None = None) -> str:
+    """Where the runs are and what to try next, as commands that work as printed in a fresh shell.
+    Own images are suggested only to those who have not just trained on them."""
     last, fixmatch = runs[-1], program("fixmatch")
     logdir = runs[0].parent if len(runs) > 1 else last
     tries = [
         (f"{program('tensorboard')} --logdir {logdir}", "the curves" + (" of both runs" if len(runs) > 1 else "")),
         (f"{fixmatch} evaluate --checkpoint {last}", "accuracy per class, confusion matrix"),
         (f"{fixmatch} predict --checkpoint {last} IMAGE_OR_FOLDER", "label and probabilities per image"),
-        (f"{fixmatch} train --dataset folders --data-dir ROOT", "your own images (README: Your own images)"),
-        (f"{fixmatch} train --help", "every option"),
     ]
+    if dataset != "folders":
+        tries.append((f"{fixmatch} train --dataset folders --data-dir ROOT", "your own images (docs/own-images.md)"))
+    tries.append((f"{fixmatch} train --help", "every option"))
     width = max(len(command) for command, _ in tries)
     where = " and ".join(str(r) for r in runs)
     lines = [f"runs: {where} (metrics.jsonl, summary.json, checkpoints)", "next:"]

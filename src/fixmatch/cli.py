@@ -22,6 +22,7 @@ from fixmatch.outputs import refuse_clobbering
 from fixmatch.serve import CLIENT_CONNECTIONS, run_server
 from fixmatch.training.bench_options import add_bench_arguments
 from fixmatch.training.stopping import quiet_broken_pipe, stop_message, stop_on_sigterm
+from fixmatch.training.wallclock import command_start
 
 EXIT_USER_ERROR = 2
 
@@ -45,18 +46,19 @@ def cmd_train(args) -> int:
     from fixmatch.training import distributed
     from fixmatch.training.train import compare, final_report, resume, train
 
+    started = command_start()  # --time-budget counts from the command's start, imports included
     clean = False
     try:
         with stop_on_sigterm():  # a scheduler's or kill's SIGTERM: say where the checkpoint is, exit 143
             overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
             if args.resume:
-                print(final_report([resume(args.resume, overrides)]))
+                print(final_report([resume(args.resume, overrides, started=started)]))
             else:  # the YAML file and the flags as one dict, so that a recipe fills only what neither sets
                 cfg = resolve(from_dict({**(load_yaml(args.config) if args.config else {}), **overrides}))
                 if cfg.baseline not in ("none", cfg.algorithm):
-                    compare(cfg)  # the baseline, then the algorithm; prints both
+                    compare(cfg, started=started)  # the baseline, then the algorithm; prints both
                 else:
-                    print(final_report([train(cfg)]))
+                    print(final_report([train(cfg, started=started)]))
         clean = True
     finally:
         distributed.shutdown(clean)  # under torchrun: leave the process group explicitly

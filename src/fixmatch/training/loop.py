@@ -1,17 +1,22 @@
 """The training loop: step until the schedule's end, evaluate and checkpoint every `eval_every`
-steps, and follow --time-budget's plan."""
+steps, and follow --time-budget's plan (from a probe before the first step, then from measurements,
+with the clock read after every step)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
+
+import torch
 
 from fixmatch.outputs import write_text_atomic
 from fixmatch.training import distributed
 from fixmatch.training.batch import Schedule
 from fixmatch.training.engine import Trainer
-from fixmatch.training.schedule_planner import StepPlanner
+from fixmatch.training.interrupts import interruptible
+from fixmatch.training.schedule_planner import WARMUP, WINDOW, StepPlanner
 
 
 def write_metrics(out_dir: Path, history: list[dict]) -> None:
@@ -47,10 +52,20 @@ def run_loop(
         leave=False,
     )
     best = max((r["accuracy"] for r in trainer.history), default=-1.0)
-    if planner.budget_s is None and trainer.device.type == "cpu" and trainer.step_num < trainer.schedule.steps:
-        warning = planner.early_warning(trainer.probe_step_seconds())  # before a first step that may take long
-        if warning:
-            log(warning)
+    if trainer.step_num < trainer.schedule.steps:
+        announce_plan(trainer, planner, log)
+        bar.total = trainer.schedule.steps
+    cpu = trainer.device.type == "cpu"
+    with interruptible(trainer.model) if cpu else contextlib.nullcontext():
+        run_steps(trainer, out_dir, meta, writer, progress, log, planner, bar, best, start_seconds, t0)
+    bar.close()
+    return planner
+
+
+def run_steps(trainer, out_dir, meta, writer, progress, log, planner, bar, best, start_seconds, t0) -> None:
+    """The steps, their evaluations and checkpoints (run_loop's body, after the plan is announced)."""
+    main = trainer.dist.main
+    guard = not trainer.dist.active  # under torchrun every rank would have to agree on stopping early
     while trainer.step_num < trainer.schedule.steps:
         trainer.step()
         bar.update(1)
@@ -65,6 +80,9 @@ def run_loop(
                 bar.total = steps
             if not had_speed and planner.step_seconds is not None:
                 log(planner.projection())
+        if guard and trainer.step_num < trainer.schedule.steps and planner.time_is_up():
+            trainer.schedule = Schedule(trainer.step_num, trainer.step_num)  # this step is the last
+            bar.total = trainer.step_num
         if trainer.step_num % trainer.cfg.eval_every == 0 or trainer.step_num == trainer.schedule.steps:
             t_eval = time.perf_counter()
             rec = trainer.record_evaluation(start_seconds + t_eval - t0)
@@ -82,5 +100,54 @@ def run_loop(
             if not progress and main:
                 log(json.dumps(rec))
             planner.evaluated(time.perf_counter() - t_eval)  # the plan counts evaluations apart from steps
-    bar.close()
-    return planner
+
+
+def announce_plan(trainer: Trainer, planner: StepPlanner, log) -> None:
+    """Before the first step, on every run: what the time will be. On a CPU a probe of the model's
+    cost makes the budget's first plan (or refuses a budget that cannot hold a run) and warns of a
+    run of hours; on a GPU a few images say nothing of a batch's time, so the first measured steps do."""
+    cpu = trainer.device.type == "cpu"
+    if planner.budget_s is None:
+        warning = planner.early_warning(probe_step_seconds(trainer)) if cpu else None
+        if warning:
+            log(warning)
+        return
+    if not cpu:
+        left = planner.t0 + planner.budget_s - time.perf_counter()
+        log(f"--time-budget: {left:.0f} s left after starting up; the steps are fitted to it after {WARMUP + WINDOW}")
+        return
+    step_s, eval_s = probe_step_seconds(trainer), probe_evaluation_seconds(trainer)
+    steps = planner.plan_from_probe(step_s, eval_s, what_else_fits(trainer))
+    trainer.schedule = Schedule(steps, steps)
+    log(planner.probe_projection())
+
+
+def probe_step_seconds(trainer: Trainer, images: int = 32) -> float:
+    """The trainer's probe of a step, after one untimed call (the first pays one-time set-up costs),
+    on enough images that a small model's fixed cost per call is not scaled up as if per image."""
+    trainer.probe_step_seconds(images=2)
+    return trainer.probe_step_seconds(images=images)
+
+
+def probe_evaluation_seconds(trainer: Trainer, images: int = 64) -> float:
+    """A rough evaluation time: the raw model on a few test images (after one untimed call), scaled to
+    the test split, twice (the loop evaluates the EMA and the raw model). Nothing is recorded."""
+    n = len(trainer.y_test)
+    part = slice(0, min(n, images))
+    x, y = trainer.x_test[part], trainer.y_test[part]
+    trainer.evaluate(trainer.model, images=x, labels=y)
+    t = time.perf_counter()
+    trainer.evaluate(trainer.model, images=x, labels=y)
+    trainer.sync()
+    return 2 * (time.perf_counter() - t) * n / len(y)
+
+
+def what_else_fits(trainer: Trainer) -> str:
+    """The other ways to a run that fits, for the refusal of a budget too short."""
+    cfg, smallest = trainer.cfg, "cnn_small"
+    ways = [] if cfg.model == smallest else [f"a smaller --model ({smallest})"]
+    if cfg.dataset in ("folders", "stl10"):
+        ways.append("a smaller --image-size")
+    if not torch.cuda.is_available():
+        ways.append("a machine with a GPU")
+    return "".join(f"; or {way}" for way in ways)

@@ -69,10 +69,13 @@ def make_trainer(cfg: RunConfig, data, labeled, device: torch.device, dist=distr
     return Trainer(cfg, model, data, labeled, device, resolve_speedups(cfg, device), normalize, dist)
 
 
-def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=None) -> dict:
+def train(
+    cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=None, started: float | None = None
+) -> dict:
     """Train one run (one algorithm) and return its summary (also written to summary.json). A
-    TrainConfig is resolved here; a RunConfig already was (once: nothing resolves it again)."""
-    t_start = time.perf_counter()  # a --time-budget counts from here: loading and compiling included
+    TrainConfig is resolved here; a RunConfig already was (once: nothing resolves it again).
+    `started`: when the command started (time.perf_counter()), else now."""
+    t_start = time.perf_counter() if started is None else started  # --time-budget counts from here
     cfg = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
     torch.set_num_threads(thread_count(cfg.threads))
     dist, device = distributed.setup(cfg)  # under torchrun: joins the process group, device cuda:LOCAL_RANK
@@ -236,7 +239,7 @@ def run_notes(cfg: RunConfig, data) -> list[str]:
     return notes
 
 
-def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
+def resume(run_dir, overrides: dict | None = None, log=print, started: float | None = None) -> dict:
     """Continue the run in `run_dir` from last.pt with its saved config (plus explicit overrides).
 
     `steps` changes the run's length. The cosine's K follows it when K followed the old length (the
@@ -259,12 +262,14 @@ def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
         else:
             log(f"resume: {cfg.steps} -> {overrides['steps']} steps; the cosine's K stays {old_k} (set on its own)")
     cfg = dataclasses.replace(cfg, out=str(run_dir), **overrides)
-    return train(cfg, resume_ckpt=ckpt, log=log)
+    return train(cfg, resume_ckpt=ckpt, log=log, started=started)
 
 
-def compare(cfg: TrainConfig, log=print) -> list[dict]:
+def compare(cfg: TrainConfig, log=print, started: float | None = None) -> list[dict]:
     """--baseline: the baseline (the demo: supervised), then the algorithm, on the same data and
-    labels, then one table. A time budget is split evenly: equal wall clock each, the budget in all."""
+    labels, then one table. A time budget is split evenly: the baseline's half counts from the
+    command's start (`started`), the algorithm has what is left of the whole when it starts."""
+    started = time.perf_counter() if started is None else started
     resolved = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
     base = Path(resolved.out) if resolved.out else default_out(resolved)
     budget = resolved.time_budget / 2 if resolved.time_budget else None
@@ -278,8 +283,15 @@ def compare(cfg: TrainConfig, log=print) -> list[dict]:
         raise UserError(f"the baseline run (--baseline {resolved.baseline}): {e}") from None
     data = load_data(resolved)  # both runs share the data and, through --fold, the labels
     if budget:
-        log(f"--time-budget {resolved.time_budget:g} min is split: {budget:g} min for each of the two runs")
-    results = [train(run, log=log, data=data) for run in runs]
+        log(
+            f"--time-budget {resolved.time_budget:g} min is split: {budget:g} min from the start for the "
+            f"baseline, the rest of the {resolved.time_budget:g} min for {resolved.algorithm}"
+        )
+    results = [train(runs[0], log=log, data=data, started=started)]
+    if budget and resolved.time_budget:
+        left_min = resolved.time_budget - (time.perf_counter() - started) / 60
+        runs[1] = dataclasses.replace(runs[1], time_budget=max(left_min, 1e-3))
+    results.append(train(runs[1], log=log, data=data))
     log(final_report(results))
     return results
 

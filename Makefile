@@ -44,8 +44,8 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples dev
+	$(BIN)/ruff format --check src tests benchmarks examples dev
 	$(BIN)/mypy
 
 clean:

@@ -27,17 +27,17 @@ summary.json, the EMA weights as model.safetensors; the full .pt checkpoints sta
 over the device tool's 16 MiB per returned file) and gpu_results.json / gpu_results.md are
 rewritten. The tool returns at most 8 files, so a call runs at most 5 stages.
 
-The 64 MiB carry limit fits one data file per call (`benchmarks/gpu_results_data.py` prepares them):
-  python benchmarks/gpu_results.py --data .gpu/cifar --out $OUT            (carry .gpu/cifar)
-  python benchmarks/gpu_results.py --data .gpu/fer --out $OUT --minutes M  (carry .gpu/fer)
+The 64 MiB carry limit fits one data file per call (`dev/gpu_results_data.py` prepares them):
+  python dev/gpu_results.py --data .gpu/cifar --out $OUT            (carry .gpu/cifar)
+  python dev/gpu_results.py --data .gpu/fer --out $OUT --minutes M  (carry .gpu/fer)
 The full CIFAR-10 takes two calls, the second at once (a machine idle for ~30 s is given back): the
 first leaves cifar10_device on the machine, the second brings cifar10_rest and trains on both:
   call 1:  mkdir -p /root/stash && cp .gpu/cifar/cifar10_device.npz.xz /root/stash/          (carry .gpu/cifar)
-  call 2:  cp /root/stash/cifar10_device.npz.xz .gpu/cifar_rest/ && python benchmarks/gpu_results.py
+  call 2:  cp /root/stash/cifar10_device.npz.xz .gpu/cifar_rest/ && python dev/gpu_results.py
            --data .gpu/cifar_rest --out $OUT --stages tta_250 --minutes 9                       (carry .gpu/cifar_rest)
 
 CPU dry run (what tests/test_gpu_results.py does):
-  python benchmarks/gpu_results.py --tiny --device cpu --data DIR --out /tmp/out
+  python dev/gpu_results.py --tiny --device cpu --data DIR --out /tmp/out
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # the device machine runs the source tree (nothing installed)
+sys.path.insert(1, str(REPO / "benchmarks"))  # plot_curves
 
 # Measured on the H100 (benchmarks/results/gpu_h100_2026-11-26.log and gpu_h100_2026-11-27/, BENCHMARKS.md).
 # Every time limit below is made from these; nothing else is assumed.
@@ -419,7 +420,7 @@ def export_model(run_dir: Path, row: dict) -> str:
 def draw_curve(run_dir: Path, name: str) -> str:
     """curve.png (accuracy vs training time) beside the run's metrics, so it travels in the tar."""
     try:
-        import plot_curves  # benchmarks/plot_curves.py, beside this script
+        import plot_curves  # benchmarks/plot_curves.py
 
         ((_, recs, summary),) = plot_curves.curves(run_dir)
         if not recs:

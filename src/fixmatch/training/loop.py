@@ -122,24 +122,35 @@ def announce_plan(trainer: Trainer, planner: StepPlanner, log) -> None:
     log(planner.probe_projection())
 
 
-def probe_step_seconds(trainer: Trainer, images: int = 32) -> float:
-    """The trainer's probe of a step, after one untimed call (the first pays one-time set-up costs),
-    on enough images that a small model's fixed cost per call is not scaled up as if per image."""
-    trainer.probe_step_seconds(images=2)
-    return trainer.probe_step_seconds(images=images)
+def probe_step_seconds(trainer: Trainer, images: int = 16) -> float:
+    """The trainer's probe of a step, after one untimed call of the same shape (the first pays set-up
+    costs per shape), on enough images that a small model's fixed cost per call is not scaled up as if
+    it were per image; the faster of two timed calls (a busy machine's pauses are not the model's)."""
+    trainer.probe_step_seconds(images=images)
+    return min(trainer.probe_step_seconds(images=images) for _ in range(2))
 
 
 def probe_evaluation_seconds(trainer: Trainer, images: int = 64) -> float:
-    """A rough evaluation time: the raw model on a few test images (after one untimed call), scaled to
-    the test split, twice (the loop evaluates the EMA and the raw model). Nothing is recorded."""
+    """A rough evaluation time: the raw model on a few test images (the faster of two calls after an
+    untimed one), scaled to the test split, twice (the loop evaluates the EMA and the raw model).
+    Nothing is recorded."""
     n = len(trainer.y_test)
     part = slice(0, min(n, images))
     x, y = trainer.x_test[part], trainer.y_test[part]
     trainer.evaluate(trainer.model, images=x, labels=y)
+    return (
+        2
+        * min(timed(lambda: trainer.evaluate(trainer.model, images=x, labels=y), trainer) for _ in range(2))
+        * n
+        / len(y)
+    )
+
+
+def timed(work, trainer: Trainer) -> float:
     t = time.perf_counter()
-    trainer.evaluate(trainer.model, images=x, labels=y)
+    work()
     trainer.sync()
-    return 2 * (time.perf_counter() - t) * n / len(y)
+    return time.perf_counter() - t
 
 
 def what_else_fits(trainer: Trainer) -> str:

@@ -71,7 +71,7 @@ def session(tmp_path_factory):
         "--stage-seconds",
         "compare=120",  # limits are safety nets, generous for a loaded machine: each stage ends on its own
         "cifar10_4000=8",
-        "cifar10_250=52",  # a 12 s --time-budget: 52 s less the tiny margin (start-up, imports) of 40 s
+        "cifar10_250=52",  # a 30 s --time-budget (from the child's start): 52 s less the tiny margin of 22 s
         "--ignore-budget",
         "cifar10_4000",
     ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_runs import tiny_config
 
 from fixmatch.config import TrainConfig
 from fixmatch.errors import UserError
@@ -126,8 +127,6 @@ def test_a_run_of_hours_on_a_cpu_says_so_before_its_first_step(tmp_path):
 
 
 def test_the_probe_changes_nothing_of_the_run(tmp_path):
-    from tiny_runs import tiny_config
-
     from fixmatch.config import resolve
     from fixmatch.data import load_data
     from fixmatch.training.train import make_trainer
@@ -261,3 +260,19 @@ def test_with_a_baseline_the_second_run_has_what_is_left_of_the_whole_budget(mon
     (base, base_budget, base_started), (algo, algo_budget, algo_started) = got
     assert (base, algo) == ("supervised", "fixmatch") and base_budget == 1.0 and base_started == started
     assert 1.45 < algo_budget <= 1.5 and algo_started is None  # 2 min less the 30 s spent, from its own start
+
+
+def test_a_cpu_run_without_a_budget_says_what_it_will_take_before_its_first_step(tmp_path, monkeypatch):
+    from fixmatch.training import engine
+
+    said = []
+    original = engine.Trainer.step
+
+    def step(self):
+        said.append("STEP")
+        original(self)
+
+    monkeypatch.setattr(engine.Trainer, "step", step)
+    train(tiny_config(tmp_path), log=said.append)
+    line = next(i for i, x in enumerate(said) if "estimated from a probe of the model" in str(x))
+    assert line < said.index("STEP") and "24 steps take about" in said[line]

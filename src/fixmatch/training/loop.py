@@ -112,9 +112,8 @@ def announce_plan(trainer: Trainer, planner: StepPlanner, log) -> None:
     run of hours; on a GPU a few images say nothing of a batch's time, so the first measured steps do."""
     cpu = trainer.device.type == "cpu"
     if planner.budget_s is None:
-        warning = planner.early_warning(probe_step_seconds(trainer)) if cpu else None
-        if warning:
-            log(warning)
+        if cpu:
+            log(planner.probe_estimate(probe_step_seconds(trainer)))
         return
     if not cpu:
         left = planner.t0 + planner.budget_s - time.perf_counter()

@@ -175,6 +175,19 @@ class StepPlanner:
             return False
         return self._left(self.clock()) < self.per_step
 
+    def probe_estimate(self, probe_step_s: float) -> str:
+        """Before the first step, without a budget: the warning of a run of hours, else one line of
+        what the probe says the run will take."""
+        warning = self.early_warning(probe_step_s)
+        if warning:
+            return warning
+        remaining = (self.steps - self.start_step) * probe_step_s
+        return (
+            f"estimated from a probe of the model: about {1000 * probe_step_s:.0f} ms/step, so "
+            f"{self.steps - self.start_step:,} steps take about {format_duration(remaining)} (plus evaluations; "
+            f"measured after {WARMUP + WINDOW})"
+        )
+
     def early_warning(self, probe_step_s: float) -> str | None:
         """Before the first step, from a probe of the model's cost: a run that would take hours says
         so at once (the measured projection comes only after WARMUP + WINDOW steps)."""

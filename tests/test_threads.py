@@ -82,3 +82,14 @@ def test_evaluate_uses_every_usable_cpu_by_default(digits_model, monkeypatch, re
     assert torch.get_num_threads() == 3
     assert main(["evaluate", "--checkpoint", str(digits_model["run"]), "--json", "--threads", "1"]) == 0
     assert torch.get_num_threads() == 1
+
+
+def test_predict_uses_every_usable_cpu_by_default(digits_model, monkeypatch, restore_threads, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.png")
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 3)
+    torch.set_num_threads(1)
+    assert main(["predict", "--checkpoint", str(digits_model["run"]), str(tmp_path / "x.png")]) == 0
+    assert torch.get_num_threads() == 3

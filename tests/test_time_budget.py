@@ -276,3 +276,71 @@ def test_a_cpu_run_without_a_budget_says_what_it_will_take_before_its_first_step
     train(tiny_config(tmp_path), log=said.append)
     line = next(i for i, x in enumerate(said) if "estimated from a probe of the model" in str(x))
     assert line < said.index("STEP") and "24 steps take about" in said[line]
+
+
+def test_the_loop_ends_a_run_when_the_clock_says_its_time_is_up(tmp_path, monkeypatch):
+    """The loop asks the planner after every step; when it says the time is up, that step is the last:
+    evaluated, checkpointed, and the plan's length in the checkpoint."""
+    calls = []
+
+    def time_is_up(self):
+        calls.append(1)
+        return len(calls) >= 3
+
+    monkeypatch.setattr(StepPlanner, "time_is_up", time_is_up)
+    s = train(tiny_config(tmp_path), log=lambda *_: None)
+    assert s["steps"] == 3 and len(calls) == 3
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ckpt["step"] == 3 and ckpt["schedule"] == {"steps": 3, "lr_schedule_steps": 3}
+
+
+def test_the_probes_scale_what_they_time(monkeypatch):
+    """The evaluation probe: the faster of two timed calls on a slice, scaled to the test split, twice
+    (EMA and raw model) and by the cost of full evaluation batches; the step probe: the faster of two."""
+    from types import SimpleNamespace
+
+    from fixmatch.training import loop
+
+    times = iter([0.5, 0.4])
+    monkeypatch.setattr(loop, "timed", lambda work, trainer: next(times))
+    trainer = SimpleNamespace(
+        x_test=torch.zeros(1000, 1), y_test=torch.zeros(1000), model=None, evaluate=lambda *a, **k: None
+    )
+    assert loop.probe_evaluation_seconds(trainer, images=100) == pytest.approx(2 * loop.EVAL_BATCH_COST * 0.4 * 10)
+    probes = iter([9.0, 2.0, 3.0])  # the untimed first call, then two
+    trainer = SimpleNamespace(probe_step_seconds=lambda images: next(probes))
+    assert loop.probe_step_seconds(trainer) == 2.0
+
+
+def test_a_refusal_names_the_other_ways_that_fit(monkeypatch):
+    import os
+    from types import SimpleNamespace
+
+    from fixmatch import cpus
+    from fixmatch.training import loop
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(loop, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    folders = SimpleNamespace(cfg=SimpleNamespace(model="wrn28_2", dataset="folders"))
+    text = loop.what_else_fits(folders)
+    assert "a smaller --model (cnn_small)" in text and "a smaller --image-size" in text
+    assert "--threads 1 (other work keeps the CPUs busy: load 5.0 on 2 CPUs" in text
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))  # a quiet machine: threads are not the problem
+    small = SimpleNamespace(cfg=SimpleNamespace(model="cnn_small", dataset="cifar10"))
+    text = loop.what_else_fits(small)
+    assert "--model" not in text and "--image-size" not in text and "--threads" not in text
+
+
+def test_process_age_is_this_process_age():
+    import subprocess
+    import sys
+
+    from fixmatch.training import wallclock
+
+    if wallclock.process_age() is None:
+        pytest.skip("this OS does not say when a process started")
+    code = "import time; time.sleep(1.5); from fixmatch.training.wallclock import process_age; print(process_age())"
+    age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 1.5 <= age < 120  # at least the sleep; the upper bound only guards against nonsense

@@ -109,13 +109,14 @@ def run_steps(trainer, out_dir, meta, writer, progress, log, planner, bar, best,
 def announce_plan(trainer: Trainer, planner: StepPlanner, log) -> None:
     """Before the first step, on every run: what the time will be. On a CPU a probe of the model's
     cost makes the budget's first plan (or refuses a budget that cannot hold a run) and warns of a
-    run of hours; on a GPU a few images say nothing of a batch's time, so the first measured steps do."""
+    run of hours; on a GPU a few images say nothing of a batch's time (and under torchrun each rank's
+    probe would differ), so the first measured steps do."""
     cpu = trainer.device.type == "cpu"
     if planner.budget_s is None:
         if cpu:
             log(planner.probe_estimate(probe_step_seconds(trainer)))
         return
-    if not cpu:
+    if not cpu or trainer.dist.active:  # under torchrun the ranks' probes would differ: the measured plan is shared
         left = planner.t0 + planner.budget_s - time.perf_counter()
         log(f"--time-budget: {left:.0f} s left after starting up; the steps are fitted to it after {WARMUP + WINDOW}")
         return

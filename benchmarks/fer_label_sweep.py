@@ -3,7 +3,7 @@
 labels per class (70 and 700 labels), same small network, same steps, same seed. Unlabeled = all
 28,709 Training images; test = PrivateTest. Writes a JSON table and prints a Markdown one.
 
-    python benchmarks/fer_label_sweep.py --data-dir ../shared/data --steps 1000
+    python benchmarks/fer_label_sweep.py --data-dir DATA --steps 1000
 """
 
 import argparse
@@ -17,7 +17,7 @@ from fixmatch.training.train import resolve, train
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--data-dir", default=None, help="default: $FIXMATCH_DATA or ./data")
     p.add_argument("--labels-per-class", type=int, nargs="+", default=[10, 100])
     p.add_argument("--model", default="cnn_small")
     p.add_argument("--steps", type=int, default=1000)

@@ -3,7 +3,7 @@
 docs/fer2013_eval.json (accuracy, per-class accuracy, confusion matrices) and
 docs/fer2013_confusion.png (row-normalised PrivateTest confusion matrix).
 
-    python benchmarks/model_card_figures.py --model fer2013 --data-dir ../shared/data
+    python benchmarks/model_card_figures.py --model fer2013 --data-dir DATA
 """
 
 import argparse
@@ -51,7 +51,7 @@ def plot(report, class_names, path):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fer2013")
-    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--data-dir", default=None, help="default: $FIXMATCH_DATA or ./data")
     p.add_argument("--out", default="docs")
     args = p.parse_args()
     torch.set_num_threads(1)

@@ -1,4 +1,5 @@
-"""Real pixels from the shared offline copies (../shared/data), cheaply, for every test that needs them.
+"""Real pixels from the development data folder, cheaply, for every test that needs them: $FIXMATCH_DATA
+when it is set, else ../shared/data beside the checkout (the product itself never looks there).
 
 Decompressing a whole shared .npz.xz takes ~10 s, but x_train is the first member of each
 archive, so the first few images need only the first few hundred KB of the xz stream.
@@ -7,13 +8,14 @@ archive, so the first few images need only the first few hundred KB of the xz st
 from __future__ import annotations
 
 import lzma
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(os.environ.get("FIXMATCH_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 ZIP_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # the fixed 30 bytes before each member's name
 
 
@@ -44,7 +46,7 @@ def read_head(path: Path, n: int) -> np.ndarray:
 
 needs_shared_data = pytest.mark.skipif(
     not (SHARED / "fer2013.npz.xz").is_file() or not (SHARED / "cifar10_device.npz.xz").is_file(),
-    reason=f"shared offline data not found in {SHARED} (../shared is absent in this checkout)",
+    reason=f"fer2013.npz.xz and cifar10_device.npz.xz not found in {SHARED} (set FIXMATCH_DATA)",
 )
 
 

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A unit is a top-level module or package of fixmatch.
 LAYERS = [
     {"errors"},  # the one error users see
-    {"commands", "outputs"},  # the commands printed for the user; output files, written whole
+    {"commands", "outputs", "cpus"},  # the commands printed for the user; output files, written whole; CPU threads
     {"imaging"},  # image files and pixels: framing, decoding
     {"models", "augment", "data"},  # networks, augmentation, datasets: independent of each other
     {"algorithms"},  # the losses of one step

@@ -16,9 +16,18 @@ from fixmatch.training.train import make_trainer, pick_labels, resume, train
 
 
 def tiny_config(folder=None, **overrides) -> TrainConfig:
-    """24 FixMatch steps on digits (B=8, mu=2), evaluated every 8, the run in folder/run."""
+    """24 FixMatch steps on digits (B=8, mu=2), evaluated every 8, the run in folder/run; one thread (tiny
+    tensors: more threads only contend with the other tests running beside them)."""
     base = dict(
-        dataset="digits", algorithm="fixmatch", steps=24, eval_every=8, batch_size=8, mu=2, progress=False, seed=3
+        dataset="digits",
+        algorithm="fixmatch",
+        steps=24,
+        eval_every=8,
+        batch_size=8,
+        mu=2,
+        progress=False,
+        seed=3,
+        threads=1,
     )
     out = {} if folder is None else {"out": str(folder / "run")}
     return TrainConfig(**{**base, **out, **overrides})

@@ -36,15 +36,18 @@ def torch_side():
     return workflows
 
 
-def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, log=print, **options) -> dict:
+def train(
+    config: TrainConfig | None = None, *, resume: str | Path | None = None, log=print, started=None, **options
+) -> dict:
     """Train (`fixmatch train`): a TrainConfig and/or its fields as keywords (keywords win; a `recipe`
     fills what neither sets). Returns the run's summary (also in RUN/summary.json; RUN is
     summary["out"]). With a baseline (baseline="supervised", or the digits demo's default) the baseline
     trains first on the same labels, and the summary holds its summary under "baseline".
     `resume=RUN` continues that run from its last checkpoint; the keywords then change only what may
-    change (steps, the time budget, the speed switches...)."""
+    change (steps, the time budget, the speed switches...). A `time_budget` counts from `started`
+    (a time.perf_counter() value; the CLI gives its process's start), else from this call."""
     check_known(options)
-    return torch_side().train(options, config, resume, log)
+    return torch_side().train(options, config, resume, log, started)
 
 
 class Model:
@@ -101,7 +104,8 @@ def evaluate(
     model: Model | str | Path, dataset: str | None = None, data_dir=None, fer_test: str | None = None, threads=None
 ) -> dict:
     """Accuracy, per-class accuracy and confusion matrix on a dataset's test split (`fixmatch
-    evaluate`); a run's own dataset and data folder by default. `threads`: torch's CPU threads."""
+    evaluate`); a run's own dataset and data folder by default. `threads`: torch's CPU threads,
+    "auto" (every CPU this process may use) or a number."""
     source = model.source if isinstance(model, Model) else str(model)
     workflows = torch_side()
     if threads is not None:

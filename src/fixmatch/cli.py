@@ -16,6 +16,8 @@ from pathlib import Path
 from fixmatch import api
 from fixmatch.commands import program
 from fixmatch.config import TrainConfig, load_yaml
+from fixmatch.cpus import AUTO as AUTO_THREADS
+from fixmatch.cpus import THREADS_HELP, is_thread_setting
 from fixmatch.errors import UserError
 from fixmatch.inference.model_files import model_inputs
 from fixmatch.inference.predict import run as run_predict
@@ -23,6 +25,7 @@ from fixmatch.outputs import refuse_clobbering
 from fixmatch.serve import CLIENT_CONNECTIONS, run_server
 from fixmatch.training.bench_options import add_bench_arguments, bench_options
 from fixmatch.training.stopping import quiet_broken_pipe, stop_message, stop_on_sigterm
+from fixmatch.training.wallclock import command_start
 
 EXIT_USER_ERROR = 2
 
@@ -42,13 +45,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
+    started = command_start()  # --time-budget counts from the command's start, imports included
     options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
     if args.config and not args.resume:  # the YAML file under the flags, so a recipe fills only what neither sets
         options = {**load_yaml(args.config), **options}
     clean = False
     try:
         with stop_on_sigterm():  # a scheduler's or kill's SIGTERM: say where the checkpoint is, exit 143
-            summary = api.train(resume=args.resume, **options)
+            summary = api.train(resume=args.resume, started=started, **options)
             print(final_report(summary))
         clean = True
     finally:
@@ -61,20 +65,22 @@ def final_report(summary: dict) -> str:
     """What `fixmatch train` prints at its end: the table (the baseline's row first), where the runs
     are, what to try next."""
     results = [summary["baseline"], summary] if "baseline" in summary else [summary]
-    return format_table(results) + "\n" + next_steps([Path(r["out"]) for r in results])
+    return format_table(results) + "\n" + next_steps([Path(r["out"]) for r in results], summary.get("dataset"))
 
 
-def next_steps(runs: list[Path]) -> str:
-    """Where the runs are and what to try next, as commands that work as printed in a fresh shell."""
+def next_steps(runs: list[Path], dataset: str | None = None) -> str:
+    """Where the runs are and what to try next, as commands that work as printed in a fresh shell.
+    Own images are suggested only to those who have not just trained on them."""
     last, fixmatch = runs[-1], program("fixmatch")
     logdir = runs[0].parent if len(runs) > 1 else last
     tries = [
         (f"{program('tensorboard')} --logdir {logdir}", "the curves" + (" of both runs" if len(runs) > 1 else "")),
         (f"{fixmatch} evaluate --checkpoint {last}", "accuracy per class, confusion matrix"),
         (f"{fixmatch} predict --checkpoint {last} IMAGE_OR_FOLDER", "label and probabilities per image"),
-        (f"{fixmatch} train --dataset folders --data-dir ROOT", "your own images (README: Your own images)"),
-        (f"{fixmatch} train --help", "every option"),
     ]
+    if dataset != "folders":
+        tries.append((f"{fixmatch} train --dataset folders --data-dir ROOT", "your own images (docs/own-images.md)"))
+    tries.append((f"{fixmatch} train --help", "every option"))
     width = max(len(command) for command, _ in tries)
     where = " and ".join(str(r) for r in runs)
     lines = [f"runs: {where} (metrics.jsonl, summary.json, checkpoints)", "next:"]
@@ -92,8 +98,8 @@ def format_table(results: list[dict]) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    if args.threads < 1:
-        raise UserError("--threads must be at least 1")
+    if not is_thread_setting(args.threads):
+        raise UserError(f"--threads must be {AUTO_THREADS} or a positive integer, got {args.threads!r}")
     report = api.evaluate(args.checkpoint or args.model, args.dataset, args.data_dir, args.fer_test, args.threads)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
@@ -234,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", help="default: the dataset the model was trained on")
     e.add_argument("--data-dir", help="default: the run's data folder (else $FIXMATCH_DATA or ./data)")
     e.add_argument("--fer-test", choices=["private", "public"], default=None, help="default: the run's, else private")
-    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--threads", default=AUTO_THREADS, help=THREADS_HELP)
     e.add_argument("--json", action="store_true", help="print the result as one JSON object")
     e.set_defaults(func=cmd_evaluate)
 
@@ -252,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write a CSV (path, label, confidence, face_found, error, one column per class) instead of printing JSON",
     )
-    pr.add_argument("--threads", type=int, default=1)
+    pr.add_argument("--threads", default=AUTO_THREADS, help=THREADS_HELP)
     pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("datasets", help="the datasets fixmatch knows and the files each needs")

@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 from fixmatch.algorithms.options import ALGORITHM_NAMES, ALGORITHM_OPTIONS
+from fixmatch.cpus import AUTO as AUTO_THREADS
+from fixmatch.cpus import THREADS_HELP
 from fixmatch.errors import UserError
 from fixmatch.outputs import write_text_atomic
 
@@ -151,7 +153,7 @@ class CommonConfig:
     progress: bool = opt(True, "show the progress bar (--no-progress prints one JSON line per evaluation)")
     # hardware and speed (each optimization a switch: auto = on for CUDA, off for CPU)
     device: str = opt("auto", "auto, cpu or cuda")
-    threads: int = opt(1, "CPU threads for torch (default 1: on a shared 2-core machine more threads are slower)")
+    threads: str | int = opt(AUTO_THREADS, THREADS_HELP)
     fast: str = opt("auto", "auto (speedups on CUDA only), on (all, CPU too) or off (plain eager fp32)")
     amp: str = opt("auto", "bf16 autocast; BatchNorm parameters and statistics stay fp32 (auto/on/off)")
     channels_last: str = opt("auto", "channels-last memory format (auto/on/off)")

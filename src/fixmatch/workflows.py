@@ -10,6 +10,7 @@ import torch
 
 from fixmatch.augment.ctaugment import read_stats, stats_text
 from fixmatch.config import TrainConfig, from_dict
+from fixmatch.cpus import thread_count
 from fixmatch.data import DATASETS
 from fixmatch.errors import UserError
 from fixmatch.inference.evaluate import evaluate_on_dataset
@@ -26,15 +27,15 @@ from fixmatch.training.train import resume as resume_run
 from fixmatch.training.train import train as train_run
 
 
-def train(options: dict, config: TrainConfig | None, resume, log) -> dict:
+def train(options: dict, config: TrainConfig | None, resume, log, started: float | None) -> dict:
     if resume is not None:
         if config is not None:
             raise UserError("resume continues a run with its own saved config: give options as keywords, not a config")
-        return resume_run(resume, options, log=log)
+        return resume_run(resume, options, log=log, started=started)
     cfg = resolve(from_dict(options, base=config))
     if cfg.baseline in ("none", cfg.algorithm):
-        return train_run(cfg, log=log)
-    baseline, main = compare(cfg, log=log)
+        return train_run(cfg, log=log, started=started)
+    baseline, main = compare(cfg, log=log, started=started)
     return {**main, "baseline": baseline}
 
 
@@ -93,8 +94,8 @@ def datasets() -> list[tuple[str, str, str]]:
     return [(name, spec.description, spec.files) for name, spec in sorted(DATASETS.items())]
 
 
-def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
+def set_threads(threads: int | str) -> None:
+    torch.set_num_threads(thread_count(threads))
 
 
 def shutdown(clean: bool) -> None:

@@ -1,5 +1,5 @@
 """CIFAR-10 and CIFAR-100 from the official "python version" pickles (a folder or the .tar.gz),
-or, for CIFAR-10, the project's offline copy (cifar10_device.npz.xz + cifar10_rest.npz.xz)."""
+or, for CIFAR-10, two xz-compressed .npz files (cifar10_device.npz.xz + cifar10_rest.npz.xz)."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def load_cifar(layout: Layout, data_dir, download: bool):
         return load_archive(layout, fetch(layout.archive, root))
     layouts = [f"{layout.folder}/ with {', '.join(layout.all_files)}", layout.archive]
     if layout is CIFAR10:
-        layouts.append(" + ".join(OFFLINE_FILES) + " (the project's offline copy)")
+        layouts.append(" + ".join(OFFLINE_FILES) + " (xz-compressed .npz arrays)")
     raise missing_error(
         layout.name,
         root,

@@ -102,10 +102,9 @@ def fetch(filename: str, data_dir: Path) -> Path:
 
 
 def known_data_dirs() -> list[Path]:
-    """Places a dataset is often kept besides --data-dir: $FIXMATCH_DATA, ./data, and a shared/data
-    folder beside the working folder or beside this checkout (where the project's offline copies live)."""
-    checkout = Path(__file__).resolve().parents[3]  # src/fixmatch/data/download.py -> the checkout
-    places = [os.environ.get(DATA_ENV), "data", "../shared/data", "shared/data", checkout.parent / "shared" / "data"]
+    """Where a user keeps datasets besides --data-dir: $FIXMATCH_DATA and ./data (nowhere else: the
+    product looks where its users put data, not where its developers do)."""
+    places = [os.environ.get(DATA_ENV), "data"]
     seen: dict[Path, None] = {}
     for place in places:
         if place:

@@ -1,5 +1,5 @@
 """FER2013 facial expressions, 48x48 grey, 7 classes, from any of its three common forms:
-Kaggle's fer2013.csv, Kaggle's image-folder release, or the project's offline fer2013.npz.xz.
+Kaggle's fer2013.csv, Kaggle's image-folder release, or fer2013.npz.xz (the arrays, xz-compressed).
 
 Train is the "Training" usage; test is "PrivateTest" (the final leaderboard set) unless
 fer_test="public" picks "PublicTest".
@@ -144,7 +144,7 @@ def load_fer2013(data_dir=None, download=False, fer_test="private", **_):
                 "fer2013.csv (or fer2013/fer2013.csv): Kaggle's CSV with columns emotion, pixels, Usage",
                 "train/<class>/*.jpg and test/<class>/{PublicTest,PrivateTest}_*.jpg, classes "
                 + ", ".join(c.lower() for c in CLASS_NAMES),
-                "fer2013.npz.xz: the project's offline copy",
+                "fer2013.npz.xz: x_train, y_train, x_test, y_test, test_usage as an xz-compressed .npz",
             ],
             how_to_get(root),
             files=("fer2013.csv", "fer2013/fer2013.csv", "fer2013.npz.xz"),

@@ -1,5 +1,5 @@
 """The .npz format: any archive with x_train, y_train, x_test, y_test (`--dataset npz`), and the
-xz-compressed .npz files of the project's offline copies (CIFAR-10, FER2013)."""
+xz-compressed .npz files (CIFAR-10, FER2013) the CIFAR and FER2013 loaders also read."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def read_npz(source, label=None) -> dict[str, np.ndarray]:
 
 
 def read_npz_xz(path: Path) -> dict[str, np.ndarray]:
-    """An .npz that was compressed as a whole with xz (the project's offline copies)."""
+    """An .npz that was compressed as a whole with xz (cifar10_*.npz.xz, fer2013.npz.xz)."""
     try:
         with lzma.open(path) as f:
             raw = f.read()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fixmatch.cpus import thread_count
 from fixmatch.errors import UserError
 from fixmatch.imaging.decoding import failure_reason
 from fixmatch.inference import predictor as model
@@ -101,11 +102,10 @@ def write_csv(rows: list[dict], class_names: list[str], out) -> None:
         )
 
 
-def run(images: list[str], source: str, csv: str | None = None, threads: int = 1) -> int:
+def run(images: list[str], source: str, csv: str | None = None, threads: int | str = "auto") -> int:
     """`fixmatch predict`: label the image files and folders in `images` with the model at `source`;
-    JSON on stdout, or a CSV file."""
-    if threads < 1:
-        raise UserError("--threads must be at least 1")
+    JSON on stdout, or a CSV file. `threads`: torch's CPU threads, `auto` or a number."""
+    threads = thread_count(threads)  # a bad value is an error before any work
     paths = collect(images)
     if not paths:
         raise UserError(f"no images found in {', '.join(images)} ({', '.join(sorted(IMAGE_SUFFIXES))})")

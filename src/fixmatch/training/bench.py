@@ -11,6 +11,7 @@ import time
 import torch
 
 from fixmatch.config import SPEED_SWITCHES, TrainConfig
+from fixmatch.cpus import thread_count
 from fixmatch.data import ImageDataset, load_dataset
 from fixmatch.training.bench_options import BenchOptions
 from fixmatch.training.devices import pick_device, sync
@@ -58,7 +59,7 @@ def build_trainer(args: BenchOptions, data: ImageDataset | None = None):
             flip=True,
         )
     )
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(thread_count(cfg.threads))
     device = pick_device(cfg.device)
     trainer = make_trainer(cfg, data, torch.arange(int(cfg.num_labels or 0)), device)
     return trainer, data, device

@@ -9,6 +9,7 @@ import typing
 from dataclasses import dataclass, fields
 
 from fixmatch.config import SPEED_SWITCHES, STRONG_AUGMENTS, TOGGLES, TrainConfig, opt
+from fixmatch.cpus import AUTO, THREADS_HELP
 
 TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
 
@@ -29,7 +30,7 @@ class BenchOptions:
     warmup: int = opt(10, "untimed steps first (compilation happens here)")
     steps: int = opt(30, "timed steps")
     device: str = opt("auto", "auto, cpu or cuda")
-    threads: int = opt(1, "CPU threads for torch")
+    threads: str | int = opt(AUTO, THREADS_HELP)
     fast: str = TRAIN_FIELDS["fast"]  # type: ignore[assignment]
     amp: str = TRAIN_FIELDS["amp"]  # type: ignore[assignment]
     channels_last: str = TRAIN_FIELDS["channels_last"]  # type: ignore[assignment]

@@ -19,6 +19,8 @@ from fixmatch.config import (
     RunConfig,
     TrainConfig,
 )
+from fixmatch.cpus import AUTO as AUTO_THREADS
+from fixmatch.cpus import is_thread_setting
 from fixmatch.data import get_spec
 from fixmatch.errors import UserError
 from fixmatch.imaging.framing import MAX_INPUT_SIDE
@@ -87,12 +89,12 @@ def validate(cfg: RunConfig) -> None:
         "num_labels",
         "median_of",
         "lr_schedule_steps",
-        "threads",
     ):
         value = getattr(cfg, key)
         if key == "num_labels" and value is None:  # a dataset whose default is "every labeled image"
             continue
         need(isinstance(value, int) and value > 0, f"{key} must be a positive integer, got {value!r}")
+    need(is_thread_setting(cfg.threads), f"threads must be {AUTO_THREADS} or a positive integer, got {cfg.threads!r}")
     need(isinstance(cfg.mu, int) and cfg.mu >= 0, f"mu must be a non-negative integer, got {cfg.mu!r}")
     need(
         cfg.mu > 0 or cfg.algorithm == "supervised",

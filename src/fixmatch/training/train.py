@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from fixmatch.config import PAPER_DEFAULTS, RunConfig, TrainConfig, from_dict, save_yaml
+from fixmatch.cpus import thread_count
 from fixmatch.data import get_spec, load_data
 from fixmatch.data.splits import load_split, official_labeled_indices, save_split
 from fixmatch.errors import UserError
@@ -68,12 +69,15 @@ def make_trainer(cfg: RunConfig, data, labeled, device: torch.device, dist=distr
     return Trainer(cfg, model, data, labeled, device, resolve_speedups(cfg, device), normalize, dist)
 
 
-def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=None) -> dict:
+def train(
+    cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=None, started: float | None = None
+) -> dict:
     """Train one run (one algorithm) and return its summary (also written to summary.json). A
-    TrainConfig is resolved here; a RunConfig already was (once: nothing resolves it again)."""
-    t_start = time.perf_counter()  # a --time-budget counts from here: loading and compiling included
+    TrainConfig is resolved here; a RunConfig already was (once: nothing resolves it again).
+    `started`: when the command started (time.perf_counter()), else now."""
+    t_start = time.perf_counter() if started is None else started  # --time-budget counts from here
     cfg = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(thread_count(cfg.threads))
     dist, device = distributed.setup(cfg)  # under torchrun: joins the process group, device cuda:LOCAL_RANK
     # one download (or one decode cache of a user's folders) per node, which the other ranks then read
     with distributed.local_main_first(dist, enabled=cfg.download or cfg.dataset == "folders"):
@@ -235,7 +239,7 @@ def run_notes(cfg: RunConfig, data) -> list[str]:
     return notes
 
 
-def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
+def resume(run_dir, overrides: dict | None = None, log=print, started: float | None = None) -> dict:
     """Continue the run in `run_dir` from last.pt with its saved config (plus explicit overrides).
 
     `steps` changes the run's length. The cosine's K follows it when K followed the old length (the
@@ -258,12 +262,14 @@ def resume(run_dir, overrides: dict | None = None, log=print) -> dict:
         else:
             log(f"resume: {cfg.steps} -> {overrides['steps']} steps; the cosine's K stays {old_k} (set on its own)")
     cfg = dataclasses.replace(cfg, out=str(run_dir), **overrides)
-    return train(cfg, resume_ckpt=ckpt, log=log)
+    return train(cfg, resume_ckpt=ckpt, log=log, started=started)
 
 
-def compare(cfg: TrainConfig, log=print) -> tuple[dict, dict]:
+def compare(cfg: TrainConfig, log=print, started: float | None = None) -> tuple[dict, dict]:
     """--baseline: the baseline (the demo: supervised), then the algorithm, on the same data and
-    labels; their two summaries. A time budget is split evenly: equal wall clock each, the budget in all."""
+    labels; their two summaries. A time budget is split evenly: the baseline's half counts from the
+    command's start (`started`), the algorithm has what is left of the whole when it starts."""
+    started = time.perf_counter() if started is None else started
     resolved = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
     base = Path(resolved.out) if resolved.out else default_out(resolved)
     budget = resolved.time_budget / 2 if resolved.time_budget else None
@@ -277,6 +283,12 @@ def compare(cfg: TrainConfig, log=print) -> tuple[dict, dict]:
         raise UserError(f"the baseline run (--baseline {resolved.baseline}): {e}") from None
     data = load_data(resolved)  # both runs share the data and, through --fold, the labels
     if budget:
-        log(f"--time-budget {resolved.time_budget:g} min is split: {budget:g} min for each of the two runs")
-    baseline, main = (train(run, log=log, data=data) for run in runs)
-    return baseline, main
+        log(
+            f"--time-budget {resolved.time_budget:g} min is split: {budget:g} min from the start for the "
+            f"baseline, the rest of the {resolved.time_budget:g} min for {resolved.algorithm}"
+        )
+    baseline = train(runs[0], log=log, data=data, started=started)
+    if budget and resolved.time_budget:
+        left_min = resolved.time_budget - (time.perf_counter() - started) / 60
+        runs[1] = dataclasses.replace(runs[1], time_budget=max(left_min, 1e-3))
+    return baseline, train(runs[1], log=log, data=data)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Prepare the data that travels with a results call to the GPU machine (`benchmarks/gpu_results.py`).
+"""Prepare the data that travels with a results call to the GPU machine (`dev/gpu_results.py`).
 
 A call carries at most 64 MiB, the working tree (~12.2 MiB) included, so the two datasets go in two
 calls:
@@ -15,7 +15,7 @@ calls:
 Both are read by `fixmatch train --data-dir .gpu/<name>` as they are (the FER extract keeps the
 keys and the test_usage flag the loader selects PrivateTest by). `.gpu/` is gitignored.
 
-    python benchmarks/gpu_results_data.py --shared ../shared/data --dest .gpu
+    python dev/gpu_results_data.py --shared ../shared/data --dest .gpu
 """
 
 from __future__ import annotations

@@ -173,9 +173,11 @@ def test_outputs_replace_a_file_whole_never_write_into_it(digits_files, tmp_path
         assert (tmp_path / f"kept{out.suffix}").read_text() == "old"
         assert out.read_bytes() != b"old"
     assert outputs["--csv"].read_text().startswith("path,label,confidence")
-    (tmp_path / "link.csv").symlink_to(outputs["--csv"])  # through a link: the file it names is replaced
+    named = outputs["--csv"].read_bytes()
+    (tmp_path / "link.csv").symlink_to(outputs["--csv"])  # a link is replaced, never followed to a file
     assert main(["predict", "--checkpoint", str(run), str(image), str(image), "--csv", str(tmp_path / "link.csv")]) == 0
-    assert (tmp_path / "link.csv").is_symlink() and len(outputs["--csv"].read_text().splitlines()) == 3
+    assert not (tmp_path / "link.csv").is_symlink() and len((tmp_path / "link.csv").read_text().splitlines()) == 3
+    assert outputs["--csv"].read_bytes() == named
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
 
 

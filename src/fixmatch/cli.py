@@ -41,6 +41,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 def cmd_train(args) -> int:
     # deferred: torch
     from fixmatch.training import distributed
+    from fixmatch.training.run_folder import refuse_config_in_out
     from fixmatch.training.train import compare, final_report, resume, train
 
     clean = False
@@ -51,6 +52,7 @@ def cmd_train(args) -> int:
                 print(final_report([resume(args.resume, overrides)]))
             else:  # the YAML file and the flags as one dict, so that a recipe fills only what neither sets
                 cfg = resolve(from_dict({**(load_yaml(args.config) if args.config else {}), **overrides}))
+                refuse_config_in_out(args.config, cfg.out)
                 if cfg.baseline not in ("none", cfg.algorithm):
                     compare(cfg)  # the baseline, then the algorithm; prints both
                 else:

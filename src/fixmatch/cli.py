@@ -19,6 +19,7 @@ from fixmatch.inference.predict import run as run_predict
 from fixmatch.outputs import refuse_clobbering
 from fixmatch.serve import CLIENT_CONNECTIONS, run_server
 from fixmatch.training.bench_options import add_bench_arguments
+from fixmatch.training.run_folder import refuse_config_in_out
 from fixmatch.training.stopping import quiet_broken_pipe, stop_message, stop_on_sigterm
 
 EXIT_USER_ERROR = 2
@@ -41,7 +42,6 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 def cmd_train(args) -> int:
     # deferred: torch
     from fixmatch.training import distributed
-    from fixmatch.training.run_folder import refuse_config_in_out
     from fixmatch.training.train import compare, final_report, resume, train
 
     clean = False

@@ -186,6 +186,7 @@ def refuse_inside_inputs(out: Path, inputs) -> None:
 
 def data_folder(cfg) -> tuple[str, object]:
     """The data folder a run reads, as an input --out must stay out of (none for embedded data)."""
+    # deferred: the dataset registry loads torch; the CLI imports this module before it parses
     from fixmatch.data import get_spec
     from fixmatch.data.download import resolve_data_dir
 

@@ -21,7 +21,7 @@ from fixmatch.models import build_model, count_parameters
 from fixmatch.models.input_scaling import normalizer_for
 from fixmatch.models.layers import DEFAULT_WIRING
 from fixmatch.outputs import write_text_atomic
-from fixmatch.training import distributed, run_data, run_folder
+from fixmatch.training import distributed, run_data, run_folder, step_memory
 from fixmatch.training.checkpoint import load_checkpoint
 from fixmatch.training.engine import Trainer
 from fixmatch.training.fast import resolve_speedups
@@ -79,6 +79,7 @@ def train(cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=Non
     # one download (or one decode cache of a user's folders) per node, which the other ranks then read
     with distributed.local_main_first(dist, enabled=cfg.download or cfg.dataset == "folders"):
         data = data or load_data(cfg)
+    step_memory.check_step_fits(cfg, data.image_shape, device, dist.world)  # before minutes of failing to allocate
     data_record = run_data.describe(cfg.dataset, data)
     if resume_ckpt is not None:
         check_same_data(resume_ckpt["meta"], data_record, cfg.out)

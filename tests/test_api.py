@@ -104,3 +104,32 @@ def test_the_cli_prints_what_the_api_returns_for_datasets_and_bench(capsys):
     assert main(["bench", *flags, "--json"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert json.loads(printed[-1])["images_per_step"] == 12 and printed[0].startswith("device")
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: np.zeros((0, 0), np.uint8), "the image is empty (0x0 pixels)"),
+        (lambda: np.zeros((10, 0, 3), np.uint8), "the image is empty (0x10 pixels)"),
+        (lambda: Image.new("LAB", (8, 8)), "cannot predict on a LAB image"),
+        (lambda: Image.new("La", (8, 8)), "cannot predict on a La image"),
+        # broadcast: no memory of its own, so only a check before fromarray's copy keeps it small
+        (lambda: np.broadcast_to(np.zeros((1, 1), np.uint8), (7_000, 7_000)), "7000x7000 pixels; the limit is 40"),
+        (lambda: Image.new("1", (8_000, 6_000)), "8000x6000 pixels; the limit is 40 megapixels"),
+    ],
+    ids=["0x0", "no-columns", "LAB", "La", "broadcast", "bilevel"],
+)
+def test_images_the_model_cannot_take_are_one_clear_error(run, make, words):
+    with pytest.raises(UserError) as refused:
+        fixmatch.load(run["out"]).predict(make())
+    assert words in str(refused.value)
+
+
+def test_a_fifo_given_to_predict_is_refused_not_waited_on(run, tmp_path):
+    import os
+
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    code = f"import fixmatch; fixmatch.load({run['out']!r}).predict({str(fifo)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "UserError" in proc.stderr and "not a regular file" in proc.stderr, proc.stderr

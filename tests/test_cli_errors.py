@@ -174,9 +174,11 @@ def test_outputs_replace_a_file_whole_never_write_into_it(digits_files, tmp_path
         assert (tmp_path / f"kept{out.suffix}").read_text() == "old"
         assert out.read_bytes() != b"old"
     assert outputs["--csv"].read_text().startswith("path,label,confidence")
-    (tmp_path / "link.csv").symlink_to(outputs["--csv"])  # through a link: the file it names is replaced
+    named = outputs["--csv"].read_bytes()
+    (tmp_path / "link.csv").symlink_to(outputs["--csv"])  # a link is replaced, never followed to a file
     assert main(["predict", "--checkpoint", str(run), str(image), str(image), "--csv", str(tmp_path / "link.csv")]) == 0
-    assert (tmp_path / "link.csv").is_symlink() and len(outputs["--csv"].read_text().splitlines()) == 3
+    assert not (tmp_path / "link.csv").is_symlink() and len((tmp_path / "link.csv").read_text().splitlines()) == 3
+    assert outputs["--csv"].read_bytes() == named
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
 
 
@@ -254,6 +256,7 @@ def crafted_models(digits_files, digits_model, tmp_path):
             "scores but its metadata names 11 classes",
         ),
     }
+    onnx_cases["nan_weights.onnx"] = (nan_onnx_weight, "weights are not finite numbers")
     for name, (edit, words) in onnx_cases.items():
         edit_onnx(digits_model["onnx"], tmp_path / name, edit)
         made[tmp_path / name] = words
@@ -275,7 +278,42 @@ def crafted_models(digits_files, digits_model, tmp_path):
     unchecked = {k: v for k, v in ckpt.items() if k != "tensors_sha256"}
     save_atomic({**unchecked, "ema": nan_weights}, tmp_path / "nan_weights.pt")  # sealed with its NaNs
     made[tmp_path / "nan_weights.pt"] = "weights are not finite numbers"
+    rewrite_safetensors(good, tmp_path / "nan_weights.safetensors")
+    nan_safetensors_weight(tmp_path / "nan_weights.safetensors")
+    made[tmp_path / "nan_weights.safetensors"] = "weights are not finite numbers"
     return made
+
+
+def nan_onnx_weight(model):
+    """One float initializer made NaN, and the checksum recomputed: the file is consistent, its numbers not."""
+    from onnx import numpy_helper
+
+    from fixmatch.inference.model_files import onnx_graph_digest
+
+    init = next(t for t in model.graph.initializer if numpy_helper.to_array(t).dtype == np.float32)
+    values = numpy_helper.to_array(init).copy()
+    values.flat[0] = np.nan
+    init.CopyFrom(numpy_helper.from_array(values, init.name))
+    set_onnx_meta(model, weights_sha256=onnx_graph_digest(model.graph))
+
+
+def nan_safetensors_weight(path):
+    """One F32 weight of a .safetensors export made +inf, and the checksum in its metadata recomputed."""
+    import hashlib
+    import json
+    import struct
+
+    data = bytearray(path.read_bytes())
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    name = next(k for k, t in header.items() if k != "__metadata__" and t["dtype"] == "F32")
+    at = 8 + length + header[name]["data_offsets"][0]
+    data[at : at + 4] = struct.pack("<f", float("inf"))
+    meta = json.loads(header["__metadata__"]["fixmatch"])
+    meta["weights_sha256"] = hashlib.sha256(bytes(data[8 + length :])).hexdigest()
+    header["__metadata__"]["fixmatch"] = json.dumps(meta)
+    head = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + bytes(data[8 + length :]))
 
 
 def test_damaged_or_inconsistent_model_files_are_refused_up_front(crafted_models, digits_files, capsys):

@@ -84,3 +84,76 @@ def test_paper_defaults_are_the_official_recipe():
     assert resolve(TrainConfig(dataset="svhn")).flip is False
     c100 = resolve(TrainConfig(dataset="cifar100"))
     assert (c100.model, c100.weight_decay) == ("wrn28_8", 1e-3)
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--lambda-u", "inf"),
+        ("--lambda-e", "inf"),
+        ("--weight-decay", "inf"),
+        ("--softmatch-n-sigma", "inf"),
+        ("--threshold", "nan"),
+        ("--ema-p", "nan"),
+        ("--lr", "1e308"),  # finite in Python, inf in torch's float32
+        ("--momentum", "-inf"),
+        ("--seed", "99999999999999999999999"),
+        ("--steps", str(2**63)),
+    ],
+)
+def test_numbers_torch_cannot_hold_are_refused_by_one_rule(flag, value, tmp_path, capsys):
+    """Every float option finite and within float32, every integer within 64 bits: refused before any
+    work, whichever option (the rule is generic, so an option declared elsewhere is held too)."""
+    argv = ["train", "--dataset", "digits", "--algorithm", "fixmatch", "--steps", "4", f"{flag}={value}"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    key = flag[2:].replace("-", "_")
+    assert f"{key} must be" in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_generic_bound_holds_every_numeric_field():
+    from dataclasses import fields
+
+    from fixmatch.training.resolve import check_types
+
+    hints = __import__("typing").get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        kinds = __import__("typing").get_args(hints[f.name]) or (hints[f.name],)
+        if float in kinds:
+            with pytest.raises(UserError, match=f"{f.name} must be a finite number"):
+                check_types({f.name: float("inf")})
+        elif int in kinds:
+            with pytest.raises(UserError, match=f"{f.name} must be an integer below 2"):
+                check_types({f.name: 2**64})
+
+
+def test_a_step_that_cannot_fit_in_memory_is_refused_saying_what_fits():
+    from types import SimpleNamespace
+
+    import torch
+
+    from fixmatch.training.step_memory import check_step_fits
+
+    cpu = torch.device("cpu")
+    cfg = SimpleNamespace(batch_size=64, mu=7, algorithm="fixmatch")
+    per_step = 64 * 15 * 3 * 32 * 32 * 4  # inputs of one CIFAR step, float32
+    check_step_fits(cfg, (3, 32, 32), cpu, free=per_step)  # exactly fits: allowed
+    with pytest.raises(UserError, match=r"at most --batch-size 63 fits with --mu 7"):
+        check_step_fits(cfg, (3, 32, 32), cpu, free=per_step - 1)
+    huge_mu = SimpleNamespace(batch_size=64, mu=100000, algorithm="fixmatch")
+    with pytest.raises(UserError, match=r"not even --batch-size 1 fits with --mu 100000; lower --mu \(at most 7 "):
+        check_step_fits(huge_mu, (3, 32, 32), cpu, free=per_step)
+    supervised = SimpleNamespace(batch_size=64 * 15, mu=7, algorithm="supervised")  # draws no unlabeled images
+    check_step_fits(supervised, (3, 32, 32), cpu, free=per_step)
+    with pytest.raises(UserError, match="per rank|at most --batch-size"):
+        check_step_fits(cfg, (3, 32, 32), cpu, world=1, free=per_step // 2)
+    check_step_fits(cfg, (3, 32, 32), cpu, world=2, free=per_step // 2)  # under torchrun each rank holds B/2
+
+
+def test_a_batch_of_a_hundred_million_is_refused_up_front(tmp_path, capsys):
+    argv = ["train", "--dataset", "digits", "--algorithm", "fixmatch", "--steps", "4", "--batch-size", "100000000"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "needs" in err and "GiB for its inputs alone" in err and "at most --batch-size" in err, err
+    assert not (tmp_path / "run").exists()

@@ -4,7 +4,10 @@ training folders: the same crafted files are refused by all three, for the same 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +93,7 @@ def test_the_decode_clock_holds_for_training_and_predict_too(tmp_path, monkeypat
     monkeypatch.setattr(decoding, "MAX_SCANS", 10**6)
     monkeypatch.setattr(decoding, "MAX_SCAN_MEGAPIXELS", 10**9)
     monkeypatch.setattr(decoding, "DECODE_SECONDS", 0.2)
+    monkeypatch.setattr(decoding, "MAX_FILE_BYTES", 2**40)
     path = tmp_path / "slow.jpg"
     path.write_bytes(progressive(2048, scans=3000))
     with pytest.raises(ImageRefused, match="of CPU to decode") as refused:
@@ -154,3 +158,76 @@ def test_a_large_16_bit_image_is_averaged_to_the_working_size_then_made_8_bit():
     blocks = padded.reshape((h + 1) // 2, 2, (w + 1) // 2, 2)
     mean = np.floor(np.nanmean(blocks, axis=(1, 3)) + 0.5)  # rounded half up, as the integers do
     assert np.array_equal(got, np.floor((mean + 128) / 257).astype(np.uint8))
+
+
+def tiff(pixels: np.ndarray, **options) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "TIFF", **options)
+    return buf.getvalue()
+
+
+def every_reader_refuses(path, words: str, kind: str) -> None:
+    """The policy on the path, the training decode and predict's preprocessing: the same refusal."""
+    with pytest.raises(ImageRefused, match=words) as refused:
+        open_image(path)
+    assert refused.value.kind == kind
+    with pytest.raises(ImageRefused, match=words):
+        training_decode(path, 32, 1)
+    assert words in prepare_file(path, RESIZE_MODEL).get("error", "")
+
+
+def test_tiffs_whose_decoder_the_clock_cannot_stop_are_refused_before_decoding(tmp_path, monkeypatch):
+    """libtiff reads the file descriptor itself: the clock is checked only once it is done, so the
+    bounds are checked from the header. JPEG inside a TIFF (each tile a whole JPEG) is refused,
+    and so is a TIFF cut into more tiles or strips than MAX_TIFF_SEGMENTS."""
+    photo = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    (tmp_path / "jpeg.tif").write_bytes(tiff(photo, compression="jpeg"))
+    every_reader_refuses(tmp_path / "jpeg.tif", "TIFF holding JPEG-compressed data", "cost")
+
+    def decoded_by_libtiff(image):
+        raise AssertionError("the decoder ran")
+
+    thin = np.zeros((decoding.MAX_TIFF_SEGMENTS + 1, 1), np.uint8)  # one strip per row
+    (tmp_path / "strips.tif").write_bytes(tiff(thin, compression="tiff_deflate", tiffinfo={278: 1}))
+    monkeypatch.setattr(Image.Image, "load", decoded_by_libtiff)
+    every_reader_refuses(tmp_path / "strips.tif", f"{decoding.MAX_TIFF_SEGMENTS + 1:,} tiles or strips", "cost")
+    monkeypatch.undo()
+    (tmp_path / "plain.tif").write_bytes(tiff(photo, compression="tiff_deflate"))  # an ordinary TIFF still reads
+    assert open_image(tmp_path / "plain.tif").size == (64, 64)
+
+
+def test_a_file_too_large_to_be_an_image_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """A sparse file (no disk, no time to make) with a JPEG header: refused from its size, never read."""
+    big = tmp_path / "huge.jpg"
+    with open(big, "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0")
+        f.truncate(decoding.MAX_FILE_BYTES + 1)
+    opened = []
+    real_open = open
+
+    def watching_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", watching_open)
+    every_reader_refuses(big, f"the limit is {decoding.MAX_FILE_BYTES // 2**20} MB", "pixels")
+    assert str(big) not in opened
+    monkeypatch.undo()
+    with pytest.raises(ImageRefused, match="the limit is"):  # bytes handed in directly: the same bound
+        decoding.check_file_size(decoding.MAX_FILE_BYTES + 1)
+
+
+def test_a_fifo_among_the_images_is_refused_not_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    code = (  # in a child: without the check, open() waits for a writer that never comes
+        "import sys; sys.path[:0] = [p for p in sys.argv[2:]]\n"
+        "from test_decoding import every_reader_refuses\n"
+        "from pathlib import Path\n"
+        "every_reader_refuses(Path(sys.argv[1]), 'not a regular file', 'format')\n"
+    )
+    here = str(Path(__file__).parent)
+    proc = subprocess.run([sys.executable, "-c", code, str(fifo), here], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -22,6 +22,7 @@ from PIL import Image
 
 from fixmatch.config import TrainConfig, check_known
 from fixmatch.errors import UserError
+from fixmatch.imaging.decoding import MAX_PIXELS
 from fixmatch.inference.model_files import model_inputs
 from fixmatch.inference.predict import load as load_predictor
 from fixmatch.inference.preprocess import open_file, prepare
@@ -88,10 +89,28 @@ class Model:
                 raise UserError(
                     f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {image.dtype} {image.shape}"
                 )
+            check_size(image.shape[1], image.shape[0])  # before fromarray copies it (a broadcast array is free)
             image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
-        elif not isinstance(image, Image.Image):
+        elif isinstance(image, Image.Image):
+            check_size(*image.size)
+        else:
             raise UserError(f"cannot predict on a {type(image).__name__}: give a path, a PIL image or a uint8 array")
-        return prepare(image, self.meta)
+        try:
+            return prepare(image, self.meta)
+        except ValueError as e:  # a mode Pillow cannot convert to grey or RGB (LAB, La)
+            raise UserError(f"cannot predict on a {image.mode} image ({e}): convert it to RGB or L first") from None
+
+
+def check_size(width: int, height: int) -> None:
+    """The bounds a decoded file meets (imaging/decoding.py), for arrays and PIL images handed in
+    directly: checked before any pixel is copied."""
+    if width < 1 or height < 1:
+        raise UserError(f"the image is empty ({width}x{height} pixels)")
+    if width * height > MAX_PIXELS:
+        raise UserError(
+            f"the image has {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels "
+            "(resize it first)"
+        )
 
 
 def load(source: str | Path) -> Model:

@@ -24,6 +24,7 @@ from fixmatch.inference.predict import run as run_predict
 from fixmatch.outputs import refuse_clobbering
 from fixmatch.serve import CLIENT_CONNECTIONS, run_server
 from fixmatch.training.bench_options import add_bench_arguments, bench_options
+from fixmatch.training.run_folder import refuse_config_in_out
 from fixmatch.training.stopping import quiet_broken_pipe, stop_message, stop_on_sigterm
 from fixmatch.training.wallclock import command_start
 
@@ -52,6 +53,8 @@ def cmd_train(args) -> int:
     clean = False
     try:
         with stop_on_sigterm():  # a scheduler's or kill's SIGTERM: say where the checkpoint is, exit 143
+            if args.config and not args.resume:
+                refuse_config_in_out(args.config, options.get("out"))
             summary = api.train(resume=args.resume, started=started, **options)
             print(final_report(summary))
         clean = True

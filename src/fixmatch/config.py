@@ -150,6 +150,7 @@ class CommonConfig:
     )
     seed: int = opt(0, "seed of the weights, the sampling and the augmentation (the labels come from --fold)")
     out: str | None = opt(None, "run directory (default runs/<dataset>-<labels>-<algorithm>-<time>)")
+    overwrite: bool = opt(False, "replace the run that --out already holds (without it such a folder is refused)")
     progress: bool = opt(True, "show the progress bar (--no-progress prints one JSON line per evaluation)")
     # hardware and speed (each optimization a switch: auto = on for CUDA, off for CPU)
     device: str = opt("auto", "auto, cpu or cuda")

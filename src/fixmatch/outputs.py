@@ -68,23 +68,25 @@ def write_atomic(path, write: Callable[[BinaryIO], object]) -> None:
 
     A new file gets the usual mode (0666 less the umask), an existing one keeps its own. A target
     that is not a regular file (/dev/stdout, a FIFO) is written directly: there is nothing to replace.
+    A symbolic link is never followed to a file: os.replace puts the new file in the link's place and
+    whatever it named stays as it was (a link planted in a cache folder must not make fixmatch
+    overwrite the user's files). A link to a stream (/dev/stdout is one) is written through.
     Any OSError (a full disk above all) removes the temporary file and becomes one UserError."""
     path = Path(path)
-    if path.is_symlink():  # replace the file the link names, not the link
-        path = Path(os.path.realpath(path))
     try:
-        if path.exists() and not path.is_file():
+        if path.exists() and not path.is_file() and not path.is_dir():  # a stream, or a link to one
             with open(path, "wb") as f:
                 write(f)
             return
-        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666
+        existing = path.exists() and not path.is_symlink()  # a link's target lends it nothing, mode included
+        mode = stat.S_IMODE(path.stat().st_mode) if existing else 0o666
         tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # the umask applies to a new file
     except OSError as e:
         raise UserError(write_error(path, e)) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            if path.exists():
+            if existing:
                 os.chmod(f.fileno(), mode)  # the umask must not narrow an existing file's mode
             write(f)
             f.flush()

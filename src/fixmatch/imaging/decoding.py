@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +27,12 @@ MAX_PIXELS = 40_000_000  # above any phone camera; a 1 MB file claiming more is 
 MAX_SCANS = 64  # encoders write 1 (baseline) to ~12 (progressive); each scan walks the whole image
 MAX_SCAN_MEGAPIXELS = 600  # scans x megapixels: 15 scans of a 40 MP photo, ~0.5 s on one core
 DECODE_SECONDS = 2.0  # CPU time of one decode
+MAX_FILE_BYTES = 256 * 2**20  # 40 MP of 16-bit RGB stored raw is 240 MB; a larger file is not a photo
+# TIFF: libtiff reads the file descriptor itself, so the clock is checked only after it is done.
+# Its JPEG-in-TIFF tiles each decode a whole (possibly progressive) JPEG: unbounded cost, refused;
+# other codecs stop when a tile is full, so their cost follows the pixel count, with a cap on tiles.
+TIFF_JPEG = {6, 7, 34892}  # compression tag values: old-style JPEG, JPEG, lossy JPEG (DNG)
+MAX_TIFF_SEGMENTS = 65_536  # tiles or strips (a 40 MP image in 256x256 tiles has 610)
 READ_BLOCK = 1024  # the decoder reads this much at a time; the clock is checked between reads
 MAGIC = {  # what a file starts with -> Pillow's format name
     b"\xff\xd8\xff": "JPEG",
@@ -133,13 +140,49 @@ def open_image(source: bytes | str | Path, formats=FOLDER_FORMATS, draft=None, s
     and the reason). `draft(image)` may ask the decoder for a smaller size (JPEG's DCT scaling)
     after the checks. A missing file is FileNotFoundError, as open() says."""
     if isinstance(source, (bytes, bytearray)):
+        check_file_size(len(source))
         return decode(io.BytesIO(source), sniff(bytes(source[:16]), formats), draft, seconds)
+    check_regular_file(source)
     with open(source, "rb") as f:
         kind = sniff(f.read(16), formats)
         f.seek(0)
         if kind == "JPEG":  # its scans are counted in its bytes: read it whole
             return decode(io.BytesIO(f.read()), kind, draft, seconds)
         return decode(f, kind, draft, seconds)
+
+
+def check_regular_file(path) -> None:
+    """Before anything is read: a FIFO would block forever, a device never end; a huge file (a sparse
+    3 GB one costs nothing to make) would be read whole."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageRefused("format", "not a regular file (a pipe, socket or device)")
+    check_file_size(info.st_size)
+
+
+def check_file_size(size: int) -> None:
+    if size > MAX_FILE_BYTES:
+        raise ImageRefused(
+            "pixels", f"the file holds {size / 2**20:,.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB for one image"
+        )
+
+
+def check_tiff(image: Image.Image) -> None:
+    """The TIFF bounds the clock cannot enforce (libtiff decodes outside it)."""
+    tags = getattr(image, "tag_v2", {})
+    if tags.get(259) in TIFF_JPEG:
+        raise ImageRefused(
+            "cost",
+            "a TIFF holding JPEG-compressed data is not decoded here (its decoder cannot be bounded); "
+            "save the image as a JPEG or a PNG",
+        )
+    segments = len(tags.get(324) or tags.get(273) or ())  # TileOffsets, else StripOffsets
+    if segments > MAX_TIFF_SEGMENTS:
+        raise ImageRefused(
+            "cost",
+            f"the TIFF is cut into {segments:,} tiles or strips (the limit is {MAX_TIFF_SEGMENTS:,}); "
+            "save the image as a PNG",
+        )
 
 
 def decode(fp, kind: str, draft, seconds: float | None) -> Image.Image:
@@ -149,6 +192,8 @@ def decode(fp, kind: str, draft, seconds: float | None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(ClockedFile(fp, seconds), formats=[kind])
             check_cost(image, fp.getvalue() if kind == "JPEG" else None)
+            if kind == "TIFF":
+                check_tiff(image)
             image.decodermaxblock = READ_BLOCK
             if draft is not None:
                 draft(image)

@@ -121,7 +121,32 @@ def read_onnx_meta(path) -> dict:
     if WEIGHTS_DIGEST in meta and onnx_graph_digest(model.graph) != meta[WEIGHTS_DIGEST]:
         raise UserError(f"{path} is damaged: its graph does not match the checksum written with it")
     check_onnx_graph(model.graph, meta, path)
+    refuse_nonfinite(onnx_nonfinite_tensors(model.graph), path)
     return meta
+
+
+def refuse_nonfinite(names: list[str], path) -> None:
+    """Weights that are NaN or infinite make every score NaN, which JSON cannot even carry."""
+    if names:
+        raise UserError(f"{path}: its weights are not finite numbers (NaN or infinity in {', '.join(names[:3])})")
+
+
+def onnx_nonfinite_tensors(graph) -> list[str]:
+    """The graph's float initializers and constants that hold a NaN or an infinity."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    found = []
+    for t in tensors:
+        if t.data_location == t.EXTERNAL:  # not in the file: onnxruntime refuses to load it anyway
+            continue
+        a = numpy_helper.to_array(t)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            found.append(t.name or "a constant")
+    return found
 
 
 def static_dims(value_info) -> list:
@@ -176,11 +201,32 @@ def read_safetensors_meta(path) -> dict:
     problem = safetensors_layout_problem(header, size - 8 - length)
     if problem:
         raise UserError(f"{path} is damaged or truncated: {problem}")
-    if WEIGHTS_DIGEST in meta:  # exports from before the checksum have none
-        with open(path, "rb") as f:
-            if hashlib.sha256(safetensors_data(f.read())).hexdigest() != meta[WEIGHTS_DIGEST]:
-                raise UserError(f"{path} is damaged: its weights do not match the checksum written with them")
+    with open(path, "rb") as f:
+        data = safetensors_data(f.read())
+    if WEIGHTS_DIGEST in meta and hashlib.sha256(data).hexdigest() != meta[WEIGHTS_DIGEST]:  # older: none
+        raise UserError(f"{path} is damaged: its weights do not match the checksum written with them")
+    refuse_nonfinite(safetensors_nonfinite_tensors(header, data), path)
     return meta
+
+
+# A float is NaN or infinite exactly when its exponent bits are all ones: one test for every width.
+FLOAT_EXPONENT = {"F16": ("<u2", 0x7C00), "BF16": ("<u2", 0x7F80), "F32": ("<u4", 0x7F800000),
+                  "F64": ("<u8", 0x7FF0000000000000)}  # fmt: skip
+
+
+def safetensors_nonfinite_tensors(header: dict, data) -> list[str]:
+    import numpy as np
+
+    found = []
+    for name, t in header.items():
+        if name == "__metadata__" or t["dtype"] not in FLOAT_EXPONENT:
+            continue
+        kind, mask = FLOAT_EXPONENT[t["dtype"]]
+        begin, end = t["data_offsets"]
+        bits = np.frombuffer(data[begin:end], dtype=kind)
+        if ((bits & mask) == mask).any():
+            found.append(name)
+    return found
 
 
 def safetensors_data(file_bytes: bytes) -> memoryview:

@@ -63,6 +63,27 @@ def check_types(values: dict) -> None:
         if not ok:
             names = " or ".join(t.__name__ for t in allowed if t is not type(None))
             raise UserError(f"{key} must be {names}, got {value!r}")
+        check_bounds(key, value, float in allowed)
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # torch computes in float32: a larger option becomes inf there
+INT64 = 2**63  # torch and numpy hold integers (seeds, counts) in 64 bits
+
+
+def check_bounds(key: str, value, is_float: bool) -> None:
+    """One rule for every numeric option, wherever it is declared: a float is finite and within
+    float32 (inf, nan or 1e308 would train to NaN or overflow inside torch), an integer fits in 64 bits."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if is_float:
+        try:
+            ok = math.isfinite(float(value)) and abs(float(value)) <= FLOAT32_MAX
+        except OverflowError:  # an int too large for a float
+            ok = False
+        if not ok:
+            raise UserError(f"{key} must be a finite number of at most {FLOAT32_MAX:.3g} in size, got {value!r}")
+    elif not -INT64 <= value < INT64:
+        raise UserError(f"{key} must be an integer below 2**63 in size, got {value!r}")
 
 
 def validate(cfg: RunConfig) -> None:

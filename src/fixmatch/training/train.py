@@ -20,7 +20,7 @@ from fixmatch.models import build_model, count_parameters
 from fixmatch.models.input_scaling import normalizer_for
 from fixmatch.models.layers import DEFAULT_WIRING
 from fixmatch.outputs import write_text_atomic
-from fixmatch.training import distributed, run_data
+from fixmatch.training import distributed, run_data, run_folder, step_memory
 from fixmatch.training.checkpoint import load_checkpoint
 from fixmatch.training.curriculum import curriculum_work
 from fixmatch.training.engine import Trainer
@@ -69,6 +69,7 @@ def make_trainer(cfg: RunConfig, data, labeled, device: torch.device, dist=distr
     return Trainer(cfg, model, data, labeled, device, resolve_speedups(cfg, device), normalize, dist)
 
 
+@run_folder.releases_claims
 def train(
     cfg: TrainConfig, resume_ckpt: dict | None = None, log=print, data=None, started: float | None = None
 ) -> dict:
@@ -82,6 +83,7 @@ def train(
     # one download (or one decode cache of a user's folders) per node, which the other ranks then read
     with distributed.local_main_first(dist, enabled=cfg.download or cfg.dataset == "folders"):
         data = data or load_data(cfg)
+    step_memory.check_step_fits(cfg, data.image_shape, device, dist.world)  # before minutes of failing to allocate
     data_record = run_data.describe(cfg.dataset, data)
     if resume_ckpt is not None:
         check_same_data(resume_ckpt["meta"], data_record, cfg.out)
@@ -92,7 +94,13 @@ def train(
     labeled = pick_labels(cfg, data)
     out_dir = Path(distributed.broadcast_object(str(cfg.out or default_out(cfg)), dist))  # rank 0's timestamp
     if dist.main:  # only rank 0 writes files
-        make_run_dir(out_dir)
+        run_folder.claim(
+            out_dir,
+            resume=resume_ckpt is not None,
+            overwrite=cfg.overwrite,
+            inputs=[run_folder.data_folder(cfg)],
+            log=log,
+        )
         save_yaml(cfg, out_dir / "config.yaml")
         write_skipped(out_dir, data.skipped)
         save_split(
@@ -198,19 +206,6 @@ def check_same_data(meta: dict, now: dict, run_dir) -> None:
         )
 
 
-def make_run_dir(out_dir: Path) -> None:
-    """The run directory, or one clear error when it cannot be one."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is an existing file, not a directory; choose another path")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write the run directory {out_dir} ({e.strerror or e}); choose another --out") from None
-
-
 def write_skipped(out_dir: Path, skipped: list) -> None:
     if skipped:
         write_text_atomic(out_dir / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))
@@ -251,6 +246,7 @@ def resume(run_dir, overrides: dict | None = None, log=print, started: float | N
     if planned:  # the length the run was following (--time-budget plans another than the config's)
         cfg = dataclasses.replace(cfg, steps=planned["steps"], lr_schedule_steps=planned["lr_schedule_steps"])
     overrides = dict(overrides or {})
+    run_folder.refuse_changes_on_resume(cfg.to_dict(), overrides, run_dir)
     if "steps" in overrides and "lr_schedule_steps" not in overrides:
         old_k = cfg.lr_schedule_steps
         if old_k is None or old_k == cfg.steps:
@@ -261,7 +257,7 @@ def resume(run_dir, overrides: dict | None = None, log=print, started: float | N
             )
         else:
             log(f"resume: {cfg.steps} -> {overrides['steps']} steps; the cosine's K stays {old_k} (set on its own)")
-    cfg = dataclasses.replace(cfg, out=str(run_dir), **overrides)
+    cfg = dataclasses.replace(cfg, out=str(run_dir), **{**overrides, "overwrite": False})
     return train(cfg, resume_ckpt=ckpt, log=log, started=started)
 
 

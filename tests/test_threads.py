@@ -94,3 +94,17 @@ def test_predict_uses_every_usable_cpu_by_default(digits_model, monkeypatch, res
     torch.set_num_threads(1)
     assert main(["predict", "--checkpoint", str(digits_model["run"]), str(tmp_path / "x.png")]) == 0
     assert torch.get_num_threads() == 3
+
+
+def test_a_cpu_run_on_a_busy_machine_says_that_fewer_threads_may_be_faster(tmp_path, monkeypatch, restore_threads):
+    import fixmatch.training.loop as loop
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(loop, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    said = []
+    train(tiny_config(tmp_path / "a", threads="auto", steps=2, eval_every=2), log=said.append)
+    assert any("load 3.0 on 2 CPUs" in str(x) and "--threads 1 may well be faster" in str(x) for x in said)
+    said.clear()
+    train(tiny_config(tmp_path / "b", threads=1, steps=2, eval_every=2), log=said.append)  # one thread: nothing to say
+    assert not any("--threads 1 may" in str(x) for x in said)

@@ -112,6 +112,12 @@ def announce_plan(trainer: Trainer, planner: StepPlanner, log) -> None:
     run of hours; on a GPU a few images say nothing of a batch's time (and under torchrun each rank's
     probe would differ), so the first measured steps do."""
     cpu = trainer.device.type == "cpu"
+    busy = busy_cpus() if cpu and torch.get_num_threads() > 1 else ""
+    if busy:
+        log(
+            f"note: other work keeps the CPUs busy ({busy}): torch's {torch.get_num_threads()} threads wait "
+            "for each other, and --threads 1 may well be faster here"
+        )
     if planner.budget_s is None:
         if cpu:
             log(planner.probe_estimate(probe_step_seconds(trainer)))

@@ -11,11 +11,12 @@ import json
 import sys
 import typing
 
-from fixmatch.api import evaluate
+from fixmatch.api import evaluate, saved_run_config
 from fixmatch.config import TrainConfig, from_dict, load_yaml, resolve
 from fixmatch.errors import UserError
-from fixmatch.inference.model_files import model_inputs
+from fixmatch.inference.model_files import PRECISIONS, int8_path, model_inputs
 from fixmatch.inference.predict import run as run_predict
+from fixmatch.inference.quantize import run_export_int8
 from fixmatch.outputs import refuse_clobbering
 from fixmatch.serve import CLIENT_CONNECTIONS, run_server
 from fixmatch.training.bench_options import add_bench_arguments
@@ -95,8 +96,11 @@ def cmd_export(args) -> int:
 
     if not (args.onnx or args.safetensors):
         raise UserError("give --onnx PATH and/or --safetensors PATH")
+    if args.int8 and not (args.onnx and args.calibrate_on):
+        raise UserError("--int8 quantises the --onnx export: give --onnx PATH and --calibrate-on DATA")
     refuse_clobbering(
-        [("--onnx", args.onnx), ("--safetensors", args.safetensors)],
+        [("--onnx", args.onnx), ("--safetensors", args.safetensors)]
+        + [("the int8 twin", args.int8 and int8_path(args.onnx))],
         [*model_inputs(args.checkpoint), ("the --card-json file", args.card_json)],
     )
     card = read_card(args.card_json) if args.card_json else None
@@ -110,6 +114,8 @@ def cmd_export(args) -> int:
 
         export_onnx(loaded, args.onnx, extra)
         print(f"wrote {args.onnx}")
+    if args.int8:
+        print(run_export_int8(loaded, args.onnx, args.calibrate_on, saved_run_config(args.checkpoint)))
     return 0
 
 
@@ -201,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a CSV (path, label, confidence, face_found, error, one column per class) instead of printing JSON",
     )
     pr.add_argument("--threads", type=int, default=1)
+    add_precision_flag(pr)
     pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("datasets", help="the datasets fixmatch knows and the files each needs")
@@ -211,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--onnx", metavar="PATH")
     x.add_argument("--safetensors", metavar="PATH")
     x.add_argument("--card-json", metavar="PATH", help="model-card figures to embed (JSON)")
+    x.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write the int8 twin of --onnx PATH beside it (PATH.int8.onnx), and print the test "
+        "accuracy of both; serve and predict take the twin when it is within 0.5 points",
+    )
+    x.add_argument(
+        "--calibrate-on",
+        metavar="DATA",
+        help="with --int8: the data folder of the model's dataset (its training images calibrate, "
+        "its test split measures)",
+    )
     x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="time the real training step (or just the augmentation)")
@@ -247,8 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"open connections one client address may hold per worker, more get 503 at once "
         f"(default {CLIENT_CONNECTIONS}; 0: no cap, behind a reverse proxy that caps them)",
     )
+    add_precision_flag(s)
     s.set_defaults(func=cmd_serve)
     return p
+
+
+def add_precision_flag(q) -> None:
+    q.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="int8",
+        help="int8 (default): an .onnx model's int8 twin (NAME.int8.onnx) when one lies beside it and "
+        "held its accuracy, else the model itself; fp32: always the model itself",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

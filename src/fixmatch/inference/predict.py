@@ -38,10 +38,11 @@ def collect(paths: list[str]) -> list[Path]:
     return found
 
 
-def load(source: str):
-    """The model as the server loads it (ONNX first for a zoo name, when onnxruntime is installed)."""
+def load(source: str, precision: str = "int8"):
+    """The model as the server loads it (ONNX first for a zoo name, when onnxruntime is installed;
+    its int8 twin unless precision is "fp32")."""
     has_ort = importlib.util.find_spec("onnxruntime") is not None
-    return model.load_predictor(source, model.SUFFIXES if has_ort else (".safetensors",))
+    return model.load_predictor(source, model.SUFFIXES if has_ort else (".safetensors",), precision)
 
 
 def prepare_file(path: Path, meta: dict) -> dict:
@@ -109,7 +110,7 @@ def run(args) -> int:
         raise UserError(f"no images found in {', '.join(args.images)} ({', '.join(sorted(IMAGE_SUFFIXES))})")
     source = args.checkpoint or args.model
     refuse_clobbering([("--csv", args.csv)], [*model_inputs(source), *(("an input image", p) for p in paths)])
-    predictor = load(source)
+    predictor = load(source, args.precision)
     if hasattr(predictor, "loaded"):  # the torch backend (an ONNX model runs without torch)
         import torch
 

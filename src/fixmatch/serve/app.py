@@ -191,6 +191,7 @@ def create_app(
     rate_limit: str | SharedRateLimit | None = "60/minute",
     predictor=None,
     precision: str = "int8",
+    face_detector: str = "auto",
 ) -> Flask:
     """One app per worker process; the model is loaded here, once (or passed in, for tests).
     rate_limit: a text such as '60/minute', or a SharedRateLimit made before the workers forked."""
@@ -203,8 +204,12 @@ def create_app(
     predictor = predictor or load_predictor(model_source, precision=precision)
     info = model_info(predictor)
     if info["preprocess"] == "face":
-        from fixmatch.inference.face import warm_up  # deferred: OpenCV, only for a model that frames faces
+        from fixmatch.inference.face import (  # deferred: OpenCV, only for a model that frames faces
+            use_detector,
+            warm_up,
+        )
 
+        use_detector(face_detector)
         warm_up()
     predictor.probabilities(np.zeros((1, *info["input"].values()), np.uint8))  # first run allocates; not a user's
     busy = Turns()

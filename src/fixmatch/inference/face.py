@@ -54,6 +54,8 @@ def warm_up() -> None:
     """Load one detector now, so the first request does not pay for it."""
     if _idle.empty():
         _idle.put(load_cascade())
+    if _chosen["detector"] == "yunet":
+        yunet.detect(np.zeros((64, 64), np.uint8))  # loads the wheel and its OpenMP runtime
 
 
 def shrink(grey: np.ndarray, longest: int) -> tuple[np.ndarray, float]:

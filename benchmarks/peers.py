@@ -1,4 +1,4 @@
-"""FER2013 PrivateTest (3,589 images) through a peer's expression model and through ours, side by
+r"""FER2013 PrivateTest (3,589 images) through a peer's expression model and through ours, side by
 side: accuracy, CPU ms per image (one image at a time, one thread), and resident memory.
 
 Peers run in their own virtual environment, never this project's: the `fer` package's quantised

@@ -66,3 +66,22 @@ def test_predict_takes_the_detector_flag(fer_model, fer_slice, tmp_path, capsys)
     assert boxes["yunet"] == face.find_face(grey, "yunet") != boxes["haar"]
     truth = [560, 300, 220, 220]  # where scene_with_face puts the face
     assert iou(boxes["yunet"], truth) > 0.5 and iou(boxes["haar"], truth) > 0.5  # found: the proxy's criterion
+
+
+@needs_yunet
+def test_the_server_takes_the_detector_it_is_given(fer_model, fer_slice):
+    import io
+
+    from serve_fixtures import encode, scene_with_face
+
+    from fixmatch.serve import create_app
+
+    scene = scene_with_face(fer_slice["x_test"][1])
+    boxes = {}
+    for name in ("haar", "yunet"):
+        client = create_app(str(fer_model["onnx"]), rate_limit="off", face_detector=name).test_client()
+        upload = {"file": (io.BytesIO(encode(scene, "PNG")), "s.png")}
+        answer = client.post("/api/predict", data=upload, content_type="multipart/form-data").json
+        boxes[name] = answer["box"]
+    assert boxes["haar"] == face.detect_face(scene)
+    assert boxes["yunet"] == face.find_face(scene, "yunet") != boxes["haar"]

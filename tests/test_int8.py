@@ -90,3 +90,20 @@ def test_predict_and_serve_take_the_precision_flag(tmp_path, capsys):
         assert main(["predict", "--model", "fer2013", "--precision", precision, str(face)]) == 0
         rows[precision] = json.loads(capsys.readouterr().out)["probabilities"]
     assert rows["int8"] != rows["fp32"]
+
+
+def test_the_served_workers_load_the_precision_asked_for():
+    """`fixmatch serve`'s workers (gunicorn) take the twin by default and the float model with
+    --precision fp32: the page's model info names the file each loaded."""
+    import urllib.request
+
+    from serve_fixtures import start_server, stop_server
+
+    pytest.importorskip("gunicorn", reason="gunicorn is in the serve extra")
+    for flags, served in (([], "fer2013.int8.onnx"), (["--precision", "fp32"], "fer2013.onnx")):
+        proc, base = start_server("fer2013", "--rate-limit", "off", *flags, workers=1)
+        try:
+            info = json.loads(urllib.request.urlopen(base + "/api/model", timeout=10).read())
+            assert info["file"] == served
+        finally:
+            stop_server(proc)

@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a CSV (path, label, confidence, face_found, error, one column per class) instead of printing JSON",
     )
     pr.add_argument("--threads", type=int, default=1)
-    add_precision_flag(pr)
+    add_serving_flags(pr)
     pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("datasets", help="the datasets fixmatch knows and the files each needs")
@@ -267,12 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"open connections one client address may hold per worker, more get 503 at once "
         f"(default {CLIENT_CONNECTIONS}; 0: no cap, behind a reverse proxy that caps them)",
     )
-    add_precision_flag(s)
+    add_serving_flags(s)
     s.set_defaults(func=cmd_serve)
     return p
 
 
-def add_precision_flag(q) -> None:
+def add_serving_flags(q) -> None:
+    """serve's and predict's: the page and predict must frame and score a photo alike."""
     q.add_argument(
         "--face-detector",
         choices=DETECTORS,

@@ -121,7 +121,9 @@ def run_server(args) -> int:
         args.face_detector = resolve_detector(args.face_detector)
     print(
         f"fixmatch serve: http://{format_host(args.host)}:{args.port}/ model {args.model} "
-        f"({len(meta['class_names'])} classes, {meta.get('precision', 'fp32')}), "
+        f"({len(meta['class_names'])} classes, {meta.get('precision', 'fp32')}"
+        + (f", face detector {args.face_detector}" if framing(meta) == "face" else "")
+        + "), "
         f"{args.workers} worker(s) x {THREADS} threads",
         flush=True,
     )

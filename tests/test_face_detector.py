@@ -85,3 +85,21 @@ def test_the_server_takes_the_detector_it_is_given(fer_model, fer_slice):
         boxes[name] = answer["box"]
     assert boxes["haar"] == face.detect_face(scene)
     assert boxes["yunet"] == face.find_face(scene, "yunet") != boxes["haar"]
+
+
+@needs_yunet
+def test_yunet_gives_the_same_boxes_from_concurrent_threads(fer_slice):
+    """A server worker runs several request threads: YuNet shares nothing between calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(2)
+    photos = [place(crop, rng)[0] for crop in fer_slice["x_test"][:16]]
+
+    def boxes(photo):
+        found = yunet.detect(photo)
+        return None if found is None else found.tolist()
+
+    alone = [boxes(p) for p in photos]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(boxes, photos * 4)) == alone * 4
+    assert sum(b is not None for b in alone) >= 8

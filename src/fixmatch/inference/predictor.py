@@ -18,8 +18,21 @@ from fixmatch.inference import model_files
 SUFFIXES = (".onnx", ".safetensors")  # zoo files, best first: onnx needs no torch at inference
 
 
-def resolve_model(source: str, suffixes=SUFFIXES) -> Path:
-    """A zoo name (its .onnx, else its .safetensors) or a path; a clear error when neither exists."""
+def resolve_model(source: str, suffixes=SUFFIXES, precision: str = "int8") -> Path:
+    """A zoo name (its .onnx, else its .safetensors) or a path; a clear error when neither exists.
+    An .onnx with an int8 twin beside it (model_files.int8_path) that held its accuracy is served
+    as the twin unless precision is "fp32"."""
+    if precision not in model_files.PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(model_files.PRECISIONS)} (got {precision!r})")
+    path = find_model(source, suffixes)
+    twin = model_files.int8_path(path)
+    if precision == "int8" and path.suffix == ".onnx" and twin != path and twin.is_file():
+        if model_files.int8_holds_accuracy(model_files.read_onnx_meta(twin)):
+            return twin
+    return path
+
+
+def find_model(source: str, suffixes=SUFFIXES) -> Path:
     if source not in model_files.ZOO:
         return model_files.resolve_source(source)
     stem = Path(model_files.ZOO[source]).stem
@@ -32,11 +45,11 @@ def resolve_model(source: str, suffixes=SUFFIXES) -> Path:
     )
 
 
-def check_model(source: str) -> dict:
+def check_model(source: str, precision: str = "int8") -> dict:
     """Everything a worker would find wrong with the model, found once, up front (the server's
     parent process runs this before forking workers): -> the model's metadata. Exported files are
     checked from their metadata (no onnxruntime session before the fork); checkpoints are loaded."""
-    path = resolve_model(source)
+    path = resolve_model(source, precision=precision)
     if path.suffix == ".onnx":
         return model_files.read_onnx_meta(path)
     if path.suffix == ".safetensors":
@@ -80,8 +93,8 @@ class TorchPredictor:
         return self.loaded.probabilities(torch.from_numpy(np.ascontiguousarray(pixels))).numpy()
 
 
-def load_predictor(source: str, suffixes=SUFFIXES):
-    path = resolve_model(source, suffixes)
+def load_predictor(source: str, suffixes=SUFFIXES, precision: str = "int8"):
+    path = resolve_model(source, suffixes, precision)
     predictor: OnnxPredictor | TorchPredictor = (OnnxPredictor if path.suffix == ".onnx" else TorchPredictor)(path)
     predictor.path = path  # type: ignore[union-attr]  # both classes take it here, for the page's footer
     return predictor

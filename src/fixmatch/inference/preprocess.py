@@ -27,8 +27,10 @@ def framing(meta: dict) -> str:
 
 def draft(image: Image.Image, meta: dict) -> None:
     """Ask a JPEG decoder for a copy at least WORKING_SIDE on its longest side (1/2, 1/4 or 1/8
-    scale): a 40 MP photo costs ~2.5 MP of memory and time. No-op for other formats. A model
-    trained on a user's folders gets the reduced decode its training images got."""
+    scale): a 40 MP photo costs ~2.5 MP of memory and time; for a grey model, grey at any size (the
+    JPEG's own luma: ~0.03 grey levels from converting its RGB on average, more only where RGB
+    clips). No-op for other formats. A model trained on a user's folders gets the reduced decode
+    its training images got."""
     channels, size = meta["image_shape"][0], meta["image_shape"][1]
     if framing(meta) == "crop":
         draft_for_square(image, size, channels)
@@ -37,8 +39,11 @@ def draft(image: Image.Image, meta: dict) -> None:
         return
     w, h = image.size
     k = WORKING_SIDE / max(w, h)
+    mode = "L" if channels == 1 else "RGB"
     if k < 0.5:
-        image.draft("L" if channels == 1 else "RGB", (max(1, int(w * k) + 1), max(1, int(h * k) + 1)))
+        image.draft(mode, (max(1, int(w * k) + 1), max(1, int(h * k) + 1)))
+    elif mode == "L":  # a grey model: libjpeg decodes the luma alone (no chroma upsampling, no colour conversion)
+        image.draft(mode, None)
 
 
 def eight_bit(image: Image.Image) -> Image.Image:

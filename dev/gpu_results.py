@@ -36,7 +36,7 @@ first leaves cifar10_device on the machine, the second brings cifar10_rest and t
   call 2:  cp /root/stash/cifar10_device.npz.xz .gpu/cifar_rest/ && python dev/gpu_results.py
            --data .gpu/cifar_rest --out $OUT --stages tta_250 --minutes 9                       (carry .gpu/cifar_rest)
 
-CPU dry run (what tests/test_gpu_results.py does):
+CPU dry run (what tests/dev/test_gpu_results.py does):
   python dev/gpu_results.py --tiny --device cpu --data DIR --out /tmp/out
 """
 

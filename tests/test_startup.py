@@ -1,5 +1,5 @@
 """The light entry points stay light: `fixmatch --help` (and each subcommand's --help) never imports
-torch; serving an ONNX model never does either (tests/test_serve.py checks the worker)."""
+torch; serving an ONNX model never does either (tests/serve/test_serve.py checks the worker)."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ RECIPES = {
 
 TOGGLES = ("auto", "on", "off")
 # The options that change only speed: the same function up to float reordering, and bf16 (--amp) within
-# a tested tolerance (tests/test_engine.py). fixmatch.training.fast resolves them.
+# a tested tolerance (tests/training/test_engine.py). fixmatch.training.fast resolves them.
 SPEED_SWITCHES = (
     "fast",
     "amp",

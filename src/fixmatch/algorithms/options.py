@@ -1,7 +1,7 @@
 """Each algorithm's own options, declared in its file as an `Options` dataclass of `opt(...)` fields,
 and read here from the file's source *without importing it*: algorithm files import torch, while the
 config, its YAML and `fixmatch train --help` are built from these options without loading torch.
-tests/test_algorithms.py checks that what is read here is what each file's dataclass holds.
+tests/algorithms/test_registry.py checks that what is read here is what each file's dataclass holds.
 
 An option two algorithms share (tau, lambda_u, an EMA momentum) is declared in each of their files,
 identically: the help then lists every algorithm that reads it."""

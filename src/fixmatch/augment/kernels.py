@@ -8,8 +8,8 @@ so a policy's draws keep their order) and turns its magnitudes into the table's 
 magnitude map: randaugment.py, ctaugment.py). One dispatch: off the CPU every sample goes through
 every stage present (samples of other stages get neutral parameters, which are exact: fixed shapes,
 no host sync); on the CPU each op group runs only on its own samples. Each kernel is restated from
-Pillow's C code in its docstring; the ops equal PIL bit for bit (tests/test_augment.py,
-tests/test_ctaugment.py).
+Pillow's C code in its docstring; the ops equal PIL bit for bit (tests/augment/test_augment.py,
+tests/augment/test_ctaugment.py).
 """
 
 from __future__ import annotations

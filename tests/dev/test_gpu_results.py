@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from repo import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "dev"))
 
 import gpu_results  # noqa: E402  (from dev/, put on the path above)

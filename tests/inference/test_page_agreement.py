@@ -19,9 +19,11 @@ from serve_fixtures import encode, scene_with_face
 from shared_data import SHARED, fer_private_test
 
 pytest.importorskip("flask", reason="the serve extra is not installed")
+from repo import REPO
+
 from fixmatch.cli import main  # noqa: E402
 
-APP_JS = Path(__file__).resolve().parents[1] / "src" / "fixmatch" / "serve" / "static" / "app.js"
+APP_JS = REPO / "src" / "fixmatch" / "serve" / "static" / "app.js"
 
 
 def needs_fer():

@@ -542,3 +542,10 @@ def test_fold_selects_the_split_and_seed_does_not():
     assert a.tolist() == pick_labels(resolve(TrainConfig(fold=2, seed=9)), data).tolist()
     assert a.tolist() != pick_labels(resolve(TrainConfig(fold=3)), data).tolist()
     assert a.tolist() == create_split_reference(data.y_train.numpy(), 20, 2)
+
+
+def test_split_errors_are_clear():
+    labels = np.concatenate([np.zeros(3, int), np.ones(40, int)])
+    assert np.bincount(labels[official_labeled_indices(labels, 43, seed=1)]).tolist() == [3, 40]
+    with pytest.raises(UserError, match="exceeds"):
+        official_labeled_indices(labels, 44, seed=1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from repo import REPO
 from serve_fixtures import face_jpeg, skimage_photo
 
 pytestmark = pytest.mark.slow  # a real Chromium against a live server
@@ -24,7 +25,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "benchmarks" / "screenshot_demo.png"
+DOCS_SCREENSHOT = REPO / "benchmarks" / "screenshot_demo.png"
 
 
 @pytest.fixture(scope="module")

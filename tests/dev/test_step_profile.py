@@ -1,4 +1,4 @@
-"""benchmarks/step_profile.py on CPU with --tiny: each configuration in its own child, one JSON back
+"""dev/step_profile.py on CPU with --tiny: each configuration in its own child, one JSON back
 with the step time, the augmentation's share and the profiled time by kind of work."""
 
 from __future__ import annotations
@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from repo import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "dev"))
 
-import step_profile  # noqa: E402  (from benchmarks/, put on the path above)
+import step_profile  # noqa: E402  (from dev/, put on the path above)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +53,7 @@ def test_the_trace_counts_kernels_on_cuda_and_only_top_level_operators_on_cpu():
 
 @pytest.mark.slow
 def test_cpu_dry_run_profiles_each_configuration_in_a_child(tmp_path):
-    cmd = [sys.executable, str(REPO / "benchmarks/step_profile.py"), "--device", "cpu", "--tiny"]
+    cmd = [sys.executable, str(REPO / "dev/step_profile.py"), "--device", "cpu", "--tiny"]
     cmd += ["--out", str(tmp_path), "--configs", "eager,stream,autotune", "--profile-steps", "3"]
     subprocess.run(cmd, check=True, timeout=600, capture_output=True)  # a hang guard (3 children)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_profile.json"]  # one file back
@@ -70,7 +69,7 @@ def test_cpu_dry_run_profiles_each_configuration_in_a_child(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_configuration_reports_its_log(tmp_path):
-    cmd = [sys.executable, str(REPO / "benchmarks/step_profile.py"), "--device", "cuda:99", "--tiny"]
+    cmd = [sys.executable, str(REPO / "dev/step_profile.py"), "--device", "cuda:99", "--tiny"]
     subprocess.run(cmd + ["--out", str(tmp_path), "--configs", "eager"], check=True, timeout=300, capture_output=True)
     (entry,) = json.loads((tmp_path / "step_profile.json").read_text())["configs"].values()
     assert entry["status"].startswith("failed (exit") and "ms_per_step" not in entry

@@ -13,8 +13,8 @@ Per configuration: the median wall time of a step, the augmentation alone, and t
 the profiled steps' kernels by kind (convolution, batch norm, elementwise, reduction, optimizer,
 copies, Inductor-fused, other). Kernel time below the wall time is the launch gaps / host overhead.
 
-  python benchmarks/step_profile.py --out $OUT --configs eager,graph   (on the GPU: 43 s on 11-27)
-  python benchmarks/step_profile.py --device cpu --tiny --out /tmp/p (CPU dry run: operators, not kernels)
+  python dev/step_profile.py --out $OUT --configs eager,graph   (on the GPU: 43 s on 11-27)
+  python dev/step_profile.py --device cpu --tiny --out /tmp/p (CPU dry run: operators, not kernels)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpu_results import run_child  # beside this file; importing it also puts src/ on the path
+from gpu_results import run_child  # beside this file (dev/); importing it also puts src/ on the path
 
 CONFIGS = {
     "eager": dict(fast="on", compile="off", cuda_graph="off"),

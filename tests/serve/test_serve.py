@@ -24,6 +24,8 @@ from serve_fixtures import (
 )
 
 pytest.importorskip("flask", reason="the serve extra is not installed")
+from repo import REPO
+
 from fixmatch.errors import UserError  # noqa: E402
 from fixmatch.serve import create_app  # noqa: E402
 
@@ -97,11 +99,10 @@ def test_the_page_says_what_happens_to_a_photo(meta, says, never):
 
 def test_the_docs_name_every_framing_the_api_answers():
     """The serving guide's API row for /api/predict lists each value "framing" can take (preprocess.FRAMINGS)."""
-    from pathlib import Path
 
     from fixmatch.inference.preprocess import FRAMINGS
 
-    readme = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
+    readme = (REPO / "docs" / "serving.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `POST /api/predict`"))
     assert all(f'"{f}"' in row for f in FRAMINGS), row
 

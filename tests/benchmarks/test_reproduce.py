@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo import REPO
 
 from fixmatch.cli import build_parser
 from fixmatch.config import from_dict, load_yaml
 from fixmatch.training.resolve import resolve
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import reproduce  # noqa: E402  (from benchmarks/, put on the path above)

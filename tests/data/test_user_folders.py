@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from repo import REPO
 from shared_data import cifar_images, fer_faces, needs_shared_data
 
 from fixmatch.data import DATASETS, image_cache, load_dataset, user_folders
 from fixmatch.errors import DataError, UserError
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = needs_shared_data
 
 

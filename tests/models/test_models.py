@@ -104,3 +104,11 @@ def test_initialisation_follows_the_official_code():
     fc = model.fc.weight  # glorot normal, truncated at 2 std: std of the samples = sqrt(2/(fan_in+fan_out))
     assert fc.std().item() == pytest.approx(math.sqrt(2 / (512 + 10)), rel=0.1)
     assert fc.abs().max() <= 2 * math.sqrt(2 / 522) / 0.87962566103423978 + 1e-6
+
+
+def test_wrn37_2_takes_grey_48px():
+    model = build_model("wrn37_2", 7, 1).eval()
+    assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
+    assert 5.5e6 < count_parameters(model) < 6.5e6
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and all(m.momentum == 0.001 for m in bn)  # official TF decay 0.999

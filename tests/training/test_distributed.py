@@ -1,7 +1,7 @@
 """Multi-process training with torchrun on CPU (gloo): the launch, 2 ranks x B/2 == 1 rank x B,
 resuming a 2-rank run from a 1-rank checkpoint, rank-0-only files, identical ranks, a dying rank.
 
-This file is also the torchrun entry point of those runs (`python tests/test_distributed.py train ...`):
+This file is also the torchrun entry point of those runs (`python tests/training/test_distributed.py train ...`):
 run as a script it registers the test-only BN-free model and optional hooks, then calls the CLI."""
 
 import json
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from repo import TESTS
 from tiny_runs import tiny_config
 
 from fixmatch.config import TrainConfig
@@ -80,7 +81,9 @@ def torchrun(tmp_path, *args, env=None, nproc=2):
         *TINY,
         *map(str, args),
     ]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    # the script imports the tests' helpers (tiny_runs) from tests/
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **(env or {})}
     return subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=180)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from repo import TESTS
 from serve_fixtures import encode, png_bomb
 
 from fixmatch.data.image_cache import decode as training_decode
@@ -77,7 +78,7 @@ def refused_files(tmp_path):
 
 def test_one_policy_for_the_server_predict_and_training(refused_files):
     """The same files, the same refusal: the policy itself, the training decode, predict's
-    preprocessing (the server's answers to them: tests/test_serve.py)."""
+    preprocessing (the server's answers to them: tests/serve/test_serve.py)."""
     for path, words in refused_files.items():
         with pytest.raises(ImageRefused, match=words):
             open_image(path.read_bytes(), decoding.UPLOAD_FORMATS)
@@ -228,6 +229,6 @@ def test_a_fifo_among_the_images_is_refused_not_waited_on(tmp_path):
         "from pathlib import Path\n"
         "every_reader_refuses(Path(sys.argv[1]), 'not a regular file', 'format')\n"
     )
-    here = str(Path(__file__).parent)
-    proc = subprocess.run([sys.executable, "-c", code, str(fifo), here], capture_output=True, text=True, timeout=120)
+    paths = [str(Path(__file__).parent), str(TESTS)]  # this file, and the helpers it imports
+    proc = subprocess.run([sys.executable, "-c", code, str(fifo), *paths], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -225,14 +225,13 @@ def set_onnx_meta(model, **changes):
 
 
 def drop_probabilities(model):
-    """A graph without the output (its checksum dropped too: a file that never had one)."""
-    import json
+    """A graph without the output, its checksum recomputed: a file consistent in itself."""
+    from fixmatch.inference.model_files import onnx_graph_digest
 
     kept = [o for o in model.graph.output if o.name != "probabilities"]
     del model.graph.output[:]
     model.graph.output.extend(kept)
-    prop = next(p for p in model.metadata_props if p.key == "fixmatch")
-    prop.value = json.dumps({k: v for k, v in json.loads(prop.value).items() if k != "weights_sha256"})
+    set_onnx_meta(model, weights_sha256=onnx_graph_digest(model.graph))
 
 
 @pytest.fixture
@@ -485,3 +484,23 @@ def test_written_files_get_the_usual_permissions(digits_files, tmp_path, capsys)
     (tmp_path / "p.csv").chmod(0o600)  # a file made private stays private when replaced
     assert main(["predict", "--checkpoint", str(run), str(image), "--csv", str(tmp_path / "p.csv")]) == 0
     assert (tmp_path / "p.csv").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_export_without_its_checksum_is_refused(digits_model, tmp_path, capsys):
+    """Deleting an export's checksum must not let altered weights load: refused, saying how to export
+    it again (serve's up-front check refuses it too)."""
+    from fixmatch.inference.predictor import check_model
+
+    def drop_checksum(model):
+        import json
+
+        prop = next(p for p in model.metadata_props if p.key == "fixmatch")
+        prop.value = json.dumps({k: v for k, v in json.loads(prop.value).items() if k != "weights_sha256"})
+
+    edit_onnx(digits_model["onnx"], tmp_path / "unsealed.onnx", drop_checksum)
+    image = tmp_path / "x.png"
+    image.write_bytes(encode(np.zeros((8, 8), np.uint8), "PNG"))
+    assert main(["predict", "--checkpoint", str(tmp_path / "unsealed.onnx"), str(image)]) == 2
+    assert "carries no checksum of its weights" in capsys.readouterr().err
+    with pytest.raises(UserError, match="carries no checksum"):
+        check_model(str(tmp_path / "unsealed.onnx"))

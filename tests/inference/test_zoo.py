@@ -1,6 +1,7 @@
 """The released FER2013 model: it loads by name, its ONNX twin computes the same function, and it
 is as accurate on real PrivateTest images as its model card says (checked on a slice, for speed)."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -51,12 +52,15 @@ def test_a_model_file_without_an_architecture_variant_loads_with_the_old_wiring(
     """Files written before `arch_variant` existed were all built with fixmatch 0.1's wiring."""
     from safetensors.torch import load_file, save_file
 
-    from fixmatch.inference.model_files import META_KEY, read_safetensors_meta
+    from fixmatch.inference.model_files import META_KEY, WEIGHTS_DIGEST, read_safetensors_meta, safetensors_data
 
     zoo = ZOO_DIR / "fer2013.safetensors"
     meta = read_safetensors_meta(zoo)
     assert meta.pop("arch_variant") == "fixmatch-0.1"
     old = tmp_path / "old.safetensors"
-    save_file(load_file(str(zoo)), str(old), metadata={META_KEY: json.dumps(meta)})
+    tensors = load_file(str(zoo))
+    save_file(tensors, str(old), metadata={META_KEY: json.dumps(meta)})  # its weights' checksum, as written
+    meta[WEIGHTS_DIGEST] = hashlib.sha256(safetensors_data(old.read_bytes())).hexdigest()
+    save_file(tensors, str(old), metadata={META_KEY: json.dumps(meta)})
     x = private_test[0][:32]
     torch.testing.assert_close(load_model(str(old)).probabilities(x), load_model("fer2013").probabilities(x))

@@ -10,6 +10,7 @@ import os
 import struct
 from pathlib import Path
 
+from fixmatch.commands import program
 from fixmatch.errors import UserError
 from fixmatch.imaging.framing import MAX_INPUT_SIDE
 
@@ -139,11 +140,22 @@ def read_onnx_meta(path) -> dict:
     except Exception as e:  # protobuf's DecodeError has no stable import path
         raise UserError(f"{Path(path)} is not a readable ONNX file ({type(e).__name__})") from None
     check_meta(meta, path)
-    if WEIGHTS_DIGEST in meta and onnx_graph_digest(model.graph) != meta[WEIGHTS_DIGEST]:
+    refuse_unsealed(meta, path)
+    if onnx_graph_digest(model.graph) != meta[WEIGHTS_DIGEST]:
         raise UserError(f"{path} is damaged: its graph does not match the checksum written with it")
     check_onnx_graph(model.graph, meta, path)
     refuse_nonfinite(onnx_nonfinite_tensors(model.graph), path)
     return meta
+
+
+def refuse_unsealed(meta: dict, path) -> None:
+    """An export without the checksum of its weights could be altered without anyone noticing:
+    refused, like a checkpoint without one (the export can be written again from its checkpoint)."""
+    if WEIGHTS_DIGEST not in meta:
+        raise UserError(
+            f"{path} carries no checksum of its weights, so damage to it could not be detected; export it "
+            f"again from its checkpoint: {program('fixmatch')} export --checkpoint RUN --onnx PATH (or --safetensors)"
+        )
 
 
 def refuse_nonfinite(names: list[str], path) -> None:
@@ -224,7 +236,8 @@ def read_safetensors_meta(path) -> dict:
         raise UserError(f"{path} is damaged or truncated: {problem}")
     with open(path, "rb") as f:
         data = safetensors_data(f.read())
-    if WEIGHTS_DIGEST in meta and hashlib.sha256(data).hexdigest() != meta[WEIGHTS_DIGEST]:  # older: none
+    refuse_unsealed(meta, path)
+    if hashlib.sha256(data).hexdigest() != meta[WEIGHTS_DIGEST]:
         raise UserError(f"{path} is damaged: its weights do not match the checksum written with them")
     refuse_nonfinite(safetensors_nonfinite_tensors(header, data), path)
     return meta

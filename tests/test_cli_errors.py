@@ -465,3 +465,20 @@ def test_written_files_get_the_usual_permissions(digits_files, tmp_path, capsys)
     (tmp_path / "p.csv").chmod(0o600)  # a file made private stays private when replaced
     assert main(["predict", "--checkpoint", str(run), str(image), "--csv", str(tmp_path / "p.csv")]) == 0
     assert (tmp_path / "p.csv").stat().st_mode & 0o777 == 0o600
+
+
+def test_export_needs_no_temporary_folder(digits_files, tmp_path, capsys, monkeypatch):
+    """A full TMPDIR (or ulimit -f) once stopped `export --onnx` with an ENOSPC traceback: the graph was
+    built in a temporary folder outside the write's error handling. It is built in memory now."""
+    import errno
+    import tempfile
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for name in ("mkdtemp", "mkstemp", "NamedTemporaryFile", "TemporaryFile", "TemporaryDirectory"):
+        monkeypatch.setattr(tempfile, name, full)
+    run, _ = digits_files
+    assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "m.onnx"), str(digits_files[1])]) == 0

@@ -58,7 +58,7 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
         torch.onnx.export(
             module,
             (example,),
-            graph,
+            graph,  # type: ignore[arg-type]  # the TorchScript exporter takes a file object too
             dynamo=False,
             opset_version=OPSET,
             input_names=[INPUT],

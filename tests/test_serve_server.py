@@ -484,51 +484,6 @@ def test_a_bad_chunk_size_is_refused_at_once(server, size_line, status):
     assert ("malformed chunked body" if status == 400 else "limit is 1 MB") in json.loads(body)["error"]
 
 
-def pipeliner(port: int, source: str, requests: int) -> socket.socket:
-    """A client that sends many requests at once and never reads an answer (a small receive buffer,
-    so the server's writes fill it soon)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(30)
-    s.bind((source, 0))
-    s.connect(("127.0.0.1", port))
-    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * requests)
-    return s
-
-
-def test_clients_that_never_read_their_answers_hold_a_thread_only_until_the_write_deadline(server):
-    """32 clients pipeline page requests and never read the answers: each thread writing to one
-    gives up at the write deadline (--read-timeout) and closes it, so the health check and the page
-    are answered for others (sendall without a deadline used to hold every thread forever)."""
-    port = int(server.rsplit(":", 1)[1])
-    clients = [pipeliner(port, f"127.0.0.{7 + i % 2}", 200) for i in range(2 * CLIENT_CONNECTIONS)]
-    try:
-        for path in ("/healthz", "/", "/healthz"):
-            with urllib.request.urlopen(server + path, timeout=60) as r:
-                assert r.status == 200
-        closed, deadline = 0, time.monotonic() + 120  # a bound on a hang, not a timing
-        sel = selectors.DefaultSelector()
-        for s in clients:
-            s.setblocking(False)
-            sel.register(s, selectors.EVENT_READ)
-        while closed == 0 and time.monotonic() < deadline:  # the server closes at least one of them
-            for key, _ in sel.select(timeout=0.5):
-                try:
-                    while key.fileobj.recv(1 << 20):
-                        pass
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    pass
-                closed += 1
-                sel.unregister(key.fileobj)
-        sel.close()
-        assert closed > 0, "no connection was closed by the write deadline"
-    finally:
-        for s in clients:
-            s.close()
-
-
 def test_an_address_spread_flood_still_lets_a_new_client_in(open_server, fer_slice):
     """1,000 half-sent requests spread over 100 addresses, 10 each (under each one's cap): over the
     workers' connections, the oldest connections of the addresses holding the most are shed, so a

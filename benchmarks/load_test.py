@@ -136,6 +136,118 @@ class Stallers:
             self.thread.join(timeout=5)
 
 
+class Attack:
+    """N attacking connections kept open in a thread, each opened by `opener`, reopened when the
+    server answers or closes it (a bounded loop: at most MAX_REOPENS opens in all)."""
+
+    MAX_REOPENS = 20_000
+
+    def __init__(self, base: str, n: int, opener):
+        url = urlparse(base)
+        self.address, self.n, self.opener = (url.hostname, url.port), n, opener
+        self.stop, self.opened = threading.Event(), 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def open_one(self, i: int):
+        self.opened += 1
+        try:
+            s = self.opener(self.address, i)
+        except OSError:
+            return None
+        s.setblocking(False)
+        return s
+
+    def run(self) -> None:
+        """Reopen each connection the server closed: one it answered (readable), or - for clients
+        that never read (the pipeliners) - one in CLOSE_WAIT, seen without reading."""
+        conns = {i: self.open_one(i) for i in range(self.n)}
+        while not self.stop.wait(0.2) and self.opened < self.MAX_REOPENS:
+            for i, s in conns.items():
+                if s is None or server_closed(s, self.opener is pipeliner):
+                    if s is not None:
+                        s.close()
+                    conns[i] = self.open_one(i)
+        for s in conns.values():
+            if s is not None:
+                s.close()
+
+    def __enter__(self):
+        if self.n:
+            self.thread.start()
+            time.sleep(1.0)  # all of them connected and sent what they send
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.n:
+            self.thread.join(timeout=10)
+
+
+CLOSE_WAIT = 8  # Linux's tcpi_state: the server closed its side
+
+
+def server_closed(s: socket.socket, never_reads: bool) -> bool:
+    if never_reads:
+        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == CLOSE_WAIT
+    try:
+        s.recv(65536)  # an answer (408, 503) or the end: either way the server let go of it
+        return True
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
+def stalled_chunked(address, i: int) -> socket.socket:
+    """Headers of a chunked upload and a first chunk, then nothing (two addresses: inside their caps)."""
+    s = socket.create_connection(address, timeout=5, source_address=(f"127.0.0.{5 + i % 2}", 0))
+    s.sendall(
+        b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: multipart/form-data; boundary=x\r\n\r\n5\r\n--x\r\n\r\n"
+    )
+    return s
+
+
+def pipeliner(address, i: int) -> socket.socket:
+    """3,000 page requests at once, answers never read (a 4 KB receive buffer fills at once)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(5)
+    s.bind((f"127.0.0.{7 + i % 2}", 0))
+    s.connect(address)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 3000)
+    return s
+
+
+def spread_half_open(address, i: int) -> socket.socket:
+    """Half a request from one of 100 addresses (127.0.2.1-100), 10 connections each for i < 1000."""
+    s = socket.create_connection(address, timeout=5, source_address=(f"127.0.2.{1 + i % 100}", 0))
+    s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half-Open: ")
+    return s
+
+
+ATTACKS = {  # name -> (connections, opener): the stalls of docs/serving.md, each against the same server
+    "none": (0, None),
+    "32 stalled chunked uploads": (32, stalled_chunked),
+    "32 pipelining clients that never read": (32, pipeliner),
+    "1,000 half-open over 100 addresses": (1000, spread_half_open),
+}
+
+
+def attacks_table(base: str, body: bytes, n: int, concurrency: int, max_seconds: float) -> list[dict]:
+    """The real clients' latency under each attack in turn, on one server, in one run."""
+    rows = []
+    for name, (count, opener) in ATTACKS.items():
+        with Attack(base, count, opener) as attack:
+            result = run(base, body, n, concurrency, max_seconds, keep_alive=False)
+        rows.append({"attack": name, **result, "attack_connections_opened": attack.opened})
+        print(
+            f"| {name} | {result['requests']} | {result['p50_ms']} | {result['p95_ms']} | {result['errors']} |",
+            flush=True,
+        )
+    return rows
+
+
 class HalfOpen:
     """N connections from one address (127.0.0.2), each sending half a request once, then waiting.
     held(): how many the server has neither answered nor closed."""
@@ -308,6 +420,9 @@ def main() -> None:
     p.add_argument("--posters", type=int, default=0, help="measure newcomers while this many clients post")
     p.add_argument("--newcomers", type=int, default=20, help="with --posters: new clients measured")
     p.add_argument("--serve-arg", action="append", default=[], help="with --serve: one more server argument")
+    p.add_argument(
+        "--attacks", action="store_true", help="the real clients' latency with no attack, then under each stall"
+    )
     args = p.parse_args()
     if not (
         1 <= args.requests <= MAX_REQUESTS
@@ -333,7 +448,10 @@ def main() -> None:
         sys.exit("refusing to load-test a server that is not on this machine (127.0.0.1 / localhost)")
     body = multipart(open(args.image, "rb").read())
     try:
-        if args.posters:
+        if args.attacks:
+            print("| attack | requests | p50 ms | p95 ms | errors |\n|---|---|---|---|---|", flush=True)
+            result = {"attacks": attacks_table(base, body, args.requests, args.concurrency, args.max_seconds)}
+        elif args.posters:
             result = newcomers(base, body, args.posters, args.newcomers, args.max_seconds)
             print(
                 f"{result['newcomers']} new clients while {args.posters} post on kept-alive connections: "

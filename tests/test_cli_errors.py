@@ -504,3 +504,40 @@ def test_an_export_without_its_checksum_is_refused(digits_model, tmp_path, capsy
     assert "carries no checksum of its weights" in capsys.readouterr().err
     with pytest.raises(UserError, match="carries no checksum"):
         check_model(str(tmp_path / "unsealed.onnx"))
+
+
+def test_export_needs_no_temporary_folder(digits_files, tmp_path, capsys, monkeypatch):
+    """A full TMPDIR (or ulimit -f) once stopped `export --onnx` with an ENOSPC traceback: the graph was
+    built in a temporary folder outside the write's error handling. It is built in memory now."""
+    import errno
+    import tempfile
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for name in ("mkdtemp", "mkstemp", "NamedTemporaryFile", "TemporaryFile", "TemporaryDirectory"):
+        monkeypatch.setattr(tempfile, name, full)
+    run, _ = digits_files
+    assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "m.onnx"), str(digits_files[1])]) == 0
+
+
+def test_a_file_that_is_no_checkpoint_is_named_so_not_suspected_of_running_code(digits_model, tmp_path, capsys):
+    """An .onnx export or a README where a checkpoint is expected: 'not a fixmatch checkpoint', never
+    'loading it could run code' (which is for pickles holding more than data)."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# notes\n")
+    renamed = tmp_path / "model.pt"
+    renamed.write_bytes(digits_model["onnx"].read_bytes())
+    image = tmp_path / "x.png"
+    image.write_bytes(encode(np.zeros((8, 8), np.uint8), "PNG"))
+    cases = [
+        (["predict", "--checkpoint", str(renamed), str(image)], "is not a fixmatch checkpoint"),
+        (["evaluate", "--checkpoint", str(renamed)], "is not a fixmatch checkpoint"),
+        (["serve", "--model", str(readme)], "is not a fixmatch checkpoint"),
+    ]
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert words in err and "could run code" not in err and "Traceback" not in err, (argv, err)

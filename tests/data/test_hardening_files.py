@@ -69,8 +69,9 @@ def test_file_names_that_are_not_utf8(digits_model, tmp_path, capsys):
         lambda a: np.zeros((len(a), 3, 5, 5), np.uint8),  # the right row count, another image shape
         lambda a: a.astype(np.float64),  # the right shape, another type
         lambda a: a[:, :, :, :6],  # fewer columns
+        lambda a: a ^ np.uint8(1),  # the same shape and type, other pixels: caught by the index's digest
     ],
-    ids=["shape", "dtype", "cut"],
+    ids=["shape", "dtype", "cut", "pixels"],
 )
 def test_an_altered_image_cache_is_rebuilt_not_trusted(tmp_path, tamper):
     from fixmatch.data import load_dataset

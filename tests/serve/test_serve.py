@@ -415,3 +415,22 @@ def test_serving_an_onnx_model_never_imports_torch(fer_model):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_a_class_name_that_is_not_utf8_is_shown_escaped_not_a_500(digits_model, tmp_path):
+    """A class folder named with a byte that is not UTF-8 (bad\\xff) became a class name the page could
+    not encode: the page, the info and the answer show it escaped."""
+    import json
+    import os
+
+    import onnx
+
+    model = onnx.load(str(digits_model["onnx"]))
+    prop = next(p for p in model.metadata_props if p.key == "fixmatch")
+    names = [os.fsdecode(b"bad\xff"), *digits_model["class_names"][1:]]
+    prop.value = json.dumps({**json.loads(prop.value), "class_names": names})
+    onnx.save(model, str(tmp_path / "odd.onnx"))
+    client = create_app(str(tmp_path / "odd.onnx"), rate_limit="off").test_client()
+    page = client.get("/")
+    assert page.status_code == 200 and "bad\\xff" in page.text
+    assert client.get("/api/model").json["classes"][0] == "bad\\xff"

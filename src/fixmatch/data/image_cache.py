@@ -272,7 +272,12 @@ def walk(root: Path, sub: str) -> list[tuple[str, int, int]]:
 # reasons, and the token of its pixel file) and the pixels of the readable files as a plain .npy
 # (read at disk speed; a zip member would be CRC-checked byte by byte). Each is replaced atomically
 # and the index names its pixel file, so a reader never pairs an index with other pixels.
-INDEX_KEYS = ("names", "sizes", "mtimes", "ok", "reasons", "token")
+INDEX_KEYS = ("names", "sizes", "mtimes", "ok", "reasons", "token", "digest")
+SCALAR_KEYS = ("token", "digest")  # digest: of the pixels, so that altered pixels are decoded again, not trained on
+
+
+def pixels_digest(images: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).hexdigest()
 
 
 def cache_paths(cache_dir: Path, size: int, channels: int, token: str = "*") -> tuple[Path, Path]:
@@ -288,13 +293,15 @@ def read_cache(cache_dir: Path, size: int, channels: int) -> dict | None:
         with np.load(index, allow_pickle=False) as z:
             entry = {k: z[k] for k in INDEX_KEYS}
         n = len(entry["names"])
-        if any(entry[k].shape != (n,) for k in INDEX_KEYS if k != "token") or entry["ok"].dtype != bool:
+        if any(entry[k].shape != (n,) for k in INDEX_KEYS if k not in SCALAR_KEYS) or entry["ok"].dtype != bool:
             return None
         # mapped, not read: the header's shape and type are checked before any pixel is loaded
         pixels = np.load(cache_paths(cache_dir, size, channels, str(entry["token"]))[1], mmap_mode="r")
         if pixels.dtype != np.uint8 or pixels.shape != (int(entry["ok"].sum()), channels, size, size):
             return None
         entry["images"] = np.array(pixels)  # a copy in memory: writable, and the file may be replaced
+        if pixels_digest(entry["images"]) != str(entry["digest"]):  # pixels altered since they were written
+            return None
         return entry
     except Exception:  # missing, partly written by a killed run, or from another version: rebuild
         return None
@@ -306,7 +313,8 @@ def write_cache(cache_dir: Path, size: int, channels: int, images: np.ndarray, i
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(images_path, lambda f: np.save(f, images))
-        write_atomic(index_path, lambda f: np.savez(f, token=np.array(token), **index))
+        digest = np.array(pixels_digest(images))
+        write_atomic(index_path, lambda f: np.savez(f, token=np.array(token), digest=digest, **index))
         for old in cache_dir.glob(cache_paths(cache_dir, size, channels)[1].name):
             if old != images_path:
                 old.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from fixmatch.commands import program
 from fixmatch.errors import UserError
 from fixmatch.imaging.framing import MAX_INPUT_SIDE
+from fixmatch.outputs import printable
 
 ZOO_DIR = Path(__file__).resolve().parents[1] / "zoo"  # src/fixmatch/zoo, shipped as package data
 ZOO = {"fer2013": "fer2013.safetensors"}  # released models, shipped inside the package
@@ -96,6 +97,9 @@ def check_meta(meta, path) -> dict:
         raise UserError(
             f"{path}: its class names must be strings, got {[c for c in names if not isinstance(c, str)][:3]}"
         )
+    # a class folder whose name is not UTF-8 gave a name with lone surrogates: no page, JSON file or
+    # strict terminal can carry it, so it is shown as its bytes escaped (bad\xff)
+    names = meta["class_names"] = [printable(c) for c in names]
     twice = sorted({c for c in names if names.count(c) > 1})
     if twice:
         raise UserError(f"{path}: class names repeat ({', '.join(twice)}): each class needs its own name")

@@ -8,10 +8,9 @@ under the key "fixmatch", the same JSON the .safetensors export stores.
 
 from __future__ import annotations
 
+import io
 import json
-import tempfile
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -50,22 +49,23 @@ def export_onnx(loaded, path, extra_meta: dict | None = None) -> None:
     c, h, w = loaded.meta["image_shape"]
     module = PixelsToProbabilities(loaded).cpu().eval()
     example = torch.full((2, c, h, w), 128.0)
-    # built aside (the destination is written once, whole, by write_atomic)
-    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
-        graph = Path(scratch) / "graph.onnx"
+    # built in memory (the destination is written once, whole, by write_atomic): a temporary folder
+    # would fail on a full TMPDIR outside the write's error handling
+    graph = io.BytesIO()
+    with warnings.catch_warnings():
         # the TorchScript exporter works offline with no extra package; its deprecation notice is noise
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             (example,),
-            str(graph),
+            graph,  # type: ignore[arg-type]  # the TorchScript exporter takes a file object too
             dynamo=False,
             opset_version=OPSET,
             input_names=[INPUT],
             output_names=list(OUTPUTS),
             dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)},
         )
-        model = onnx.load(str(graph))
+    model = onnx.load_from_string(graph.getvalue())
     meta = {
         **loaded.meta,
         "preprocess": framing(loaded.meta),

@@ -44,6 +44,10 @@ FIRST_BYTES_WAIT = 0.5  # a thread waits this long for a new connection's first 
 DEFAULT_READ_SECONDS = 10.0
 MAX_HEAD = 4094 + 50 * 8192  # request line and headers within gunicorn's limits (else its 414/431)
 MAX_BUFFERED = 1024 * 1024 + 96 * 1024  # the largest body the app accepts (1 MB file + multipart envelope)
+CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[ \t]*chunked[ \t]*\r\n", re.IGNORECASE)
+CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,8})(?:[ \t]*;[^\r\n]*)?")  # a size in hex (8 digits: 4 GB), extensions
+MAX_CHUNK_LINE = 1024  # a chunk-size line with its extensions
+TOO_LARGE = "the upload is too large; the limit is 1 MB"
 EXPECT_CONTINUE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*\r\n", re.IGNORECASE)
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*(?=\r\n)", re.IGNORECASE)
 REASONS = {
@@ -85,7 +89,7 @@ class ClockedSocket:
         except TimeoutError:  # socket.timeout
             raise self.timeout() from None
         finally:
-            self.sock.settimeout(None)
+            self.sock.settimeout(self.seconds)  # the answer's writes get a deadline too
 
 
 def request_arrived(data: bytes) -> bool:
@@ -98,14 +102,51 @@ def request_arrived(data: bytes) -> bool:
         return len(data) > MAX_HEAD
     head = data[: end + 2]
     if b"transfer-encoding" in head.lower():
-        return True
+        return not CHUNKED.search(head) or chunked_arrived(data, end + 4) is not False
     found = CONTENT_LENGTH.search(head)
     length = int(found.group(1)) if found else 0
     return length > MAX_BUFFERED or len(data) >= end + 4 + length
 
 
+def chunked_arrived(data: bytes, start: int) -> bool | tuple[int, str]:
+    """A chunked body from `start`: True when whole, False while more is to come, or (status,
+    message) when it can be refused now - a size line that is not hex (-5), too long (an extension
+    of 100 KB), or sizes adding up past MAX_BUFFERED (2^96) - rather than by a thread that waits."""
+    i, total = start, 0
+    while True:
+        line_end = data.find(b"\r\n", i)
+        if line_end < 0:
+            return (
+                (400, "malformed chunked body: a chunk-size line is too long")
+                if len(data) - i > MAX_CHUNK_LINE
+                else False
+            )
+        line = CHUNK_LINE.fullmatch(data, i, line_end)
+        if line is None or line_end - i > MAX_CHUNK_LINE:
+            return 400, "malformed chunked body: a chunk size must be a short hexadecimal number"
+        size = int(line.group(1), 16)
+        total += size
+        if total > MAX_BUFFERED:
+            return 413, TOO_LARGE
+        if size == 0:  # the last chunk, then optional trailer lines and an empty line
+            rest = data[line_end + 2 :]
+            return rest.startswith(b"\r\n") or b"\r\n\r\n" in rest
+        i = line_end + 2 + size + 2
+        if i > len(data):
+            return False
+
+
 def bare_lf(head: bytes) -> bool:
     return head.count(b"\n") != head.count(b"\r\n")
+
+
+def framing_problem(data: bytes) -> tuple[int, str] | None:
+    """A chunked body the event loop can refuse itself (status, message), or None."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or not CHUNKED.search(data[: end + 2]):
+        return None
+    verdict = chunked_arrived(bytes(data), end + 4)
+    return verdict if isinstance(verdict, tuple) else None
 
 
 def json_error(status: int, message: str) -> bytes:
@@ -148,8 +189,13 @@ class ClientConn(gthread.TConn):
 
 
 def refuse(sock: socket.socket, message: str) -> None:
-    """503 and close, never blocking the event loop. What the client already sent is read and
-    dropped first: closing a socket with unread data resets it, and the client may lose the answer."""
+    """503 and close, never blocking the event loop."""
+    answer_and_close(sock, json_error(503, message))
+
+
+def answer_and_close(sock: socket.socket, answer: bytes) -> None:
+    """Send a short answer and close, never blocking the event loop. What the client already sent is
+    read and dropped first: closing a socket with unread data resets it, and the client may lose the answer."""
     try:
         sock.setblocking(False)
         try:
@@ -158,7 +204,7 @@ def refuse(sock: socket.socket, message: str) -> None:
                     break
         except (BlockingIOError, InterruptedError):
             pass
-        sock.send(json_error(503, message))
+        sock.send(answer)
         sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass
@@ -224,6 +270,8 @@ class ClockedThreadWorker(gthread.ThreadWorker):
         if self.client_connections and self.per_client[conn.address] >= self.client_connections:
             refuse(sock, f"too many connections from your address (at most {self.client_connections}); try again")
             return True
+        if self.nr_conns >= self.worker_connections:
+            self.shed_one()
         if self.nr_conns >= self.worker_connections + TRIAGE:
             refuse(sock, "the server is at its connection limit; try again in a few seconds")
             return True
@@ -231,6 +279,29 @@ class ClockedThreadWorker(gthread.ThreadWorker):
         self.per_client[conn.address] += 1
         conn.triage = self.nr_conns > self.worker_connections
         self.start_arriving(conn)
+        return True
+
+    def shed_one(self) -> bool:
+        """At the cap, make room for a new client: close one connection that holds no request being
+        answered - one still sending its request, or a kept-alive idle one - from the address that
+        holds the most, its oldest first (a client's own upload in progress goes last: its address
+        holds one connection). A flood spread over many addresses
+        then sheds its own connections, and a new client is served (False: none could be shed)."""
+        idle = [c for c in self.arriving if not c.triage] + list(self.keepalived_conns)
+        if not idle:
+            return False
+        victim = max(idle, key=lambda c: (self.per_client[c.address], -getattr(c, "clock_start", 0.0)))
+        if victim in self.arriving:
+            self.drop_arriving(victim)
+            refuse(victim.sock, "the server is busy and closed this connection, which had not sent a whole request")
+        else:
+            self.keepalived_conns.remove(victim)
+            try:
+                self.poller.unregister(victim.sock)
+            except (OSError, KeyError, ValueError):
+                pass  # already unregistered
+            self.nr_conns -= 1
+            victim.close()
         return True
 
     def closed(self, conn) -> None:
@@ -274,6 +345,11 @@ class ClockedThreadWorker(gthread.ThreadWorker):
                 return
             if not request_arrived(conn.arrived):
                 self.continue_if_expected(conn)
+                return
+            problem = framing_problem(conn.arrived)
+            if problem is not None:
+                self.drop_arriving(conn)
+                answer_and_close(conn.sock, json_error(*problem))
                 return
         self.poller.unregister(sock)
         del self.arriving[conn]
@@ -347,7 +423,9 @@ class ClockedThreadWorker(gthread.ThreadWorker):
         if wait is not None and not conn.initialized and not conn.data_ready:
             if not wait(FIRST_BYTES_WAIT):
                 return gthread._DEFER  # back to the poller, no thread held
-        conn.sock.setblocking(True)
+        # blocking, with a deadline on every write (and read): a client that pipelines requests and
+        # never reads the answers fills its buffers, and sendall would otherwise hold the thread forever
+        conn.sock.settimeout(self.read_seconds)
         conn.init()
         self.clock(conn)
         arrived = getattr(conn, "arrived", None)

@@ -54,6 +54,28 @@ def save_atomic(obj, path) -> None:
     write_atomic(path, lambda f: f.write(data.getbuffer()))
 
 
+CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip file; the legacy format's pickle
+
+
+def refuse_other_files(path: Path) -> None:
+    """A file that is not a checkpoint at all (an .onnx export, a README) is named as such, not
+    blamed for code it would run: the unpickler's words are for pickles that hold more than data."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(CHECKPOINT_STARTS):
+        what = {".onnx": "an ONNX export", ".safetensors": "a safetensors export"}.get(
+            path.suffix, "another kind of file"
+        )
+        raise UserError(
+            f"{path} is not a fixmatch checkpoint (a .pt file that `fixmatch train` writes): it is {what}"
+            + (
+                "; load it as a model (--model, fixmatch.load) instead"
+                if path.suffix in (".onnx", ".safetensors")
+                else ""
+            )
+        )
+
+
 def load_checkpoint(path, map_location="cpu", unsealed: bool = False) -> dict:
     """A checkpoint whose tensors match the checksum written with them. `unsealed=True` (only `fixmatch
     export --reseal`) also takes one written without a checksum, for the user to seal a copy of it."""
@@ -62,6 +84,7 @@ def load_checkpoint(path, map_location="cpu", unsealed: bool = False) -> dict:
         path = path / "last.pt"
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    refuse_other_files(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # the weights-only unpickler met something that is not data

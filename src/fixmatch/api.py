@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fixmatch.config import TrainConfig, check_known
+from fixmatch.config import TrainConfig, check_known, load_yaml
 from fixmatch.errors import UserError
 from fixmatch.imaging.decoding import MAX_PIXELS
 from fixmatch.inference.model_files import int8_path, model_inputs
@@ -38,17 +38,26 @@ def torch_side():
 
 
 def train(
-    config: TrainConfig | None = None, *, resume: str | Path | None = None, log=print, started=None, **options
+    config: TrainConfig | None = None,
+    *,
+    config_file: str | Path | None = None,
+    resume: str | Path | None = None,
+    log=print,
+    started=None,
+    **options,
 ) -> dict:
     """Train (`fixmatch train`): a TrainConfig and/or its fields as keywords (keywords win; a `recipe`
     fills what neither sets). Returns the run's summary (also in RUN/summary.json; RUN is
     summary["out"]). With a baseline (baseline="supervised", or the digits demo's default) the baseline
     trains first on the same labels, and the summary holds its summary under "baseline".
     `resume=RUN` continues that run from its last checkpoint; the keywords then change only what may
-    change (steps, the time budget, the speed switches...). A `time_budget` counts from `started`
-    (a time.perf_counter() value; the CLI gives its process's start), else from this call."""
+    change (steps, the time budget, the speed switches...). `config_file`: a YAML file of options
+    under the keywords (`fixmatch train --config`). A `time_budget` counts from `started` (a
+    time.perf_counter() value; the CLI gives its process's start), else from this call."""
+    if config_file is not None and resume is None:  # the file under the keywords: a recipe fills what neither sets
+        options = {**load_yaml(config_file), **options}
     check_known(options)
-    return torch_side().train(options, config, resume, log, started)
+    return torch_side().train(options, config, resume, log, started, config_file)
 
 
 class Model:

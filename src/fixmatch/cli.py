@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fixmatch import api
 from fixmatch.commands import program
-from fixmatch.config import TrainConfig, load_yaml
+from fixmatch.config import TrainConfig
 from fixmatch.cpus import AUTO as AUTO_THREADS
 from fixmatch.cpus import THREADS_HELP, is_thread_setting
 from fixmatch.errors import UserError
@@ -25,7 +25,6 @@ from fixmatch.inference.yunet import DETECTORS
 from fixmatch.outputs import refuse_clobbering
 from fixmatch.serve import CLIENT_CONNECTIONS, run_server
 from fixmatch.training.bench_options import add_bench_arguments, bench_options
-from fixmatch.training.run_folder import refuse_config_in_out
 from fixmatch.training.stopping import quiet_broken_pipe, stop_message, stop_on_sigterm
 from fixmatch.training.wallclock import command_start
 
@@ -49,14 +48,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 def cmd_train(args) -> int:
     started = command_start()  # --time-budget counts from the command's start, imports included
     options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
-    if args.config and not args.resume:  # the YAML file under the flags, so a recipe fills only what neither sets
-        options = {**load_yaml(args.config), **options}
     clean = False
     try:
         with stop_on_sigterm():  # a scheduler's or kill's SIGTERM: say where the checkpoint is, exit 143
-            if args.config and not args.resume:
-                refuse_config_in_out(args.config, options.get("out"))
-            summary = api.train(resume=args.resume, started=started, **options)
+            summary = api.train(config_file=args.config, resume=args.resume, started=started, **options)
             print(final_report(summary))
         clean = True
     finally:

@@ -23,16 +23,18 @@ from fixmatch.training.bench import measure
 from fixmatch.training.bench_options import BenchOptions
 from fixmatch.training.checkpoint import load_checkpoint, save_atomic
 from fixmatch.training.resolve import resolve
+from fixmatch.training.run_folder import refuse_config_in_out
 from fixmatch.training.train import compare
 from fixmatch.training.train import resume as resume_run
 from fixmatch.training.train import train as train_run
 
 
-def train(options: dict, config: TrainConfig | None, resume, log, started: float | None) -> dict:
+def train(options: dict, config: TrainConfig | None, resume, log, started: float | None, config_file=None) -> dict:
     if resume is not None:
         if config is not None:
             raise UserError("resume continues a run with its own saved config: give options as keywords, not a config")
         return resume_run(resume, options, log=log, started=started)
+    refuse_config_in_out(config_file, options.get("out"))
     cfg = resolve(from_dict(options, base=config))
     if cfg.baseline in ("none", cfg.algorithm):
         return train_run(cfg, log=log, started=started)

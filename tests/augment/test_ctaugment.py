@@ -391,39 +391,6 @@ def test_bad_strong_augment_and_missing_stats_are_clear_errors(tmp_path, capsys)
     assert "--strong-augment cta" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # a torchrun launch
-def test_two_ranks_apply_the_single_process_update(tmp_path):
-    """torchrun, 2 CPU ranks x B/2 (gloo): each rank classifies its half of the global probe batch and
-    the probabilities are all-gathered, so the rates equal a 1-process run's (BN-free model: the
-    2-rank and 1-rank runs compute the same function up to float rounding)."""
-    from test_distributed import cfg as dist_cfg
-    from test_distributed import torchrun
-
-    from fixmatch.training.train import train
-
-    r = torchrun(
-        tmp_path,
-        "--model",
-        "nobn_test",
-        "--strong-augment",
-        "cta",
-        "--steps",
-        "8",
-        "--eval-every",
-        "4",
-        "--threshold",
-        "0.1",
-        "--out",
-        str(tmp_path / "two"),
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    train(dist_cfg(tmp_path / "one", strong_augment="cta"), log=lambda *_: None)
-    two = torch.load(tmp_path / "two" / "last.pt", weights_only=False)["cta"]["rates"]
-    one = torch.load(tmp_path / "one" / "last.pt", weights_only=False)["cta"]["rates"]
-    assert (one[CTAugment().valid] != 1).sum() > 20
-    assert torch.allclose(two, one, rtol=0, atol=1e-6)
-
-
 @cuda
 def test_cuda_graph_captures_views_that_follow_the_rates(images):
     """As GraphedAugment does: the strong and probe views captured once; a replay draws fresh random

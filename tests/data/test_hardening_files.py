@@ -13,27 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_fixtures import encode
+from image_folders import grey_png, small_folder
 
 from fixmatch.cli import main
 
 BAD_NAME = os.fsdecode(b"bad\xff.png")  # not UTF-8: Python holds the byte as a lone surrogate
 ODD_NAME = os.fsdecode(b"ok\xfe.png")
-
-
-def grey_png(path: Path, seed: int, side: int = 12) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode(np.random.default_rng(seed).integers(0, 256, (side, side), dtype=np.uint8), "PNG"))
-    return path
-
-
-def small_folder(root: Path, classes=("a", "b"), per_class: int = 3, unlabeled: int = 4) -> Path:
-    for k, c in enumerate(classes):
-        for i in range(per_class):
-            grey_png(root / "labeled" / c / f"{i}.png", seed=10 * k + i)
-    for i in range(unlabeled):
-        grey_png(root / "unlabeled" / f"u{i}.png", seed=100 + i)
-    return root
 
 
 def train_argv(root: Path, out: Path, *more: str) -> list[str]:

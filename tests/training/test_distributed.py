@@ -17,6 +17,7 @@ import torch.nn as nn
 from repo import TESTS
 from tiny_runs import tiny_config
 
+from fixmatch.augment.ctaugment import CTAugment
 from fixmatch.config import TrainConfig
 from fixmatch.errors import UserError
 from fixmatch.models import MODELS, register
@@ -268,6 +269,34 @@ def test_two_ranks_keep_a_stateful_algorithm_as_one_rank_with_the_global_batch(t
 
 
 # ---- torchrun entry point --------------------------------------------------------------------------------
+@pytest.mark.slow  # a torchrun launch
+def test_two_ranks_apply_ctaugments_single_process_update(tmp_path):
+    """torchrun, 2 CPU ranks x B/2 (gloo): each rank classifies its half of the global probe batch and
+    the probabilities are all-gathered, so the rates equal a 1-process run's (BN-free model: the
+    2-rank and 1-rank runs compute the same function up to float rounding)."""
+    r = torchrun(
+        tmp_path,
+        "--model",
+        "nobn_test",
+        "--strong-augment",
+        "cta",
+        "--steps",
+        "8",
+        "--eval-every",
+        "4",
+        "--threshold",
+        "0.1",
+        "--out",
+        str(tmp_path / "two"),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    train(cfg(tmp_path / "one", strong_augment="cta"), log=lambda *_: None)
+    two = torch.load(tmp_path / "two" / "last.pt", weights_only=False)["cta"]["rates"]
+    one = torch.load(tmp_path / "one" / "last.pt", weights_only=False)["cta"]["rates"]
+    assert (one[CTAugment().valid] != 1).sum() > 20
+    assert torch.allclose(two, one, rtol=0, atol=1e-6)
+
+
 def _script_main() -> int:
     import faulthandler
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_hardening_files import small_folder
+from image_folders import small_folder
 from tiny_runs import tiny_config
 
 import fixmatch

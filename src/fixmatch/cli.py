@@ -19,10 +19,9 @@ from fixmatch.config import TrainConfig
 from fixmatch.cpus import AUTO as AUTO_THREADS
 from fixmatch.cpus import THREADS_HELP, is_thread_setting
 from fixmatch.errors import UserError
-from fixmatch.inference.model_files import PRECISIONS, int8_path, model_inputs
+from fixmatch.inference.model_files import PRECISIONS
 from fixmatch.inference.predict import run as run_predict
 from fixmatch.inference.yunet import DETECTORS
-from fixmatch.outputs import refuse_clobbering
 from fixmatch.serve import CLIENT_CONNECTIONS, ServeOptions, run_server
 from fixmatch.training.bench_options import add_bench_arguments, bench_options
 from fixmatch.training.stopping import quiet_broken_pipe, stop_message, stop_on_sigterm
@@ -148,40 +147,18 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_export(args) -> int:
-    if not (args.onnx or args.safetensors or args.reseal):
-        raise UserError("give --onnx PATH and/or --safetensors PATH (or --reseal PATH)")
     if args.int8 and not (args.onnx and args.calibrate_on):
         raise UserError("--int8 quantises the --onnx export: give --onnx PATH and --calibrate-on DATA")
-    refuse_clobbering(  # the card and the twin too: an output never replaces any input
-        [("--onnx", args.onnx), ("--safetensors", args.safetensors), ("--reseal", args.reseal)]
-        + [("the int8 twin", args.int8 and int8_path(args.onnx))],
-        [*model_inputs(args.checkpoint), ("the --card-json file", args.card_json)],
-    )
-    card = read_card(args.card_json) if args.card_json else None
     said = api.export(
         args.checkpoint,
         onnx=args.onnx,
         safetensors=args.safetensors,
         reseal=args.reseal,
-        card=card,
+        card_json=args.card_json,
         calibrate_on=args.calibrate_on if args.int8 else None,
     )
     print("\n".join(said))
     return 0
-
-
-def read_card(path) -> dict:
-    if Path(path).exists() and not Path(path).is_file():  # a FIFO would wait for a writer forever
-        raise UserError(f"--card-json {path} is not a regular file")
-    try:
-        card = json.loads(open(path).read())
-    except FileNotFoundError:
-        raise UserError(f"--card-json {path}: file not found") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"--card-json {path} is not readable JSON ({e})") from None
-    if not isinstance(card, dict):
-        raise UserError(f"--card-json {path} must hold a JSON object")
-    return card
 
 
 def cmd_bench(args) -> int:

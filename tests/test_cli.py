@@ -64,3 +64,17 @@ def test_a_single_run_prints_the_same_report_and_its_commands_work_in_a_fresh_sh
     p = subprocess.run(evaluate + " --json", shell=True, capture_output=True, text=True, env=fresh, timeout=600)
     assert p.returncode == 0, p.stderr
     assert 0 <= json.loads(p.stdout)["accuracy"] <= 1
+
+
+def test_a_config_file_sets_what_the_flags_leave_unset(tmp_path, capsys):
+    """`train --config FILE` (fixmatch.train(config_file=...)): the file's options apply, a flag wins
+    over the file, and a recipe in the file fills only what neither sets."""
+    import yaml
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("recipe: fast\nsteps: 2\neval_every: 2\nbatch_size: 4\nmu: 1\nthreads: 1\nprogress: false\n")
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(exp), "--mu", "2", "--out", str(run)]) == 0
+    capsys.readouterr()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["steps"], saved["batch_size"], saved["mu"], saved["algorithm"]) == (2, 4, 2, "flexmatch")

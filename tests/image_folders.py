@@ -15,10 +15,10 @@ def grey_png(path: Path, seed: int, side: int = 12) -> Path:
     return path
 
 
-def small_folder(root: Path, classes=("a", "b"), per_class: int = 3, unlabeled: int = 4) -> Path:
+def small_folder(root: Path, classes=("a", "b"), per_class: int = 3, unlabeled: int = 4, side: int = 12) -> Path:
     for k, c in enumerate(classes):
         for i in range(per_class):
-            grey_png(root / "labeled" / c / f"{i}.png", seed=10 * k + i)
+            grey_png(root / "labeled" / c / f"{i}.png", seed=10 * k + i, side=side)
     for i in range(unlabeled):
-        grey_png(root / "unlabeled" / f"u{i}.png", seed=100 + i)
+        grey_png(root / "unlabeled" / f"u{i}.png", seed=100 + i, side=side)
     return root

@@ -4,6 +4,7 @@ use (`import fixmatch` and `fixmatch --help` load no torch); the CLI calls the A
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from fixmatch.inference.model_files import ZOO
 from fixmatch.inference.onnx_export import export_onnx
 from fixmatch.inference.quantize import run_export_int8
 from fixmatch.outputs import printable
-from fixmatch.training import distributed
+from fixmatch.training import budget_choice, distributed
 from fixmatch.training.bench import measure
 from fixmatch.training.bench_options import BenchOptions
 from fixmatch.training.checkpoint import load_checkpoint, save_atomic
@@ -36,7 +37,9 @@ def train(options: dict, config: TrainConfig | None, resume, log, started: float
             raise UserError("resume continues a run with its own saved config: give options as keywords, not a config")
         return resume_run(resume, options, log=log, started=started)
     refuse_config_in_out(config_file, options.get("out"))
-    cfg = resolve(from_dict(options, base=config))
+    started = time.perf_counter() if started is None else started  # a time budget counts from here
+    raw = from_dict(options, base=config)
+    cfg = resolve(budget_choice.choose(raw, resolve(raw), started, log))
     if cfg.baseline in ("none", cfg.algorithm):
         return train_run(cfg, log=log, started=started)
     baseline, main = compare(cfg, log=log, started=started)

@@ -129,19 +129,39 @@ def scan(root: Path, val_per_class: int) -> Layout:
     return Layout(root, labeled, test, unlabeled)
 
 
+def labeled_paths(layout: Layout) -> list[Path]:
+    return [layout.root / name for c in layout.classes for name, _, _ in layout.labeled[c]]
+
+
+def median_side(layout: Layout) -> int | None:
+    """The median shorter side of the labeled images, from their headers (no decoding); None when
+    no header can be read (decoding then reports the files)."""
+    sides = []
+    for p in labeled_paths(layout):
+        try:
+            sides.append(min(header_size(p)))
+        except Exception:  # unreadable: decoding reports it
+            pass
+    return int(np.median(sides)) if sides else None
+
+
+def all_grey(layout: Layout) -> bool:
+    """Whether every readable labeled image is grey (from the headers)."""
+    for p in labeled_paths(layout):
+        try:
+            if not is_grey(p):
+                return False
+        except Exception:
+            continue
+    return True
+
+
 def choose_format(layout: Layout, image_size, channels) -> tuple[int, int, str]:
     """--image-size and --channels, or defaults from the labeled images' headers (no decoding):
     the median shorter side (at most 32), and 1 channel when every labeled image is grey."""
-    files = [layout.root / name for c in layout.classes for name, _, _ in layout.labeled[c]]
     notes = []
     if image_size is None:
-        sides = []
-        for p in files:
-            try:
-                sides.append(min(header_size(p)))
-            except Exception:  # unreadable: decoding reports it
-                pass
-        median = int(np.median(sides)) if sides else MAX_DEFAULT_SIZE
+        median = median_side(layout) or MAX_DEFAULT_SIZE
         image_size = min(max(median, MIN_SIZE), MAX_DEFAULT_SIZE)
         notes.append(
             f"image size {image_size} (median shorter side of the labeled images: {median}, "
@@ -150,14 +170,7 @@ def choose_format(layout: Layout, image_size, channels) -> tuple[int, int, str]:
     elif not isinstance(image_size, int) or image_size < MIN_SIZE:
         raise UserError(f"--image-size must be an integer >= {MIN_SIZE}, got {image_size!r}")
     if channels is None:
-        grey = True
-        for p in files:
-            try:
-                grey = is_grey(p)
-            except Exception:
-                continue
-            if not grey:
-                break
+        grey = all_grey(layout)
         channels = 1 if grey else 3
         notes.append(
             f"{channels} channel{'s' if channels == 3 else ''} "

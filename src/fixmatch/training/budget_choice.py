@@ -1,0 +1,179 @@
+"""`--time-budget` on your own images (`--dataset folders`): the image size, the model and the algorithm
+chosen for the budget from this machine's measured speed, wherever the user did not name them.
+
+Why: fixed defaults are right for one machine and one budget only. A minute on a laptop CPU trains a
+small network on small images well and a larger one badly (too few steps to learn); ten minutes, or a
+GPU, afford more detail and capacity. So the rungs of LADDER go from the cheapest to the most capable;
+each is probed on this machine (a forward and backward of a few random images of its shape, scaled to
+a step's batch) and the highest rung whose step fits STEPS_WORTH_HAVING times into the training share
+of the budget is chosen. The climb stops at the first rung that does not fit (the next ones cost more),
+so a short budget probes one or two rungs. The algorithm is the one measured fastest to accuracy
+(RESULTS.md's time-to-accuracy table; `--recipe fast` holds the name once).
+
+What the user names wins: a given --image-size keeps the rungs of that size, a given --model those of
+that model, a given --algorithm (or --recipe) is kept. Everything chosen is printed with its reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from fixmatch.config import RECIPES, RunConfig, TrainConfig
+from fixmatch.cpus import thread_count
+from fixmatch.data import get_spec
+from fixmatch.data.download import resolve_data_dir
+from fixmatch.data.user_folders import MIN_SIZE, all_grey, median_side, scan
+from fixmatch.models import build_model
+from fixmatch.training import devices, distributed
+
+# (model, image side), cheapest first; a side above the images' own median side is not a rung (it
+# would only upscale them), and one below MIN_SIZE cannot run.
+LADDER = (
+    ("cnn_small", 16),
+    ("cnn_small", 24),
+    ("cnn_small", 32),
+    ("cnn_medium", 32),
+    ("cnn_medium", 48),
+    ("wrn28_2", 32),
+    ("wrn28_2", 48),
+    ("wrn28_2", 64),
+)
+STEPS_WORTH_HAVING = get_spec("folders").defaults["steps"]  # the folders schedule: what a short run needs
+TRAINING_SHARE = 0.8  # of the budget left after probing: decoding, evaluations and checkpoints take the rest
+PROBE_IMAGES = 64  # per probe call: enough that a small model's fixed cost per call is not scaled up much
+FASTEST = RECIPES["fast"]["algorithm"]
+
+
+@dataclass(frozen=True)
+class Probe:
+    model: str
+    size: int
+    step_s: float
+    steps: int  # steps of that cost the training share of the budget holds
+
+
+def rungs(median: int, image_size: int | None, model: str | None) -> list[tuple[str, int]]:
+    """LADDER for these images and what the user fixed: sides capped at the images' median side
+    (each model keeps one rung at that side when all of its rungs are larger), a given size or model kept."""
+    cap = max(median, MIN_SIZE)
+    out: list[tuple[str, int]] = []
+    for name, side in LADDER:
+        if model is not None and name != model:
+            continue
+        side = image_size if image_size is not None else min(side, cap)
+        if (name, side) not in out:
+            out.append((name, side))
+    if model is not None and not out:  # a model outside the ladder: its one rung, at the given or capped side
+        out.append((model, image_size if image_size is not None else min(32, cap)))
+    return out
+
+
+def climb(candidates: list[tuple[str, int]], seconds: float, step_cost: Callable[[str, int], float]) -> list[Probe]:
+    """Probe the candidates cheapest first, until one does not fit STEPS_WORTH_HAVING steps in `seconds`."""
+    probes = []
+    for name, side in candidates:
+        step_s = step_cost(name, side)
+        probes.append(Probe(name, side, step_s, int(seconds / step_s) if step_s > 0 else 0))
+        if probes[-1].steps < STEPS_WORTH_HAVING:
+            break
+    return probes
+
+
+def pick(probes: list[Probe]) -> Probe:
+    """The most capable rung that fits; when none does, the cheapest (the budget planner then fits
+    or refuses the run)."""
+    fitting = [p for p in probes if p.steps >= STEPS_WORTH_HAVING]
+    return fitting[-1] if fitting else probes[0]
+
+
+def probe_cost(device: torch.device, channels: int, classes: int, step_images: int) -> Callable[[str, int], float]:
+    """step_cost(model, side): seconds of one step's forward and backward, from PROBE_IMAGES random
+    images (the faster of two timed calls after an untimed one), scaled to `step_images`. On a CPU
+    this came within ~5% of the measured step (augmentation and optimizer included: the fixed cost
+    per call a 64-image probe scales up stands for them) for cnn_small at 16 px."""
+
+    def cost(name: str, side: int) -> float:
+        model = build_model(name, classes, channels).to(device)
+        images = min(PROBE_IMAGES, step_images)
+        x = torch.randn(images, channels, side, side, device=device)
+
+        def once() -> float:
+            t = time.perf_counter()
+            model(x).logsumexp(-1).sum().backward()
+            devices.sync(device)
+            return time.perf_counter() - t
+
+        once()
+        return min(once() for _ in range(2)) * step_images / images
+
+    return cost
+
+
+def choose(raw: TrainConfig, run: RunConfig, started: float, log, step_cost=None) -> TrainConfig:
+    """`raw` (the user's options, nothing filled in) with image_size, model and algorithm chosen where
+    it leaves them unset, on a folders dataset with a time budget; any other run unchanged. `run` is
+    `raw` resolved (validated, defaults filled): the batch, threads and device the run will use.
+    Under torchrun the ranks' probes would differ, so the folders defaults stand there."""
+    if run.dataset != "folders" or not run.time_budget or distributed.from_env().active:
+        return raw
+    open_fields = [k for k in ("image_size", "model", "algorithm") if getattr(raw, k) is None]
+    if not open_fields:
+        return raw
+    chosen: dict = {}
+    reasons = []
+    if raw.image_size is None or raw.model is None:
+        probes = probe_rungs(raw, run, started, step_cost)
+        best = pick(probes)
+        log("--time-budget on your folders, measured here: " + "; ".join(describe(p) for p in probes))
+        chosen.update(model=best.model, image_size=best.size)
+        reasons.append(rung_reason(best, probes))
+    if raw.algorithm is None:
+        chosen["algorithm"] = FASTEST
+        reasons.append(f"{FASTEST}: fastest to accuracy in RESULTS.md's time-to-accuracy table (--recipe fast)")
+    chosen = {k: v for k, v in chosen.items() if k in open_fields}  # the user's own flags win
+    given = [
+        f"--{k.replace('_', '-')} {getattr(raw, k)}" for k in ("image_size", "model", "algorithm") if getattr(raw, k)
+    ]
+    log(
+        "--time-budget chose "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in chosen.items())
+        + f" ({'; '.join(reasons)})"
+        + (f"; kept yours: {', '.join(given)}" if given else "")
+    )
+    return dataclasses.replace(raw, **chosen)
+
+
+def probe_rungs(raw: TrainConfig, run: RunConfig, started: float, step_cost) -> list[Probe]:
+    """Read the folders' headers, then climb the ladder on this machine."""
+    layout = scan(resolve_data_dir(run.data_dir), run.val_per_class)
+    median = median_side(layout) or LADDER[-1][1]
+    if step_cost is None:
+        torch.set_num_threads(thread_count(run.threads))
+        channels = run.channels or (1 if all_grey(layout) else 3)
+        step_images = run.batch_size * (1 + 2 * run.mu)
+        step_cost = probe_cost(devices.pick_device(run.device), channels, len(layout.classes), step_images)
+    assert run.time_budget is not None  # choose() runs only with a budget
+    left = run.time_budget * 60 - (time.perf_counter() - started)
+    runs = 1 if run.baseline in ("none", run.algorithm) else 2  # a baseline takes half the budget
+    return climb(rungs(median, raw.image_size, raw.model), TRAINING_SHARE * left / runs, step_cost)
+
+
+def describe(p: Probe) -> str:
+    return f"{p.model} at {p.size} px ~{1000 * p.step_s:.0f} ms/step, ~{p.steps:,} steps"
+
+
+def rung_reason(best: Probe, probes: list[Probe]) -> str:
+    if best.steps < STEPS_WORTH_HAVING:
+        return (
+            f"{best.model} at {best.size} px: the cheapest, and even it fits only ~{best.steps:,} of the "
+            f"{STEPS_WORTH_HAVING:,} steps a short run needs (a longer --time-budget trains better)"
+        )
+    nxt = probes[-1] if probes[-1] is not best else None
+    return (
+        f"{best.model} at {best.size} px: the most capable that trains {STEPS_WORTH_HAVING:,}+ steps in the budget"
+        + (f" ({nxt.model} at {nxt.size} px would fit ~{nxt.steps:,})" if nxt else "")
+    )

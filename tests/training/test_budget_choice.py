@@ -1,0 +1,157 @@
+"""`--time-budget` on a folders dataset chooses the image size, the model and the algorithm from the
+measured step cost (here a table of costs stands for the machine); the user's own flags always win."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from image_folders import small_folder
+
+from fixmatch import workflows
+from fixmatch.config import RECIPES, TrainConfig
+from fixmatch.training import budget_choice
+from fixmatch.training.budget_choice import (
+    LADDER,
+    STEPS_WORTH_HAVING,
+    TRAINING_SHARE,
+    Probe,
+    choose,
+    climb,
+    pick,
+    rungs,
+)
+from fixmatch.training.resolve import resolve
+
+BUDGET_MIN = 1.0
+FIT_S = TRAINING_SHARE * BUDGET_MIN * 60 / STEPS_WORTH_HAVING  # the dearest step that still fits the budget
+
+
+def folders_config(root, **options) -> TrainConfig:
+    return TrainConfig(dataset="folders", data_dir=str(root), time_budget=BUDGET_MIN, threads=1, **options)
+
+
+class Costs:
+    """A machine as a table: rungs up to `fitting` (by index in LADDER) cost half of what fits, the
+    rest twice; every probe is recorded."""
+
+    def __init__(self, fitting: int):
+        self.fitting, self.asked = fitting, []
+
+    def __call__(self, model: str, side: int) -> float:
+        self.asked.append((model, side))
+        index = next((i for i, (m, s) in enumerate(LADDER) if m == model and s == side), len(LADDER))
+        return FIT_S / 2 if index <= self.fitting else FIT_S * 2
+
+
+def run_choice(root, costs, log=None, **options):
+    raw = folders_config(root, **options)
+    lines = [] if log is None else log
+    return choose(raw, resolve(raw), time.perf_counter(), lines.append, step_cost=costs), lines
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return small_folder(tmp_path / "data", side=64)  # a median side of 64: every rung of the ladder applies
+
+
+def test_rungs_cap_sides_at_the_images_own_and_keep_what_the_user_fixed():
+    assert rungs(64, None, None) == list(LADDER)
+    assert rungs(20, None, None) == [("cnn_small", 16), ("cnn_small", 20), ("cnn_medium", 20), ("wrn28_2", 20)]
+    assert rungs(4, None, None) == [("cnn_small", 8), ("cnn_medium", 8), ("wrn28_2", 8)]  # never below 8 px
+    assert rungs(64, 40, None) == [("cnn_small", 40), ("cnn_medium", 40), ("wrn28_2", 40)]
+    assert rungs(64, None, "cnn_medium") == [("cnn_medium", 32), ("cnn_medium", 48)]
+    assert rungs(64, None, "wrn10_1") == [("wrn10_1", 32)]  # a model off the ladder: one rung
+
+
+def test_the_climb_stops_at_the_first_rung_that_does_not_fit_and_picks_the_one_below():
+    costs = Costs(fitting=3)
+    probes = climb(list(LADDER), TRAINING_SHARE * 60, costs)
+    assert costs.asked == list(LADDER[:5])  # the fifth does not fit: nothing dearer is probed
+    assert [p.steps >= STEPS_WORTH_HAVING for p in probes] == [True] * 4 + [False]
+    assert (pick(probes).model, pick(probes).size) == LADDER[3]
+
+
+def test_when_nothing_fits_the_cheapest_is_picked():
+    probes = [Probe("cnn_small", 16, 1.0, 10)]
+    assert pick(probes) is probes[0]
+
+
+def test_choose_fills_size_model_and_algorithm_and_says_why(folder):
+    cfg, lines = run_choice(folder, Costs(fitting=2))
+    assert (cfg.model, cfg.image_size, cfg.algorithm) == ("cnn_small", 32, RECIPES["fast"]["algorithm"])
+    said = "\n".join(lines)
+    assert "cnn_small at 32 px" in said and "cnn_medium at 32 px" in said  # the pick and the rung above it
+    assert "chose model cnn_small, image size 32, algorithm flexmatch" in said
+    assert "time-to-accuracy" in said
+
+
+def test_the_users_flags_win(folder):
+    costs = Costs(fitting=len(LADDER))
+    cfg, lines = run_choice(folder, costs, model="cnn_medium", algorithm="fixmatch")
+    assert (cfg.model, cfg.algorithm, cfg.image_size) == ("cnn_medium", "fixmatch", 48)
+    assert {m for m, _ in costs.asked} == {"cnn_medium"}
+    assert "kept yours: --model cnn_medium, --algorithm fixmatch" in "\n".join(lines)
+
+    costs = Costs(fitting=len(LADDER))
+    cfg, _ = run_choice(folder, costs, image_size=24)
+    assert cfg.image_size == 24 and {s for _, s in costs.asked} == {24}
+
+
+def test_size_and_model_given_leave_only_the_algorithm_and_probe_nothing(folder):
+    costs = Costs(fitting=0)
+    cfg, _ = run_choice(folder, costs, model="cnn_small", image_size=16)
+    assert costs.asked == [] and cfg.algorithm == RECIPES["fast"]["algorithm"]
+
+
+def test_a_recipe_counts_as_the_users_choice_of_algorithm(folder):
+    raw = TrainConfig(dataset="folders", data_dir=str(folder), time_budget=BUDGET_MIN, algorithm="softmatch")
+    cfg = choose(raw, resolve(raw), time.perf_counter(), lambda _: None, step_cost=Costs(fitting=1))
+    assert cfg.algorithm == "softmatch"
+
+
+def test_a_baseline_halves_the_time_each_run_has(folder):
+    whole, _ = run_choice(folder, Costs(fitting=2))
+    split, _ = run_choice(
+        folder, lambda m, s: FIT_S * 0.75 if (m, s) != LADDER[0] else FIT_S / 4, baseline="supervised"
+    )
+    assert (whole.model, whole.image_size) == LADDER[2]
+    assert (split.model, split.image_size) == LADDER[0]  # 0.75 of what fits the whole budget: not half of it
+
+
+@pytest.mark.parametrize("options", [dict(time_budget=None), dict(dataset="digits")])
+def test_no_choice_without_a_budget_or_on_a_registered_dataset(folder, options):
+    raw = TrainConfig(**{**dict(dataset="folders", data_dir=str(folder), time_budget=BUDGET_MIN), **options})
+
+    def never(*_):
+        raise AssertionError("probed")
+
+    assert choose(raw, resolve(raw), time.perf_counter(), print, step_cost=never) == raw
+
+
+def test_the_choice_reaches_the_run(folder, monkeypatch):
+    """`fixmatch.train` (and so the CLI) trains what was chosen; the clock it passes on is the one the
+    probes counted against."""
+    seen = {}
+    monkeypatch.setattr(budget_choice, "probe_cost", lambda *a: Costs(fitting=1))
+    monkeypatch.setattr(workflows, "train_run", lambda cfg, log, started: seen.update(cfg=cfg, started=started) or {})
+    started = time.perf_counter() - 1.0
+    workflows.train(
+        dict(dataset="folders", data_dir=str(folder), time_budget=BUDGET_MIN, threads=1), None, None, print, started
+    )
+    assert (seen["cfg"].model, seen["cfg"].image_size) == LADDER[1] and seen["started"] == started
+
+
+def test_the_real_probe_measures_a_positive_cost_per_step():
+    cost = budget_choice.probe_cost(torch.device("cpu"), channels=1, classes=3, step_images=80)
+    seconds = cost("cnn_small", 16)
+    assert 0 < seconds < math.inf
+
+
+def test_the_probed_run_picks_a_rung_of_the_ladder(folder):
+    raw = folders_config(folder)
+    lines: list[str] = []
+    cfg = choose(raw, resolve(raw), time.perf_counter(), lines.append)
+    assert (cfg.model, cfg.image_size) in LADDER and "ms/step" in lines[0]

@@ -9,8 +9,9 @@ digits as PNGs: 2 labeled per class, the rest of the training split unlabeled, t
 test/) and `faces` (FER2013 from $FIXMATCH_DATA: 100 labeled faces per class, 5,000 unlabeled,
 1,000 PrivateTest faces as test/, each written at 48, 96 or 144 px in turn, as photos come in several
 sizes). `run` trains, one run at a time, each in its own process timed from its start to its exit:
-`auto` (nothing named: the budget chooses), `fixed` (the fixed folders defaults: FixMatch, cnn_small,
-the median side capped at 32) and `supervised` (the fixed defaults, labeled loss only). A row is
+`auto` (nothing named: the budget chooses), `fixed` (the fixed folders defaults, named so that the
+budget chooses nothing: FixMatch, cnn_small, the labeled images' median side capped at 32) and
+`supervised` (the same, labeled loss only). A row is
 written to RESULTS/results.jsonl as each run ends, with the 1-minute load average before and after.
 """
 
@@ -83,6 +84,13 @@ def build(out: Path) -> None:
         print(name, sum(1 for _ in (out / name).rglob("*.png")), "files", flush=True)
 
 
+def fixed_default_size(root: Path) -> int:
+    """The size a folders run takes without a budget: the labeled images' median side, capped."""
+    from fixmatch.data.user_folders import MAX_DEFAULT_SIZE, MIN_SIZE, median_side, scan
+
+    return min(max(median_side(scan(root, 0)) or MAX_DEFAULT_SIZE, MIN_SIZE), MAX_DEFAULT_SIZE)
+
+
 def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -98,6 +106,8 @@ def run(folders: Path, out: Path, minutes: list[float], datasets: list[str], con
                 cmd = [sys.executable, "-m", "fixmatch", "train", "--dataset", "folders"]
                 cmd += ["--data-dir", str(folders / name), "--time-budget", f"{budget:g}", "--out", str(run_dir)]
                 cmd += ["--no-progress", "--overwrite", *CONFIGS[config], *DATASET_FLAGS.get(name, [])]
+                if config != "auto":  # the fixed default size, named: a budget would choose it otherwise
+                    cmd += ["--image-size", str(fixed_default_size(folders / name))]
                 before, t = loadavg(), time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 wall = time.perf_counter() - t

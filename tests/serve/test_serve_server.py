@@ -3,6 +3,7 @@ own errors in JSON, a rate limit over all workers, and start-up mistakes as one 
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
@@ -10,6 +11,8 @@ import select
 import selectors
 import signal
 import socket
+import struct
+import termios
 import threading
 import time
 import urllib.request
@@ -466,6 +469,71 @@ def test_stalled_chunked_uploads_hold_no_thread(open_server):
         assert still_waiting(stalled)  # answered while every stalled upload was still held
     finally:
         for s in stalled:
+            s.close()
+
+
+def pipelining_reader_that_never_reads(port: int, source: str, requests: int = 3000) -> socket.socket:
+    """A client with a 4 KB receive buffer that sends `requests` page requests in one go and never
+    reads an answer: the server's writes fill both buffers and block."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind((source, 0))
+    s.settimeout(30)
+    s.connect(("127.0.0.1", port))
+    s.settimeout(2)  # the server stops reading once its answers back up: send what fits, then stop
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * requests)
+    except TimeoutError:
+        pass
+    return s
+
+
+def unread_bytes(s: socket.socket) -> int:
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def backed_up(conns: list[socket.socket], seconds: float = 60) -> None:
+    """Wait until every client holds answers it has not read and none arrives for a second: the
+    server's writes to them are blocked (hang guard: `seconds`)."""
+    deadline, before = time.monotonic() + seconds, None
+    while time.monotonic() < deadline:
+        now = [unread_bytes(s) for s in conns]
+        if all(now) and now == before:
+            return
+        before = now
+        time.sleep(1)
+
+
+def test_after_reading_a_request_the_answers_writes_keep_a_deadline():
+    """The parser's reads set a timeout for the time left; after a read the socket goes back to the
+    read clock, not to blocking for ever: the answer's sendall to a client that never reads gives up."""
+    from fixmatch.serve.worker import ClockedSocket
+
+    server_side, client = socket.socketpair()
+    with server_side, client:
+        clocked = ClockedSocket(server_side, 0.5)
+        clocked.restart(time.monotonic())
+        client.sendall(b"GET")
+        assert clocked.recv(3) == b"GET"
+        assert server_side.gettimeout() == 0.5
+        with pytest.raises(TimeoutError):
+            server_side.sendall(b"x" * 50_000_000)  # the client never reads
+
+
+def test_clients_that_pipeline_and_never_read_stop_nothing(server):
+    """STALLED clients pipeline page requests and never read the answers, until the server's writes
+    to them back up: another client's page and health check are still answered (the event loop holds
+    what they sent and the threads' writes have deadlines: see the test above)."""
+    port = int(server.rsplit(":", 1)[1])
+    stuck = [pipelining_reader_that_never_reads(port, f"127.0.0.{7 + i % 2}") for i in range(STALLED)]
+    try:
+        backed_up(stuck)
+        page = urllib.request.urlopen(server + "/", timeout=60)  # a hang guard: it takes milliseconds
+        assert page.status == 200 and b"<html" in page.read().lower()
+        health = urllib.request.urlopen(server + "/healthz", timeout=60)
+        assert health.status == 200 and json.loads(health.read())["status"] == "ok"
+    finally:
+        for s in stuck:
             s.close()
 
 

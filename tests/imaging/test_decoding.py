@@ -63,12 +63,19 @@ def test_scan_count_skips_segments_and_restarts():
     assert jpeg_scan_count(data) == 1
 
 
+def flat_webp(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 30, 200)).save(buf, "WEBP", lossless=True)
+    return buf.getvalue()
+
+
 @pytest.fixture
 def refused_files(tmp_path):
     """Files every reader must refuse -> {path: what the refusal says}."""
     files = {
         "scans.jpg": (stray_byte_before_first_scan(progressive(128, scans=100)), "scans"),
         "pixels.png": (png_bomb(100_000, 100_000), "megapixels"),
+        "pixels.webp": (flat_webp(3700, 3000), "limit for WebP"),  # 11 MP in a few hundred bytes
         "text.jpg": (b"just some text", "not an image"),
     }
     for name, (data, _) in files.items():

@@ -16,6 +16,7 @@ from fixmatch.training import budget_choice
 from fixmatch.training.budget_choice import (
     LADDER,
     STEPS_WORTH_HAVING,
+    SUPERVISED_FROM,
     TRAINING_SHARE,
     Probe,
     choose,
@@ -129,6 +130,21 @@ def test_no_choice_without_a_budget_or_on_a_registered_dataset(folder, options):
         raise AssertionError("probed")
 
     assert choose(raw, resolve(raw), time.perf_counter(), print, step_cost=never) == raw
+
+
+def test_many_labels_per_class_choose_the_labeled_loss_and_probe_its_smaller_step(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(budget_choice, "probe_cost", lambda *a: asked.append(a[-1]) or Costs(fitting=0))
+    few = folders_config(small_folder(tmp_path / "few", per_class=SUPERVISED_FROM - 1, unlabeled=0))
+    many = folders_config(small_folder(tmp_path / "many", per_class=SUPERVISED_FROM, unlabeled=0))
+    assert choose(few, resolve(few), time.perf_counter(), print).algorithm == RECIPES["fast"]["algorithm"]
+    lines: list[str] = []
+    assert choose(many, resolve(many), time.perf_counter(), lines.append).algorithm == "supervised"
+    run = resolve(many)
+    assert asked == [run.batch_size * (1 + 2 * run.mu), run.batch_size]  # the supervised step: its labeled batch
+    assert f"{SUPERVISED_FROM} labeled images per class" in lines[-1]
+    held_out = folders_config(tmp_path / "many", val_per_class=1)  # the held-out images are not training labels
+    assert choose(held_out, resolve(held_out), time.perf_counter(), print).algorithm != "supervised"
 
 
 def test_the_choice_reaches_the_run(folder, monkeypatch):

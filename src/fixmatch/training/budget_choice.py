@@ -7,8 +7,10 @@ GPU, afford more detail and capacity. So the rungs of LADDER go from the cheapes
 each is probed on this machine (a forward and backward of a few random images of its shape, scaled to
 a step's batch) and the highest rung whose step fits STEPS_WORTH_HAVING times into the training share
 of the budget is chosen. The climb stops at the first rung that does not fit (the next ones cost more),
-so a short budget probes one or two rungs. The algorithm is the one measured fastest to accuracy
-(RESULTS.md's time-to-accuracy table; `--recipe fast` holds the name once).
+so a short budget probes one or two rungs. The algorithm comes first (its step size is what the rungs
+are probed at): with few labels per class the one measured fastest to accuracy (RESULTS.md's
+time-to-accuracy table; `--recipe fast` holds the name once), with many (SUPERVISED_FROM) the labeled
+loss alone, which led in every short run measured on such data.
 
 What the user names wins: a given --image-size keeps the rungs of that size, a given --model those of
 that model, a given --algorithm (or --recipe) is kept. Everything chosen is printed with its reason."""
@@ -46,6 +48,13 @@ STEPS_WORTH_HAVING = get_spec("folders").defaults["steps"]  # the folders schedu
 TRAINING_SHARE = 0.8  # of the budget left after probing: decoding, evaluations and checkpoints take the rest
 PROBE_IMAGES = 64  # per probe call: enough that a small model's fixed cost per call is not scaled up much
 FASTEST = RECIPES["fast"]["algorithm"]
+SUPERVISED = "supervised"
+# Labeled images per class from which the labeled loss alone is chosen. Measured (RESULTS.md): with 2
+# per class (digits) FlexMatch led supervised training by ~30 points at every budget; with 100 per
+# class (FER2013 faces) supervised training led FixMatch and FlexMatch at every budget (a step of
+# theirs forwards 15x the images, and on hard classes few pseudo-labels reach the threshold). Between
+# the two nothing was measured; --algorithm decides there as anywhere.
+SUPERVISED_FROM = 50
 
 
 @dataclass(frozen=True)
@@ -123,38 +132,49 @@ def choose(raw: TrainConfig, run: RunConfig, started: float, log, step_cost=None
     open_fields = [k for k in ("image_size", "model", "algorithm") if getattr(raw, k) is None]
     if not open_fields:
         return raw
-    chosen: dict = {}
-    reasons = []
+    layout = scan(resolve_data_dir(run.data_dir), run.val_per_class)
+    per_class = sum(map(len, layout.labeled.values())) / len(layout.classes) - run.val_per_class
+    algorithm = raw.algorithm or (SUPERVISED if per_class >= SUPERVISED_FROM else FASTEST)
+    chosen: dict = {"algorithm": algorithm}
+    reasons = [] if raw.algorithm else [algorithm_reason(algorithm, per_class)]
     if raw.image_size is None or raw.model is None:
-        probes = probe_rungs(raw, run, started, step_cost)
+        probes = probe_rungs(raw, run, layout, algorithm, started, step_cost)
         best = pick(probes)
         log("--time-budget on your folders, measured here: " + "; ".join(describe(p) for p in probes))
         chosen.update(model=best.model, image_size=best.size)
-        reasons.append(rung_reason(best, probes))
-    if raw.algorithm is None:
-        chosen["algorithm"] = FASTEST
-        reasons.append(f"{FASTEST}: fastest to accuracy in RESULTS.md's time-to-accuracy table (--recipe fast)")
+        reasons.insert(0, rung_reason(best, probes))
     chosen = {k: v for k, v in chosen.items() if k in open_fields}  # the user's own flags win
     given = [
         f"--{k.replace('_', '-')} {getattr(raw, k)}" for k in ("image_size", "model", "algorithm") if getattr(raw, k)
     ]
     log(
         "--time-budget chose "
-        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in chosen.items())
+        + ", ".join(f"{k.replace('_', ' ')} {chosen[k]}" for k in ("model", "image_size", "algorithm") if k in chosen)
         + f" ({'; '.join(reasons)})"
         + (f"; kept yours: {', '.join(given)}" if given else "")
     )
     return dataclasses.replace(raw, **chosen)
 
 
-def probe_rungs(raw: TrainConfig, run: RunConfig, started: float, step_cost) -> list[Probe]:
-    """Read the folders' headers, then climb the ladder on this machine."""
-    layout = scan(resolve_data_dir(run.data_dir), run.val_per_class)
+def algorithm_reason(algorithm: str, per_class: float) -> str:
+    if algorithm == SUPERVISED:
+        return (
+            f"{SUPERVISED}: {per_class:.0f} labeled images per class (at least {SUPERVISED_FROM}), where the "
+            "labeled loss alone led FixMatch and FlexMatch in the short runs measured (RESULTS.md)"
+        )
+    return (
+        f"{algorithm}: {per_class:.0f} labeled images per class (fewer than {SUPERVISED_FROM}), where the "
+        "unlabeled images pay; fastest to accuracy in RESULTS.md's time-to-accuracy table (--recipe fast)"
+    )
+
+
+def probe_rungs(raw: TrainConfig, run: RunConfig, layout, algorithm: str, started: float, step_cost) -> list[Probe]:
+    """Climb the ladder on this machine, for the images in `layout` and a step of `algorithm`."""
     median = median_side(layout) or LADDER[-1][1]
     if step_cost is None:
         torch.set_num_threads(thread_count(run.threads))
         channels = run.channels or (1 if all_grey(layout) else 3)
-        step_images = run.batch_size * (1 + 2 * run.mu)
+        step_images = run.batch_size * (1 if algorithm == SUPERVISED else 1 + 2 * run.mu)
         step_cost = probe_cost(devices.pick_device(run.device), channels, len(layout.classes), step_images)
     assert run.time_budget is not None  # choose() runs only with a budget
     left = run.time_budget * 60 - (time.perf_counter() - started)

@@ -146,7 +146,8 @@ class CommonConfig:
     time_budget: float | None = opt(
         None,
         "minutes of wall clock: measure the step time, then fit --steps and the cosine to the budget "
-        "(with --baseline: for the two runs together)",
+        "(with --baseline: for the two runs together); on folders it also picks the image size, model and "
+        "algorithm you leave unset",
     )
     seed: int = opt(0, "seed of the weights, the sampling and the augmentation (the labels come from --fold)")
     out: str | None = opt(None, "run directory (default runs/<dataset>-<labels>-<algorithm>-<time>)")

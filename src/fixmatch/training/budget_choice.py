@@ -12,6 +12,11 @@ are probed at): with few labels per class the one measured fastest to accuracy (
 time-to-accuracy table; `--recipe fast` holds the name once), with many (SUPERVISED_FROM) the labeled
 loss alone, which led in every short run measured on such data.
 
+The probe is the plain eager float step: on a GPU the speed switches (bf16, compilation, CUDA graphs)
+make the real step faster, so the choice errs small there; the first decode of a large folder also
+comes out of the budget (TRAINING_SHARE leaves room for a cached one). The budget planner then fits
+the steps to what is left, as on any run.
+
 What the user names wins: a given --image-size keeps the rungs of that size, a given --model those of
 that model, a given --algorithm (or --recipe) is kept. Everything chosen is printed with its reason."""
 

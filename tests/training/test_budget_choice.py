@@ -15,6 +15,7 @@ from fixmatch.config import RECIPES, TrainConfig
 from fixmatch.training import budget_choice
 from fixmatch.training.budget_choice import (
     LADDER,
+    STEPS_FOR_A_LARGER_MODEL,
     STEPS_WORTH_HAVING,
     SUPERVISED_FROM,
     TRAINING_SHARE,
@@ -27,7 +28,13 @@ from fixmatch.training.budget_choice import (
 from fixmatch.training.resolve import resolve
 
 BUDGET_MIN = 1.0
-FIT_S = TRAINING_SHARE * BUDGET_MIN * 60 / STEPS_WORTH_HAVING  # the dearest step that still fits the budget
+SHARE_S = TRAINING_SHARE * BUDGET_MIN * 60
+FIT_S = SHARE_S / STEPS_WORTH_HAVING  # the dearest step of the first network that still fits the budget
+
+
+def fit_s(model: str) -> float:
+    """The dearest step of `model` that still fits: a larger network than the ladder's first needs more."""
+    return FIT_S if model == LADDER[0][0] else SHARE_S / STEPS_FOR_A_LARGER_MODEL
 
 
 def folders_config(root, **options) -> TrainConfig:
@@ -44,7 +51,7 @@ class Costs:
     def __call__(self, model: str, side: int) -> float:
         self.asked.append((model, side))
         index = next((i for i, (m, s) in enumerate(LADDER) if m == model and s == side), len(LADDER))
-        return FIT_S / 2 if index <= self.fitting else FIT_S * 2
+        return fit_s(model) / 2 if index <= self.fitting else fit_s(model) * 2
 
 
 def run_choice(root, costs, log=None, **options):
@@ -71,13 +78,24 @@ def test_the_climb_stops_at_the_first_rung_that_does_not_fit_and_picks_the_one_b
     costs = Costs(fitting=3)
     probes = climb(list(LADDER), TRAINING_SHARE * 60, costs)
     assert costs.asked == list(LADDER[:5])  # the fifth does not fit: nothing dearer is probed
-    assert [p.steps >= STEPS_WORTH_HAVING for p in probes] == [True] * 4 + [False]
+    assert [p.fits for p in probes] == [True] * 4 + [False]
     assert (pick(probes).model, pick(probes).size) == LADDER[3]
 
 
 def test_when_nothing_fits_the_cheapest_is_picked():
-    probes = [Probe("cnn_small", 16, 1.0, 10)]
+    probes = [Probe("cnn_small", 16, 1.0, 10, STEPS_WORTH_HAVING)]
     assert pick(probes) is probes[0]
+
+
+def test_a_larger_network_must_fit_the_steps_the_small_one_had():
+    """cnn_medium at a cost that fits the folders schedule several times, but not
+    STEPS_FOR_A_LARGER_MODEL steps: the climb stays with cnn_small."""
+    share = TRAINING_SHARE * 60
+    probes = climb(
+        list(LADDER), share, lambda m, s: share / (STEPS_FOR_A_LARGER_MODEL / 2 if m != "cnn_small" else 10**5)
+    )
+    assert [(p.model, p.fits) for p in probes][-2:] == [("cnn_small", True), ("cnn_medium", False)]
+    assert probes[-1].steps >= 4 * STEPS_WORTH_HAVING and pick(probes).model == "cnn_small"
 
 
 def test_choose_fills_size_model_and_algorithm_and_says_why(folder):

@@ -4,13 +4,14 @@ chosen for the budget from this machine's measured speed, wherever the user did 
 Why: fixed defaults are right for one machine and one budget only. A minute on a laptop CPU trains a
 small network on small images well and a larger one badly (too few steps to learn); ten minutes, or a
 GPU, afford more detail and capacity. So the rungs of LADDER go from the cheapest to the most capable;
-each is probed on this machine (a forward and backward of a few random images of its shape, scaled to
-a step's batch) and the highest rung whose step fits STEPS_WORTH_HAVING times into the training share
-of the budget is chosen. The climb stops at the first rung that does not fit (the next ones cost more),
-so a short budget probes one or two rungs. The algorithm comes first (its step size is what the rungs
-are probed at): with few labels per class the one measured fastest to accuracy (RESULTS.md's
-time-to-accuracy table; `--recipe fast` holds the name once), with many (SUPERVISED_FROM) the labeled
-loss alone, which led in every short run measured on such data.
+each is probed on this machine (a forward and backward of a few random images of its shape, scaled to a
+step's batch) and the highest rung whose step fits the steps it needs into the training share of the
+budget is chosen (STEPS_WORTH_HAVING; a larger network needs STEPS_FOR_A_LARGER_MODEL, as more capacity
+pays only once the small one has had its steps). The climb stops at the first rung that does not fit
+(the next ones cost more), so a short budget probes one or two rungs. The algorithm comes first (its
+step size is what the rungs are probed at): with few labels per class the one measured fastest to
+accuracy (RESULTS.md's time-to-accuracy table; `--recipe fast` holds the name once), with many
+(SUPERVISED_FROM) the labeled loss alone, which led in every short run measured on such data.
 
 The probe is the plain eager float step: on a GPU the speed switches (bf16, compilation, CUDA graphs)
 make the real step faster, so the choice errs small there; the first decode of a large folder also
@@ -50,6 +51,10 @@ LADDER = (
     ("wrn28_2", 64),
 )
 STEPS_WORTH_HAVING = get_spec("folders").defaults["steps"]  # the folders schedule: what a short run needs
+# A network larger than the ladder's first must fit this many steps: more capacity pays only once the
+# small network has had its steps. Measured on digits at 3 minutes (RESULTS.md): cnn_small after 7,415
+# steps 97.6%, cnn_medium after 2,664 (over 1,000, the first rule) 95.6%.
+STEPS_FOR_A_LARGER_MODEL = 10_000
 TRAINING_SHARE = 0.8  # of the budget left after probing: decoding, evaluations and checkpoints take the rest
 PROBE_IMAGES = 64  # per probe call: enough that a small model's fixed cost per call is not scaled up much
 FASTEST = RECIPES["fast"]["algorithm"]
@@ -68,6 +73,11 @@ class Probe:
     size: int
     step_s: float
     steps: int  # steps of that cost the training share of the budget holds
+    needs: int  # steps this rung must fit to be taken
+
+    @property
+    def fits(self) -> bool:
+        return self.steps >= self.needs
 
 
 def rungs(median: int, image_size: int | None, model: str | None) -> list[tuple[str, int]]:
@@ -87,12 +97,14 @@ def rungs(median: int, image_size: int | None, model: str | None) -> list[tuple[
 
 
 def climb(candidates: list[tuple[str, int]], seconds: float, step_cost: Callable[[str, int], float]) -> list[Probe]:
-    """Probe the candidates cheapest first, until one does not fit STEPS_WORTH_HAVING steps in `seconds`."""
+    """Probe the candidates cheapest first, until one does not fit the steps it needs in `seconds`
+    (STEPS_WORTH_HAVING; STEPS_FOR_A_LARGER_MODEL for a network other than the first candidate's)."""
     probes = []
     for name, side in candidates:
         step_s = step_cost(name, side)
-        probes.append(Probe(name, side, step_s, int(seconds / step_s) if step_s > 0 else 0))
-        if probes[-1].steps < STEPS_WORTH_HAVING:
+        needs = STEPS_WORTH_HAVING if name == candidates[0][0] else STEPS_FOR_A_LARGER_MODEL
+        probes.append(Probe(name, side, step_s, int(seconds / step_s) if step_s > 0 else 0, needs))
+        if not probes[-1].fits:
             break
     return probes
 
@@ -100,7 +112,7 @@ def climb(candidates: list[tuple[str, int]], seconds: float, step_cost: Callable
 def pick(probes: list[Probe]) -> Probe:
     """The most capable rung that fits; when none does, the cheapest (the budget planner then fits
     or refuses the run)."""
-    fitting = [p for p in probes if p.steps >= STEPS_WORTH_HAVING]
+    fitting = [p for p in probes if p.fits]
     return fitting[-1] if fitting else probes[0]
 
 
@@ -188,17 +200,16 @@ def probe_rungs(raw: TrainConfig, run: RunConfig, layout, algorithm: str, starte
 
 
 def describe(p: Probe) -> str:
-    return f"{p.model} at {p.size} px ~{1000 * p.step_s:.0f} ms/step, ~{p.steps:,} steps"
+    return f"{p.model} at {p.size} px ~{1000 * p.step_s:.0f} ms/step, ~{p.steps:,} steps (needs {p.needs:,})"
 
 
 def rung_reason(best: Probe, probes: list[Probe]) -> str:
-    if best.steps < STEPS_WORTH_HAVING:
+    if not best.fits:
         return (
             f"{best.model} at {best.size} px: the cheapest, and even it fits only ~{best.steps:,} of the "
-            f"{STEPS_WORTH_HAVING:,} steps a short run needs (a longer --time-budget trains better)"
+            f"{best.needs:,} steps a short run needs (a longer --time-budget trains better)"
         )
     nxt = probes[-1] if probes[-1] is not best else None
-    return (
-        f"{best.model} at {best.size} px: the most capable that trains {STEPS_WORTH_HAVING:,}+ steps in the budget"
-        + (f" ({nxt.model} at {nxt.size} px would fit ~{nxt.steps:,})" if nxt else "")
+    return f"{best.model} at {best.size} px: the most capable that trains the steps it needs in the budget" + (
+        f" ({nxt.model} at {nxt.size} px would fit ~{nxt.steps:,} of {nxt.needs:,})" if nxt else ""
     )

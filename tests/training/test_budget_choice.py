@@ -161,6 +161,8 @@ def test_many_labels_per_class_choose_the_labeled_loss_and_probe_its_smaller_ste
     run = resolve(many)
     assert asked == [run.batch_size * (1 + 2 * run.mu), run.batch_size]  # the supervised step: its labeled batch
     assert f"{SUPERVISED_FROM} labeled images per class" in lines[-1]
+    compared = folders_config(tmp_path / "many", baseline="supervised")  # the user's baseline is not the pick
+    assert choose(compared, resolve(compared), time.perf_counter(), print).algorithm == RECIPES["fast"]["algorithm"]
     held_out = folders_config(tmp_path / "many", val_per_class=1)  # the held-out images are not training labels
     assert choose(held_out, resolve(held_out), time.perf_counter(), print).algorithm != "supervised"
 

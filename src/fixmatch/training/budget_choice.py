@@ -152,6 +152,8 @@ def choose(raw: TrainConfig, run: RunConfig, started: float, log, step_cost=None
     layout = scan(resolve_data_dir(run.data_dir), run.val_per_class)
     per_class = sum(map(len, layout.labeled.values())) / len(layout.classes) - run.val_per_class
     algorithm = raw.algorithm or (SUPERVISED if per_class >= SUPERVISED_FROM else FASTEST)
+    if raw.algorithm is None and algorithm == raw.baseline:  # a baseline asked for is compared with something else
+        algorithm = FASTEST if algorithm == SUPERVISED else SUPERVISED
     chosen: dict = {"algorithm": algorithm}
     reasons = [] if raw.algorithm else [algorithm_reason(algorithm, per_class)]
     if raw.image_size is None or raw.model is None:

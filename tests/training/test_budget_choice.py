@@ -191,3 +191,17 @@ def test_the_probed_run_picks_a_rung_of_the_ladder(folder):
     lines: list[str] = []
     cfg = choose(raw, resolve(raw), time.perf_counter(), lines.append)
     assert (cfg.model, cfg.image_size) in LADDER and "ms/step" in lines[0]
+
+
+def test_the_time_already_spent_counts(folder):
+    """The budget runs from the command's start: with 59 of its 60 s gone, only the cheapest rung is left."""
+    raw = folders_config(folder)
+    cfg = choose(raw, resolve(raw), time.perf_counter() - 59, lambda _: None, step_cost=Costs(fitting=len(LADDER)))
+    assert (cfg.model, cfg.image_size) == LADDER[0]
+
+
+def test_no_choice_under_torchrun(folder, monkeypatch):
+    """Each rank would probe its own speed and might choose another network: the defaults stand."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    raw = folders_config(folder)
+    assert choose(raw, resolve(raw), time.perf_counter(), print, step_cost=Costs(fitting=len(LADDER))) == raw

@@ -95,24 +95,26 @@ def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def run(folders: Path, out: Path, minutes: list[float], datasets: list[str], configs: list[str]) -> None:
+def run(folders: Path, out: Path, minutes: list[float], datasets: list[str], configs: list[str], seed=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for budget in minutes:  # the shortest budgets first: every dataset has its row before a longer one starts
         for name in datasets:
             for config in configs:
-                run_dir = out / f"{name}-{config}-{budget:g}min"
+                run_dir = out / f"{name}-{config}-{budget:g}min{'' if seed is None else f'-seed{seed}'}"
                 if (run_dir / "summary.json").exists():
                     continue
                 cmd = [sys.executable, "-m", "fixmatch", "train", "--dataset", "folders"]
                 cmd += ["--data-dir", str(folders / name), "--time-budget", f"{budget:g}", "--out", str(run_dir)]
                 cmd += ["--no-progress", "--overwrite", *CONFIGS[config], *DATASET_FLAGS.get(name, [])]
+                cmd += [] if seed is None else ["--seed", str(seed)]
                 if config != "auto":  # the fixed default size, named: a budget would choose it otherwise
                     cmd += ["--image-size", str(fixed_default_size(folders / name))]
                 before, t = loadavg(), time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 wall = time.perf_counter() - t
                 (out / f"{run_dir.name}.log").write_text(proc.stdout + proc.stderr)
-                row = dict(dataset=name, config=config, budget_min=budget, wall_s=round(wall, 1), rc=proc.returncode)
+                row = dict(dataset=name, config=config, budget_min=budget, seed=seed, wall_s=round(wall, 1))
+                row["rc"] = proc.returncode
                 row.update(load_before=before, load_after=loadavg())
                 if proc.returncode == 0:
                     s = json.loads((run_dir / "summary.json").read_text())
@@ -126,6 +128,33 @@ def run(folders: Path, out: Path, minutes: list[float], datasets: list[str], con
                 print(json.dumps(row), flush=True)
 
 
+def table(results: list[Path]) -> str:
+    """RESULTS.md's table from results.jsonl files (a later file's row replaces an earlier one's)."""
+    rows = {}
+    for path in results:
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("seed") is None:  # the seeded repeats are summed up apart
+                rows[r["dataset"], r["budget_min"], r["config"]] = r
+
+    def cell(r: dict | None) -> str:
+        if r is None or r["rc"] != 0:
+            return "not run" if r is None else f"failed (exit {r['rc']})"
+        return f"{100 * r['accuracy']:.1f}% ({r['algorithm']}, {r['model']} {r['image_size']} px, {r['steps']:,} steps)"
+
+    out = [
+        "| dataset | budget | chosen by the budget | fixed defaults (FixMatch) | supervised | wall s (each) | load |"
+    ]
+    out.append("|---|---:|---|---|---|---|---|")
+    for name, budget in sorted({(d, b) for d, b, _ in rows}, key=lambda k: (k[0], k[1])):
+        runs = [rows.get((name, budget, c)) for c in CONFIGS]
+        walls = " / ".join(f"{r['wall_s']:.0f}" for r in runs if r)
+        loads = [x for r in runs if r for x in (r["load_before"], r["load_after"])]
+        load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else ""
+        out.append(f"| {name} | {budget:g} min | " + " | ".join(cell(r) for r in runs) + f" | {walls} | {load} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -137,11 +166,16 @@ def main() -> None:
     r.add_argument("--minutes", type=float, nargs="+", default=[1, 3, 10])
     r.add_argument("--datasets", nargs="+", default=["digits", "faces"])
     r.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    r.add_argument("--seed", type=int, help="passed to every run (default: the training default)")
+    t = sub.add_parser("table", help="the markdown table of results.jsonl files (later files win)")
+    t.add_argument("results", type=Path, nargs="+")
     args = p.parse_args()
     if args.command == "build":
         build(args.out)
+    elif args.command == "table":
+        print(table(args.results))
     else:
-        run(args.folders, args.out, args.minutes, args.datasets, args.configs)
+        run(args.folders, args.out, args.minutes, args.datasets, args.configs, args.seed)
 
 
 if __name__ == "__main__":

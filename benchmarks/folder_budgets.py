@@ -140,7 +140,10 @@ def table(results: list[Path]) -> str:
     def cell(r: dict | None) -> str:
         if r is None or r["rc"] != 0:
             return "not run" if r is None else f"failed (exit {r['rc']})"
-        return f"{100 * r['accuracy']:.1f}% ({r['algorithm']}, {r['model']} {r['image_size']} px, {r['steps']:,} steps)"
+        return (
+            f"{100 * r['accuracy']:.1f}% / {100 * r['median_last20']:.1f}% ({r['algorithm']}, {r['model']} "
+            f"{r['image_size']} px, {r['steps']:,} steps)"
+        )
 
     out = [
         "| dataset | budget | chosen by the budget | fixed defaults (FixMatch) | supervised | wall s (each) | load |"

@@ -61,7 +61,7 @@ FASTEST = RECIPES["fast"]["algorithm"]
 SUPERVISED = "supervised"
 # Labeled images per class from which the labeled loss alone is chosen. Measured (RESULTS.md): with 2
 # per class (digits) FlexMatch led supervised training by ~30 points at every budget; with 100 per
-# class (FER2013 faces) supervised training led FixMatch and FlexMatch at every budget (a step of
+# class (FER2013 faces) supervised training led FixMatch at 1, 3 and 10 minutes and FlexMatch at 1 (a step of
 # theirs forwards 15x the images, and on hard classes few pseudo-labels reach the threshold). Between
 # the two nothing was measured; --algorithm decides there as anywhere.
 SUPERVISED_FROM = 50

@@ -86,9 +86,9 @@ def build(out: Path) -> None:
 
 def fixed_default_size(root: Path) -> int:
     """The size a folders run takes without a budget: the labeled images' median side, capped."""
-    from fixmatch.data.user_folders import MAX_DEFAULT_SIZE, MIN_SIZE, median_side, scan
+    from fixmatch.data.user_folders import MAX_DEFAULT_SIZE, default_size, median_side, scan
 
-    return min(max(median_side(scan(root, 0)) or MAX_DEFAULT_SIZE, MIN_SIZE), MAX_DEFAULT_SIZE)
+    return default_size(median_side(scan(root, 0)) or MAX_DEFAULT_SIZE)
 
 
 def loadavg() -> float:

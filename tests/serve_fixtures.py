@@ -19,7 +19,7 @@ import pytest
 from shared_data import SHARED, read_npy_member
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from load_test import BOUNDARY, free_port, start_server  # noqa: E402, F401  (one server start for the tests and the load test)
+from load_test import BOUNDARY, free_port, pipeliner, start_server  # noqa: E402, F401  (shared with the load test)
 from load_test import multipart as multipart_body  # noqa: E402
 
 FER = SHARED / "fer2013.npz.xz"

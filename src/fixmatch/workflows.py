@@ -39,7 +39,7 @@ def train(options: dict, config: TrainConfig | None, resume, log, started: float
     refuse_config_in_out(config_file, options.get("out"))
     started = time.perf_counter() if started is None else started  # a time budget counts from here
     raw = from_dict(options, base=config)
-    cfg = resolve(budget_choice.choose(raw, resolve(raw), started, log))
+    cfg = resolve(budget_choice.choose(raw, started, log))
     if cfg.baseline in ("none", cfg.algorithm):
         return train_run(cfg, log=log, started=started)
     baseline, main = compare(cfg, log=log, started=started)

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from serve_fixtures import face_jpeg, free_port, multipart, start_server, stop_server
+from serve_fixtures import face_jpeg, free_port, multipart, pipeliner, start_server, stop_server
 
 pytest.importorskip("gunicorn", reason="gunicorn is in the serve extra")
 from fixmatch.cli import main  # noqa: E402
@@ -472,22 +472,6 @@ def test_stalled_chunked_uploads_hold_no_thread(open_server):
             s.close()
 
 
-def pipelining_reader_that_never_reads(port: int, source: str, requests: int = 3000) -> socket.socket:
-    """A client with a 4 KB receive buffer that sends `requests` page requests in one go and never
-    reads an answer: the server's writes fill both buffers and block."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.bind((source, 0))
-    s.settimeout(30)
-    s.connect(("127.0.0.1", port))
-    s.settimeout(2)  # the server stops reading once its answers back up: send what fits, then stop
-    try:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * requests)
-    except TimeoutError:
-        pass
-    return s
-
-
 def unread_bytes(s: socket.socket) -> int:
     return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
@@ -525,7 +509,7 @@ def test_clients_that_pipeline_and_never_read_stop_nothing(server):
     to them back up: another client's page and health check are still answered (the event loop holds
     what they sent and the threads' writes have deadlines: see the test above)."""
     port = int(server.rsplit(":", 1)[1])
-    stuck = [pipelining_reader_that_never_reads(port, f"127.0.0.{7 + i % 2}") for i in range(STALLED)]
+    stuck = [pipeliner(("127.0.0.1", port), i) for i in range(STALLED)]  # load_test's attack, from 2 addresses
     try:
         backed_up(stuck)
         page = urllib.request.urlopen(server + "/", timeout=60)  # a hang guard: it takes milliseconds

@@ -57,7 +57,7 @@ class Costs:
 def run_choice(root, costs, log=None, **options):
     raw = folders_config(root, **options)
     lines = [] if log is None else log
-    return choose(raw, resolve(raw), time.perf_counter(), lines.append, step_cost=costs), lines
+    return choose(raw, time.perf_counter(), lines.append, step_cost=costs), lines
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_size_and_model_given_leave_only_the_algorithm_and_probe_nothing(folder)
 
 def test_a_recipe_counts_as_the_users_choice_of_algorithm(folder):
     raw = TrainConfig(dataset="folders", data_dir=str(folder), time_budget=BUDGET_MIN, algorithm="softmatch")
-    cfg = choose(raw, resolve(raw), time.perf_counter(), lambda _: None, step_cost=Costs(fitting=1))
+    cfg = choose(raw, time.perf_counter(), lambda _: None, step_cost=Costs(fitting=1))
     assert cfg.algorithm == "softmatch"
 
 
@@ -147,7 +147,7 @@ def test_no_choice_without_a_budget_or_on_a_registered_dataset(folder, options):
     def never(*_):
         raise AssertionError("probed")
 
-    assert choose(raw, resolve(raw), time.perf_counter(), print, step_cost=never) == raw
+    assert choose(raw, time.perf_counter(), print, step_cost=never) == raw
 
 
 def test_many_labels_per_class_choose_the_labeled_loss_and_probe_its_smaller_step(tmp_path, monkeypatch):
@@ -155,16 +155,16 @@ def test_many_labels_per_class_choose_the_labeled_loss_and_probe_its_smaller_ste
     monkeypatch.setattr(budget_choice, "probe_cost", lambda *a: asked.append(a[-1]) or Costs(fitting=0))
     few = folders_config(small_folder(tmp_path / "few", per_class=SUPERVISED_FROM - 1, unlabeled=0))
     many = folders_config(small_folder(tmp_path / "many", per_class=SUPERVISED_FROM, unlabeled=0))
-    assert choose(few, resolve(few), time.perf_counter(), print).algorithm == RECIPES["fast"]["algorithm"]
+    assert choose(few, time.perf_counter(), print).algorithm == RECIPES["fast"]["algorithm"]
     lines: list[str] = []
-    assert choose(many, resolve(many), time.perf_counter(), lines.append).algorithm == "supervised"
+    assert choose(many, time.perf_counter(), lines.append).algorithm == "supervised"
     run = resolve(many)
     assert asked == [run.batch_size * (1 + 2 * run.mu), run.batch_size]  # the supervised step: its labeled batch
     assert f"{SUPERVISED_FROM} labeled images per class" in lines[-1]
     compared = folders_config(tmp_path / "many", baseline="supervised")  # the user's baseline is not the pick
-    assert choose(compared, resolve(compared), time.perf_counter(), print).algorithm == RECIPES["fast"]["algorithm"]
+    assert choose(compared, time.perf_counter(), print).algorithm == RECIPES["fast"]["algorithm"]
     held_out = folders_config(tmp_path / "many", val_per_class=1)  # the held-out images are not training labels
-    assert choose(held_out, resolve(held_out), time.perf_counter(), print).algorithm != "supervised"
+    assert choose(held_out, time.perf_counter(), print).algorithm != "supervised"
 
 
 def test_the_choice_reaches_the_run(folder, monkeypatch):
@@ -189,14 +189,14 @@ def test_the_real_probe_measures_a_positive_cost_per_step():
 def test_the_probed_run_picks_a_rung_of_the_ladder(folder):
     raw = folders_config(folder)
     lines: list[str] = []
-    cfg = choose(raw, resolve(raw), time.perf_counter(), lines.append)
+    cfg = choose(raw, time.perf_counter(), lines.append)
     assert (cfg.model, cfg.image_size) in LADDER and "ms/step" in lines[0]
 
 
 def test_the_time_already_spent_counts(folder):
     """The budget runs from the command's start: with 59 of its 60 s gone, only the cheapest rung is left."""
     raw = folders_config(folder)
-    cfg = choose(raw, resolve(raw), time.perf_counter() - 59, lambda _: None, step_cost=Costs(fitting=len(LADDER)))
+    cfg = choose(raw, time.perf_counter() - 59, lambda _: None, step_cost=Costs(fitting=len(LADDER)))
     assert (cfg.model, cfg.image_size) == LADDER[0]
 
 
@@ -204,4 +204,4 @@ def test_no_choice_under_torchrun(folder, monkeypatch):
     """Each rank would probe its own speed and might choose another network: the defaults stand."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     raw = folders_config(folder)
-    assert choose(raw, resolve(raw), time.perf_counter(), print, step_cost=Costs(fitting=len(LADDER))) == raw
+    assert choose(raw, time.perf_counter(), print, step_cost=Costs(fitting=len(LADDER))) == raw

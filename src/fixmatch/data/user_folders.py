@@ -156,13 +156,18 @@ def all_grey(layout: Layout) -> bool:
     return True
 
 
+def default_size(median: int) -> int:
+    """The image size without --image-size: the labeled images' median side, within MIN_SIZE..MAX_DEFAULT_SIZE."""
+    return min(max(median, MIN_SIZE), MAX_DEFAULT_SIZE)
+
+
 def choose_format(layout: Layout, image_size, channels) -> tuple[int, int, str]:
     """--image-size and --channels, or defaults from the labeled images' headers (no decoding):
     the median shorter side (at most 32), and 1 channel when every labeled image is grey."""
     notes = []
     if image_size is None:
         median = median_side(layout) or MAX_DEFAULT_SIZE
-        image_size = min(max(median, MIN_SIZE), MAX_DEFAULT_SIZE)
+        image_size = default_size(median)
         notes.append(
             f"image size {image_size} (median shorter side of the labeled images: {median}, "
             f"capped at {MAX_DEFAULT_SIZE}; --image-size to change)"

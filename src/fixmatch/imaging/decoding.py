@@ -26,7 +26,7 @@ MAX_PIXELS = 40_000_000  # above any phone camera; a 1 MB file claiming more is 
 # libwebp decodes into buffers of its own that Pillow then copies: ~15 bytes a pixel at the peak
 # against ~4 for PNG, BMP and the rest (measured, 40 MP: 615 MB vs 154 MB), so a WebP may declare a
 # quarter of the pixels and its decode costs what a 40 MP PNG's does (4K frames, 8.3 MP, still fit).
-MAX_WEBP_PIXELS = MAX_PIXELS // 4
+MAX_PIXELS_OF = {"WEBP": MAX_PIXELS // 4}  # formats whose limit is not MAX_PIXELS
 MAX_SCANS = 64  # encoders write 1 (baseline) to ~12 (progressive); each scan walks the whole image
 MAX_SCAN_MEGAPIXELS = 600  # scans x megapixels: 15 scans of a 40 MP photo, ~0.5 s on one core
 DECODE_SECONDS = 2.0  # CPU time of one decode
@@ -122,16 +122,18 @@ def check_cost(image: Image.Image, data: bytes | None) -> None:
     """The header's pixel count, and for a JPEG (its bytes in `data`; Pillow may call it MPO) the
     scans times the pixels."""
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ImageRefused(
-            "pixels", f"the image declares {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels"
+    kind = image.format or ""
+    limit = MAX_PIXELS_OF.get(kind, MAX_PIXELS)
+    if width * height > limit:
+        why = (
+            f"for {NAMES[kind]} (its decoder needs about four times the memory per pixel of other "
+            f"formats; a PNG or JPEG may have {MAX_PIXELS // 1_000_000}) "
+            if limit != MAX_PIXELS
+            else ""
         )
-    if image.format == "WEBP" and width * height > MAX_WEBP_PIXELS:
         raise ImageRefused(
             "pixels",
-            f"the WebP image declares {width}x{height} pixels; the limit for WebP is "
-            f"{MAX_WEBP_PIXELS // 1_000_000} megapixels (its decoder needs about four times the memory "
-            f"per pixel of other formats); a PNG or JPEG may have {MAX_PIXELS // 1_000_000}",
+            f"the image declares {width}x{height} pixels; the limit {why}is {limit // 1_000_000} megapixels",
         )
     if data is not None:
         scans = jpeg_scan_count(data)

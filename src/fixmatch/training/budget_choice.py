@@ -37,6 +37,7 @@ from fixmatch.data.download import resolve_data_dir
 from fixmatch.data.user_folders import MIN_SIZE, all_grey, median_side, scan
 from fixmatch.models import build_model
 from fixmatch.training import devices, distributed
+from fixmatch.training.resolve import resolve
 
 # (model, image side), cheapest first; a side above the images' own median side is not a rung (it
 # would only upscale them), and one below MIN_SIZE cannot run.
@@ -139,13 +140,14 @@ def probe_cost(device: torch.device, channels: int, classes: int, step_images: i
     return cost
 
 
-def choose(raw: TrainConfig, run: RunConfig, started: float, log, step_cost=None) -> TrainConfig:
+def choose(raw: TrainConfig, started: float, log, step_cost=None) -> TrainConfig:
     """`raw` (the user's options, nothing filled in) with image_size, model and algorithm chosen where
-    it leaves them unset, on a folders dataset with a time budget; any other run unchanged. `run` is
-    `raw` resolved (validated, defaults filled): the batch, threads and device the run will use.
-    Under torchrun the ranks' probes would differ, so the folders defaults stand there."""
-    if run.dataset != "folders" or not run.time_budget or distributed.from_env().active:
+    it leaves them unset, on a folders dataset with a time budget; any other run unchanged (and not
+    resolved here: `resolve` checks it once, after). Under torchrun the ranks' probes would differ,
+    so the folders defaults stand there."""
+    if raw.dataset != "folders" or not raw.time_budget or distributed.from_env().active:
         return raw
+    run = resolve(raw)  # validated, defaults filled: the batch, threads and device the run will use
     open_fields = [k for k in ("image_size", "model", "algorithm") if getattr(raw, k) is None]
     if not open_fields:
         return raw

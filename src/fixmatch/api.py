@@ -26,7 +26,7 @@ from fixmatch.errors import UserError
 from fixmatch.imaging.decoding import MAX_PIXELS
 from fixmatch.inference.model_files import int8_path, model_inputs
 from fixmatch.inference.predict import load as load_predictor
-from fixmatch.inference.preprocess import open_file, prepare
+from fixmatch.inference.preprocess import prepare, read_file
 from fixmatch.outputs import refuse_clobbering
 from fixmatch.training.bench_options import BenchOptions
 
@@ -87,7 +87,7 @@ class Model:
     def _prepare(self, image) -> dict:
         if isinstance(image, (str, Path)):
             try:
-                image = open_file(image, self.meta)
+                return read_file(image, self.meta)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 raise UserError(f"cannot read image {image}: {type(e).__name__}: {e}") from None
         elif isinstance(image, np.ndarray):

@@ -8,8 +8,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from fixmatch.imaging.decoding import jpeg_scan_count
-from fixmatch.inference.preprocess import open_file
+from fixmatch.imaging.decoding import jpeg_scan_count, open_image
+from fixmatch.inference.preprocess import draft
 
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
 SOS = b"\xff\xda\x00\x02"  # a start of scan whose header is only its length
@@ -35,8 +35,8 @@ def test_a_grey_model_decodes_jpegs_to_grey_in_the_decoder():
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, "JPEG", quality=90)
     data = buf.getvalue()
-    grey = open_file(data, GREY_MODEL)
+    grey = open_image(data, draft=lambda image: draft(image, GREY_MODEL))
     assert grey.mode == "L" and grey.size == (96, 64)  # libjpeg's grey output, at full size
     converted = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=float)
     assert np.abs(np.asarray(grey, dtype=float) - converted).mean() < 0.5  # the luma: the same grey
-    assert open_file(data, RGB_MODEL).mode == "RGB"
+    assert open_image(data, draft=lambda image: draft(image, RGB_MODEL)).mode == "RGB"

@@ -10,7 +10,7 @@ from shared_data import cifar_images, needs_shared_data
 
 from fixmatch.data import DATASETS
 from fixmatch.data.image_cache import decode
-from fixmatch.inference.preprocess import open_file, prepare
+from fixmatch.inference.preprocess import read_file
 
 
 def test_each_dataset_says_how_its_photos_are_framed():
@@ -32,6 +32,6 @@ def test_a_folders_model_sees_at_predict_time_what_training_saw(tmp_path):
         path = tmp_path / f"img{k}.{ext}"
         Image.fromarray(array).save(path)
         meta = {"image_shape": [channels, 24, 24], "preprocess": "crop", "dataset": "folders"}
-        served = prepare(open_file(path, meta), meta)
+        served = read_file(path, meta)
         assert served["framing"] == "crop" and served["pixels"].shape == (channels, 24, 24)
         assert np.array_equal(served["pixels"], decode(path, 24, channels)), path.name

@@ -31,6 +31,14 @@ def test_auto_falls_back_to_haar_and_says_so(monkeypatch, capsys):
     assert face.resolve_detector("auto") == "yunet"
 
 
+def test_a_photo_is_decoded_as_large_as_the_chosen_detectors_largest_copy(monkeypatch):
+    """preprocess.read_photo decodes a face model's JPEG at search_side: each detector's own."""
+    monkeypatch.setitem(face._chosen, "detector", "haar")
+    assert face.search_side() == face.DETECT_SIDE == 640
+    monkeypatch.setitem(face._chosen, "detector", "yunet")
+    assert face.search_side() == yunet.SIDE == max(yunet.SIDES)
+
+
 @needs_yunet
 def test_yunet_crops_where_fer2013_cut_its_faces(fer_slice):
     """On faces placed in larger photos, the mapped crop is closer to the face's square than

@@ -153,6 +153,14 @@ def use_detector(name: str = "auto") -> str:
     return chosen
 
 
+def search_side() -> int:
+    """The largest copy the chosen detector searches (its longest side): a photo need not be
+    decoded larger to find its face (preprocess.read_photo)."""
+    if _chosen["detector"] is None:
+        use_detector("auto")
+    return yunet.SIDE if _chosen["detector"] == "yunet" else DETECT_SIDE
+
+
 def find_face(grey: np.ndarray, detector: str | None = None) -> list[int] | None:
     """The face box [x, y, w, h] in grey's pixels by the chosen detector, or None."""
     if detector is None and _chosen["detector"] is None:

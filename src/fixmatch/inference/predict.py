@@ -20,7 +20,7 @@ from fixmatch.imaging.decoding import failure_reason
 from fixmatch.inference import predictor as model
 from fixmatch.inference.model_files import model_inputs
 from fixmatch.inference.page_upload import page_copy
-from fixmatch.inference.preprocess import framing, open_file, prepare
+from fixmatch.inference.preprocess import framing, read_file
 from fixmatch.outputs import printable, refuse_clobbering, write_text_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -52,9 +52,9 @@ def prepare_file(path: Path, meta: dict) -> dict:
     if path.exists() and not (path.is_file() or path.is_dir()):  # opening a FIFO would wait for a writer
         return {"error": "not a regular file (a pipe, socket or device)"}
     try:
-        image = open_file(path, meta)  # within the decoding policy, like every decode
+        prepared = read_file(path, meta)  # within the decoding policy, like every decode
         sent = page_copy(path)  # a file over the upload limit: the copy the page would send instead
-        return prepare(image if sent is None else open_file(sent, meta), meta)
+        return prepared if sent is None else read_file(sent, meta)
     except FileNotFoundError:
         return {"error": "file not found"}
     except IsADirectoryError:

@@ -15,6 +15,7 @@ cut its crop, so a detector's answer can be scored against it:
     python benchmarks/face_detectors.py --data-dir DATA            # the table (docs/serving.md)
     python benchmarks/face_detectors.py --data-dir DATA --fit      # YuNet's box -> FER crop constants
     python benchmarks/face_detectors.py --data-dir DATA --yunet-sides 160,240 160,256 192   # other search plans
+    python benchmarks/face_detectors.py --data-dir DATA --found-at 64,96,160,240   # what each copy finds, by face size
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from fixmatch.inference import face, yunet
 from fixmatch.inference.predict import load
@@ -147,11 +149,45 @@ def measure(x_test: np.ndarray, y_test: np.ndarray, n: int, detectors: dict) -> 
         )
 
 
+def found_at(x_test: np.ndarray, n: int, sides: tuple[int, ...]) -> None:
+    """For each copy size alone: the share of proxy faces it finds, by the face's size, and whether
+    it finds a face in the serving targets' photos (serve_targets.py: real photos, not FER crops)."""
+    from serve_targets import photos
+
+    rng = np.random.default_rng(0)
+    bands = ((0.15, 0.25), (0.25, 0.35), (0.35, 0.45), (0.45, 0.56))
+    hits = {band: {side: 0 for side in sides} for band in bands}
+    counts = dict.fromkeys(bands, 0)
+    for i in rng.permutation(len(x_test))[:n]:
+        photo, truth = place(x_test[i], rng)
+        band = next(b for b in bands if b[0] <= truth[2] / min(PHOTO) < b[1])
+        counts[band] += 1
+        for side in sides:
+            crop = yunet.detect_at(photo, side)
+            hits[band][side] += int(
+                crop is not None and iou(face.inside(crop, *photo.shape) or [0, 0, 1, 1], truth) >= 0.5
+            )
+    print(f"{n} PrivateTest faces in {PHOTO[0]}x{PHOTO[1]} photos: found by one copy alone, by the face's side")
+    print(f"{'face side / shorter side':<26}" + "".join(f"{side:>8} px" for side in sides))
+    for band in bands:
+        shares = "".join(f"{100 * hits[band][side] / max(1, counts[band]):>10.0f}%" for side in sides)
+        print(f"{band[0]:.2f}-{band[1]:.2f} ({counts[band]:>4} faces)   {shares}")
+    for name, data in photos().items():
+        grey = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+        print(
+            f"{name:<26}"
+            + "".join(f"{'face' if yunet.detect_at(grey, side) is not None else '-':>11}" for side in sides)
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="the folder holding FER2013")
     p.add_argument("--images", type=int, default=1000, help="proxy photos (default 1000)")
     p.add_argument("--fit", action="store_true", help="fit YuNet's box to FER's crop on Training faces instead")
+    p.add_argument(
+        "--found-at", type=plan_sides, metavar="SIDES", help="instead: what YuNet finds at each of these sides alone"
+    )
     p.add_argument(
         "--yunet-sides",
         nargs="+",
@@ -167,6 +203,9 @@ def main() -> None:
         fit(data["x_train"][..., 0], args.images)
         return
     private = data["test_usage"] == 1
+    if args.found_at:
+        found_at(data["x_test"][private][..., 0], args.images, args.found_at)
+        return
     detectors = {"haar": lambda grey: face.find_face(grey, "haar")}
     if yunet.available():
         detectors["yunet"] = lambda grey: face.find_face(grey, "yunet")

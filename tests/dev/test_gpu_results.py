@@ -369,3 +369,24 @@ def test_the_nudged_reference_starts_its_ema_from_its_own_moved_weights():
     moved = (model.weight - before).abs() / before.abs()
     assert 0 < moved.max() < 10 * gpu_results.NUDGE  # moved, by about NUDGE of itself
     assert torch.equal(trainer.ema.model.weight, model.weight) and torch.equal(trainer.ema.model.bias, model.bias)
+
+
+def test_the_carry_report_counts_what_a_call_copies(tmp_path, monkeypatch):
+    """Tracked files and untracked ones git does not ignore count; ignored ones (the data itself, in
+    .gpu/) do not; past the limit it says to move the zoo aside, or that even that is not enough."""
+    repo, mib = tmp_path / "repo", 2**20
+    (repo / "src" / "fixmatch" / "zoo").mkdir(parents=True)
+    (repo / ".gpu").mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("/.gpu/\n")
+    (repo / "tracked.bin").write_bytes(b"t" * mib)
+    (repo / "src" / "fixmatch" / "zoo" / "fer2013.onnx").write_bytes(b"z" * 2 * mib)
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
+    (repo / "untracked.bin").write_bytes(b"u" * mib)
+    data = repo / ".gpu" / "data.npz.xz"
+    data.write_bytes(b"d" * 3 * mib)
+    assert gpu_results_data.working_tree_bytes(repo) == 4 * mib + len("/.gpu/\n")
+    assert gpu_results_data.working_tree_bytes(repo, gpu_results_data.ZOO) == 2 * mib
+    for limit, says in ((8, ": fits"), (6, "DOES NOT FIT. Move the zoo (2.0 MiB) aside"), (4, "even without the zoo")):
+        monkeypatch.setattr(gpu_results_data, "CARRY_MIB", limit)
+        assert says in gpu_results_data.carry_report(data, repo), limit

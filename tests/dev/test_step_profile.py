@@ -61,7 +61,9 @@ def test_cpu_dry_run_profiles_each_configuration_in_a_child(tmp_path):
     assert list(configs) == ["eager", "stream", "autotune"]
     for c in configs.values():
         assert c["status"] == "ok" and c["profiled_steps"] == 3
-        assert c["ms_per_step"]["median"] > c["augment_ms"] > 0
+        # both timed, apart: on a busy machine the augmentation's own window can be the slower one,
+        # so their order says nothing (it failed under load: 78.7 ms a step, 152.2 ms augmenting)
+        assert c["ms_per_step"]["median"] > 0 and c["augment_ms"] > 0
         kinds = c["device_ms_per_step_by_kind"]
         assert kinds["convolution"] > 0 and kinds["optimizer"] > 0  # the step's work was traced
         assert c["device_busy_ms_per_step"] == pytest.approx(sum(kinds.values()), abs=0.01)

@@ -163,10 +163,9 @@ def found_at(x_test: np.ndarray, n: int, sides: tuple[int, ...]) -> None:
         band = next(b for b in bands if b[0] <= truth[2] / min(PHOTO) < b[1])
         counts[band] += 1
         for side in sides:
-            crop = yunet.detect_at(photo, side)
-            hits[band][side] += int(
-                crop is not None and iou(face.inside(crop, *photo.shape) or [0, 0, 1, 1], truth) >= 0.5
-            )
+            box = yunet.detect_at(photo, side)
+            box = None if box is None else face.inside(box, *photo.shape)
+            hits[band][side] += int(box is not None and iou(box, truth) >= 0.5)
     print(f"{n} PrivateTest faces in {PHOTO[0]}x{PHOTO[1]} photos: found by one copy alone, by the face's side")
     print(f"{'face side / shorter side':<26}" + "".join(f"{side:>8} px" for side in sides))
     for band in bands:

@@ -45,16 +45,17 @@ def main() -> None:
     cv2.setNumThreads(1)
     predictor = load("fer2013")
     meta = predictor.meta
-    data = read_fer(Path(args.data_dir) / "fer2013.npz.xz")
-    private = data["test_usage"] == 1
-    faces, labels = data["x_test"][private][..., 0], data["y_test"][private]
+    fer = read_fer(Path(args.data_dir) / "fer2013.npz.xz")
+    private = fer["test_usage"] == 1
+    faces, labels = fer["x_test"][private][..., 0], fer["y_test"][private]
     rng = np.random.default_rng(args.seed)
     correct = dict.fromkeys(WAYS, 0)
     for i in rng.permutation(len(faces))[: args.images]:
         photo, _ = place(faces[i], rng)
-        data_ = jpeg(cv2.resize(photo, None, fx=args.scale, fy=args.scale, interpolation=cv2.INTER_CUBIC))
-        working = preprocess.upright(open_image(data_, UPLOAD_FORMATS, draft=lambda im: preprocess.draft(im, meta)), 1)
-        now = preprocess.read_photo(lambda draft_first: open_image(data_, UPLOAD_FORMATS, draft=draft_first), meta)
+        encoded = jpeg(cv2.resize(photo, None, fx=args.scale, fy=args.scale, interpolation=cv2.INTER_CUBIC))
+        before = open_image(encoded, UPLOAD_FORMATS, draft=lambda im: preprocess.draft(im, meta))
+        working = preprocess.upright(before, 1)
+        now = preprocess.read_photo(lambda draft_first: open_image(encoded, UPLOAD_FORMATS, draft=draft_first), meta)
         crops = {
             WAYS[0]: face.frame_face(working, (48, 48))[0],
             WAYS[1]: face.crop_to_input(working, now["box"] or face.centre_square(*working.shape), (48, 48)),

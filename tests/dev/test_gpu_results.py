@@ -390,3 +390,14 @@ def test_the_carry_report_counts_what_a_call_copies(tmp_path, monkeypatch):
     for limit, says in ((8, ": fits"), (6, "DOES NOT FIT. Move the zoo (2.0 MiB) aside"), (4, "even without the zoo")):
         monkeypatch.setattr(gpu_results_data, "CARRY_MIB", limit)
         assert says in gpu_results_data.carry_report(data, repo), limit
+
+
+def test_a_dry_run_takes_the_budget_it_is_given():
+    """--tiny caps each run's --time-budget at TINY_BUDGET_S, or at --tiny-budget (the full CIFAR-10's
+    test set cannot be evaluated on a CPU beside the start-up within the default)."""
+    stage = gpu_results.STAGES["tta_250"]
+    fields = next(iter(stage.runs.values()))
+    for extra, seconds in (([], gpu_results.TINY_BUDGET_S), (["--tiny-budget", "90"], 90.0)):
+        opts = gpu_results.parse_args(["--data", "unused", "--tiny", *extra])
+        cfg = gpu_results.train_fields(stage, fields, Path("unused"), 200.0, opts)
+        assert cfg["time_budget"] == pytest.approx(seconds / 60, abs=1e-4)
